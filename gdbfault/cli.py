@@ -1,0 +1,128 @@
+"""The `gdbfault` command line: attach, report (and compare, check).
+
+Every failure ends in one line on stderr, `gdbfault: error: ...`, and a
+non-zero exit code; with --output, whatever was measured is saved first.
+"""
+import argparse
+import sys
+
+from gdbfault import __version__
+from gdbfault.errors import GdbfaultError
+from gdbfault.locations import VARIANTS, WORKLOADS
+from gdbfault.profiles import parse_probe_option
+from gdbfault.report import FORMATS, load_run, render, save_run
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_run_options(p):
+    """Options shared by every command that boots a kernel."""
+    p.add_argument("--kernel", default="lab", metavar="lab|PATH",
+                   help="kernel to boot: the built-in lab kernel (default) or a kernel image")
+    p.add_argument("--variant", default="vanilla", choices=VARIANTS,
+                   help="lab kernel build (default: vanilla, the 1997 order)")
+    p.add_argument("--system-map", metavar="FILE", help="System.map for a kernel without ELF symbols")
+    p.add_argument("--workload", default="mprotect", choices=WORKLOADS, help="guest workload (default: mprotect)")
+    p.add_argument("--iterations", type=int, metavar="N", help="workload iterations (default: the workload's)")
+    p.add_argument("--append", default="", metavar="CMDLINE", help="extra kernel command line words")
+    p.add_argument("--profile", metavar="NAME|FILE", help="probe profile (default: picked from the symbols)")
+    p.add_argument("--probe", action="append", default=[], metavar="ROLE=SYMBOL",
+                   help="add or override a probe (repeatable)")
+    p.add_argument("--no-icount", dest="icount", action="store_false",
+                   help="plain TCG without -icount shift=0 (no deterministic instruction count)")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="give up on a guest that has not finished by then (default: 600)")
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="gdbfault",
+                                 description="Live, exact instrumentation of a kernel's page-fault path "
+                                             "under QEMU + GDB.")
+    ap.add_argument("--version", action="version", version=f"gdbfault {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    at = sub.add_parser("attach", help="count fault-path hits on a kernel under QEMU",
+                        description="Start QEMU with a kernel (--qemu) and count hits on its fault path "
+                                    "while a workload runs.")
+    target = at.add_mutually_exclusive_group(required=True)
+    target.add_argument("--qemu", action="store_true", help="start QEMU with the kernel and workload")
+    _add_run_options(at)
+    at.add_argument("--format", default="table", choices=FORMATS, help="report format (default: table)")
+    at.add_argument("--output", "-o", metavar="FILE", help="save the run as JSON (also when it fails)")
+    at.add_argument("--keep-run-dir", action="store_true", help="keep QEMU's run directory (serial log)")
+    at.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    at.set_defaults(func=cmd_attach)
+
+    rp = sub.add_parser("report", help="re-render a saved run", description="Re-render a run saved with --output.")
+    rp.add_argument("run", metavar="RUN.json")
+    rp.add_argument("--format", default="table", choices=FORMATS)
+    rp.set_defaults(func=cmd_report)
+    return ap
+
+
+def _spec_from_args(args):
+    from gdbfault.run import RunSpec
+    if args.iterations is not None and args.iterations <= 0:
+        raise GdbfaultError(f"--iterations must be positive, not {args.iterations}")
+    return RunSpec(kernel=args.kernel, variant=args.variant, system_map=args.system_map,
+                   workload=args.workload, iterations=args.iterations, append=args.append,
+                   profile=args.profile, extra_probes=[parse_probe_option(p) for p in args.probe],
+                   icount=args.icount, timeout_s=args.timeout,
+                   keep_run_dir=getattr(args, "keep_run_dir", False))
+
+
+def _progress_bar(args):
+    """A tqdm bar on stderr when it is a terminal, else None."""
+    if args.quiet or not sys.stderr.isatty():
+        return None, None
+    from tqdm import tqdm
+    bar = tqdm(total=0, unit="it", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def update(done, total, hits):
+        if total and bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.set_postfix_str(f"{hits} hits", refresh=False)
+        bar.refresh()
+    return bar, update
+
+
+def cmd_attach(args):
+    from gdbfault.run import RunFailed, run_qemu
+    spec = _spec_from_args(args)
+    bar, update = _progress_bar(args)
+    try:
+        result = run_qemu(spec, progress=update)
+    except RunFailed as failed:
+        if args.output:
+            save_run(failed.result, args.output)
+            raise GdbfaultError(f"{failed} (counts so far saved to {args.output})") from failed
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.output:
+        save_run(result, args.output)
+    sys.stdout.write(render(result, args.format))
+    if args.output and args.format == "table":
+        print(f"saved to {args.output}")
+    bad = [c for c in result["checks"] if not c["ok"]]
+    return 1 if bad else 0
+
+
+def cmd_report(args):
+    sys.stdout.write(render(load_run(args.run), args.format))
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except GdbfaultError as exc:
+        print(f"gdbfault: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2) or 2
+    except KeyboardInterrupt:
+        print("gdbfault: error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,202 @@
+"""The GDB side of a run: one `Debugger` = one `gdb --interpreter=mi3 -nx`.
+
+pygdbmi spawns GDB and parses its MI output. Every command we send carries a
+token; one reader thread takes all of GDB's output and hands each result
+record to the command with the same token, so no reply is lost or matched to
+the wrong command however long a command takes. Asynchronous records
+(`*stopped`, `*running`, `=thread-group-exited`) go to a queue of their own.
+
+Per-hit work never comes here: the probes count inside GDB (gdbscripts/) and
+this module only asks them for summaries.
+"""
+import queue
+import re
+import shutil
+import subprocess
+import threading
+import time
+
+from pygdbmi.gdbcontroller import GdbController
+
+from gdbfault.errors import GdbfaultError
+
+__all__ = ["Debugger", "GdbCommandError", "gdb_version", "mi_quote"]
+
+
+class GdbCommandError(GdbfaultError):
+    """GDB answered a command with ^error."""
+
+
+def mi_quote(text):
+    """Quote a string as an MI c-string argument."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def gdb_version(gdb="gdb"):
+    exe = shutil.which(gdb)
+    if not exe:
+        raise GdbfaultError(f"'{gdb}' not found on PATH",
+                            "install it with `apt-get install gdb` or run `make setup`")
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20).stdout
+    m = re.search(r"GNU gdb .*?(\d+\.\d+(\.\d+)?)", out)
+    return m.group(1) if m else "unknown"
+
+
+class _Pending:
+    __slots__ = ("event", "record", "console")
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.record = None
+        self.console = []
+
+
+class Debugger:
+    """A GDB process driven over MI, with token-matched commands."""
+
+    def __init__(self, gdb="gdb"):
+        exe = shutil.which(gdb)
+        if not exe:
+            raise GdbfaultError(f"'{gdb}' not found on PATH",
+                                "install it with `apt-get install gdb` or run `make setup`")
+        self._ctl = GdbController(command=[exe, "--interpreter=mi3", "-nx", "-q"])
+        self._next_token = 1
+        self._pending = {}
+        self._current = None            # the command whose console output we collect
+        self._lock = threading.Lock()   # one command in flight at a time
+        self.events = queue.Queue()     # async records: *stopped, *running, =thread-group-exited
+        self.log = []                   # GDB's own log lines (&"..."), for error messages
+        self._dead = threading.Event()
+        self._reader = threading.Thread(target=self._read_loop, name="gdb-mi-reader", daemon=True)
+        self._reader.start()
+
+    # -- the one reader ----------------------------------------------------
+    def _read_loop(self):
+        io = self._ctl.io_manager
+        while not self._dead.is_set():
+            try:
+                records = io.get_gdb_response(timeout_sec=0.05, raise_error_on_timeout=False)
+            except Exception:   # GDB's pipes closed: it exited or was killed
+                break
+            for rec in records:
+                self._dispatch(rec)
+            if self._ctl.gdb_process is not None and self._ctl.gdb_process.poll() is not None:
+                for rec in self._drain(io):
+                    self._dispatch(rec)
+                break
+        self._dead.set()
+        for p in list(self._pending.values()):
+            p.event.set()
+
+    @staticmethod
+    def _drain(io):
+        try:
+            return io.get_gdb_response(timeout_sec=0, raise_error_on_timeout=False)
+        except Exception:
+            return []
+
+    def _dispatch(self, rec):
+        kind = rec.get("type")
+        if kind == "result":
+            pending = self._pending.get(rec.get("token"))
+            if pending is not None and rec.get("message") != "running":
+                pending.record = rec
+                pending.event.set()
+            elif rec.get("message") == "running":
+                self.events.put(rec)
+                if pending is not None:
+                    pending.record = rec
+                    pending.event.set()
+        elif kind == "console":
+            cur = self._current
+            if cur is not None:
+                cur.console.append(rec.get("payload") or "")
+        elif kind == "log":
+            self.log.append((rec.get("payload") or "").strip())
+            del self.log[:-50]
+        elif kind == "notify":
+            self.events.put(rec)
+
+    # -- commands ------------------------------------------------------------
+    @property
+    def alive(self):
+        return not self._dead.is_set()
+
+    def mi(self, command, timeout=30.0):
+        """Send one MI command; return (result record, console text)."""
+        with self._lock:
+            if not self.alive:
+                raise GdbfaultError(f"GDB is not running (it died or was killed); last message: "
+                                    f"{self.last_log() or 'none'}")
+            token = self._next_token
+            self._next_token += 1
+            pending = _Pending()
+            self._pending[token] = pending
+            self._current = pending
+            try:
+                self._ctl.write(f"{token}{command}", read_response=False)
+                if not pending.event.wait(timeout):
+                    raise GdbfaultError(f"GDB did not answer `{command}` within {timeout:.0f} s")
+            finally:
+                self._pending.pop(token, None)
+                self._current = None
+        rec = pending.record
+        if rec is None:
+            raise GdbfaultError(f"GDB died while running `{command}`; last message: "
+                                f"{self.last_log() or 'none'}")
+        if rec.get("message") == "error":
+            msg = (rec.get("payload") or {}).get("msg", "unknown error")
+            raise GdbCommandError(f"GDB: {msg}")
+        return rec, "".join(pending.console)
+
+    def console(self, cli_command, timeout=30.0):
+        """Run a CLI command through MI; return what it printed."""
+        _, text = self.mi(f"-interpreter-exec console {mi_quote(cli_command)}", timeout)
+        return text
+
+    def last_log(self):
+        return next((l for l in reversed(self.log) if l), "")
+
+    def wait_event(self, predicate, timeout):
+        """The next async record for which predicate(rec) is true, or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                rec = self.events.get(timeout=min(left, 0.2))
+            except queue.Empty:
+                if not self.alive:
+                    return None
+                continue
+            if predicate(rec):
+                return rec
+
+    @property
+    def pid(self):
+        proc = self._ctl.gdb_process
+        return proc.pid if proc else None
+
+    def close(self):
+        """Ask GDB to exit; kill it if it does not."""
+        proc = self._ctl.gdb_process
+        if proc is not None and proc.poll() is None:
+            try:
+                self._ctl.write("-gdb-exit", read_response=False)
+                proc.wait(3)
+            except Exception:
+                pass
+        try:
+            self._ctl.exit()
+        except Exception:
+            pass
+        self._dead.set()
+        self._reader.join(2)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

@@ -1,0 +1,240 @@
+"""The QEMU side of a run: one `Machine` = one supervised qemu-system-i386.
+
+The gdbstub and QMP listen on unix sockets inside a private (0700) run
+directory, never on a TCP port reachable from elsewhere; the serial console
+goes to a file there. QEMU starts halted (-S) so that probes are armed before
+the first guest instruction runs, and `close()` always leaves no process
+behind, whatever happened.
+"""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from gdbfault.errors import GdbfaultError, GuestError
+
+__all__ = ["MachineConfig", "Machine", "qemu_version", "describe_exit",
+           "EXIT_CLEAN", "EXIT_INIT_EXITED", "EXIT_OOPS", "EXIT_PANIC"]
+
+# QEMU exit statuses the lab kernel produces (qemu/README.md).
+EXIT_CLEAN = 0          # reboot() with -no-reboot
+EXIT_INIT_EXITED = 3    # isa-debug-exit value 1
+EXIT_OOPS = 29          # isa-debug-exit value 0x0e
+EXIT_PANIC = 31         # isa-debug-exit value 0x0f
+DEBUG_EXIT_PORT = 0xF4
+
+
+@dataclass
+class MachineConfig:
+    """What to boot and how. Lists are argv pieces, never shell strings."""
+
+    kernel: Path
+    initrd: list = field(default_factory=list)
+    append: str = ""
+    memory_mb: int = 64
+    icount: bool = True
+    extra_args: list = field(default_factory=list)
+    qemu: str = "qemu-system-i386"
+    halted: bool = True       # -S: wait for the debugger before running
+
+
+def describe_exit(status):
+    """One phrase for a QEMU exit status."""
+    if status is None:
+        return "still running"
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"QEMU was killed ({name})"
+    return {
+        EXIT_CLEAN: "guest powered off cleanly",
+        EXIT_INIT_EXITED: "guest's init exited",
+        EXIT_OOPS: "guest kernel oopsed",
+        EXIT_PANIC: "guest kernel panicked",
+    }.get(status, f"QEMU exited with status {status}")
+
+
+def qemu_version(qemu="qemu-system-i386"):
+    """'7.2.22' or similar; raises a clear error when QEMU is missing."""
+    exe = shutil.which(qemu)
+    if not exe:
+        raise GdbfaultError(f"'{qemu}' not found on PATH",
+                            "install it with `apt-get install qemu-system-x86` or run `make setup`")
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20).stdout
+    m = re.search(r"version (\S+)", out)
+    return m.group(1) if m else "unknown"
+
+
+class Machine:
+    """One qemu-system-i386 process, its run directory and its sockets."""
+
+    def __init__(self, config, run_dir=None):
+        self.config = config
+        self._own_dir = run_dir is None
+        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="gdbfault-run-"))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.run_dir, 0o700)
+        self.gdb_socket = self.run_dir / "gdb.sock"
+        self.qmp_socket = self.run_dir / "qmp.sock"
+        self.serial_log = self.run_dir / "serial.log"
+        self.stderr_log = self.run_dir / "qemu.err"
+        self.proc = None
+        self._qmp = None
+
+    # -- launching ---------------------------------------------------------
+    def command(self):
+        """The full argv QEMU is started with."""
+        c = self.config
+        kernel = Path(c.kernel)
+        if not kernel.is_file():
+            raise GdbfaultError(f"kernel file not found: {kernel}")
+        for path in c.initrd:
+            if not Path(path).is_file():
+                raise GdbfaultError(f"initrd/module file not found: {path}")
+        argv = [c.qemu, "-m", str(c.memory_mb), "-nodefaults", "-display", "none",
+                "-no-reboot", "-kernel", str(kernel),
+                "-serial", f"file:{self.serial_log}",
+                "-device", f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04",
+                "-gdb", f"unix:{self.gdb_socket},server=on,wait=off",
+                "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
+                "-monitor", "none"]
+        if c.initrd:
+            argv += ["-initrd", ",".join(str(p) for p in c.initrd)]
+        if c.append:
+            argv += ["-append", c.append]
+        if c.icount:
+            argv += ["-icount", "shift=0"]
+        if c.halted:
+            argv.append("-S")
+        return argv + [str(a) for a in c.extra_args]
+
+    def start(self, timeout=20.0):
+        """Start QEMU and wait until its gdbstub socket exists."""
+        argv = self.command()
+        exe = shutil.which(argv[0])
+        if not exe:
+            raise GdbfaultError(f"'{argv[0]}' not found on PATH",
+                                "install it with `apt-get install qemu-system-x86` or run `make setup`")
+        with open(self.stderr_log, "wb") as err:
+            # A session of its own: the user's Ctrl-C reaches us, and we tear
+            # QEMU down in order instead of racing its own SIGINT handler.
+            self.proc = subprocess.Popen([exe] + argv[1:], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=err,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise GdbfaultError(f"QEMU died at launch ({describe_exit(self.proc.returncode)}): "
+                                    f"{self.stderr_tail() or 'no message'}")
+            if self.gdb_socket.exists() and self.qmp_socket.exists():
+                return self
+            time.sleep(0.02)
+        raise GdbfaultError(f"QEMU did not open its gdbstub within {timeout:.0f} s")
+
+    # -- while running -----------------------------------------------------
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def poll(self):
+        """QEMU's exit status, or None while it runs."""
+        return self.proc.poll() if self.proc else None
+
+    def wait(self, timeout):
+        """Wait for QEMU to exit; its status, or None on timeout."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def qmp(self):
+        """A connected QMP client (qemu.qmp's synchronous one)."""
+        if self._qmp is None:
+            from qemu.qmp.legacy import QEMUMonitorProtocol
+            client = QEMUMonitorProtocol(str(self.qmp_socket))
+            client.connect()
+            self._qmp = client
+        return self._qmp
+
+    def icount(self):
+        """Guest instructions executed so far (QMP query-replay, -icount only)."""
+        return int(self.qmp().cmd("query-replay")["return"]["icount"])
+
+    def serial_output(self):
+        try:
+            return self.serial_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stderr_tail(self):
+        try:
+            lines = self.stderr_log.read_text(errors="replace").strip().splitlines()
+        except FileNotFoundError:
+            return ""
+        return lines[-1] if lines else ""
+
+    def check_exit(self, status):
+        """Raise GuestError for an exit status that is not a clean power-off."""
+        if status == EXIT_CLEAN:
+            return
+        detail = self.stderr_tail()
+        if status is not None and status in (EXIT_OOPS, EXIT_PANIC):
+            oops = next((l.strip() for l in self.serial_output().splitlines()
+                         if l.startswith(("Oops", "Kernel panic"))), "")
+            detail = oops or detail
+        raise GuestError(describe_exit(status) + (f": {detail}" if detail else ""))
+
+    # -- teardown ----------------------------------------------------------
+    def close(self, keep_dir=False):
+        """Stop QEMU (if running) and remove the run directory."""
+        if self._qmp is not None:
+            try:
+                self._qmp.close()
+            except Exception:
+                pass
+            self._qmp = None
+        if self.proc is not None and self.proc.poll() is None:
+            kill_tree(self.proc.pid)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        if self._own_dir and not keep_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def kill_tree(pid, grace=3.0):
+    """Terminate a process and its children; kill what does not go."""
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    procs = root.children(recursive=True) + [root]
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace)

@@ -1,0 +1,292 @@
+"""faultprobe: count kernel fault-path functions from inside GDB.
+
+Source this file in a GDB attached to a kernel (for example QEMU's gdbstub):
+
+    (gdb) source gdbscripts/faultprobe.py
+    (gdb) faultprobe add "fault entry" do_page_fault
+    (gdb) faultprobe add "signal forced" force_sig
+    (gdb) continue            # ... then Ctrl-C
+    (gdb) faultprobe stats
+
+Each probe is an internal breakpoint whose stop() counts the hit and returns
+False, so the guest never stops for the user and no round trip to another
+process happens per hit: that is the fastest way GDB offers to count.
+
+QEMU's gdbstub sometimes reports one hit twice: the same breakpoint again,
+with no guest instruction executed in between. A stop at the same breakpoint
+as the previous stop with identical registers is taken as such a duplicate
+unless the guest's instruction count (QMP, when known) shows progress; the
+duplicates are counted apart and never added to the hits.
+
+gdbfault drives these same commands over GDB/MI and reads `faultprobe json`.
+"""
+import json
+import time
+
+import gdb
+
+__all__ = ["ENGINE", "ProbeEngine", "CountingBreakpoint", "PhaseBreakpoint"]
+
+# Registers compared to spot a duplicate stop report (i386).
+_DUP_REGS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "eflags")
+SCHEMA_VERSION = 1
+
+
+class CountingBreakpoint(gdb.Breakpoint):
+    """A silent breakpoint that counts its hits per phase."""
+
+    def __init__(self, engine, role, symbol, location):
+        super().__init__(location, internal=True)
+        self.silent = True
+        self.engine = engine
+        self.role = role
+        self.symbol = symbol
+        self.where = location
+        self.hits = {"boot": 0, "workload": 0}
+        self.duplicates = 0
+
+    def stop(self):
+        engine = self.engine
+        frame = gdb.selected_frame()
+        regs = tuple(int(frame.read_register(r)) for r in _DUP_REGS)
+        if engine.last_bp is self and regs == engine.last_regs and not engine.progressed():
+            self.duplicates += 1
+            return False
+        engine.last_bp = self
+        engine.last_regs = regs
+        self.hits[engine.phase] += 1
+        return False
+
+    def address(self):
+        """The resolved address, or None while pending."""
+        try:
+            locs = self.locations
+        except AttributeError:      # GDB < 13 has no Breakpoint.locations
+            locs = None
+        if locs:
+            return locs[0].address
+        try:
+            return int(gdb.parse_and_eval(f"(unsigned long)&{self.symbol}")) if self.symbol else None
+        except gdb.error:
+            return None
+
+
+class PhaseBreakpoint(gdb.Breakpoint):
+    """Switches the engine from the boot phase to the workload phase once."""
+
+    def __init__(self, engine, location):
+        super().__init__(location, internal=True)
+        self.silent = True
+        self.engine = engine
+
+    def stop(self):
+        self.engine.phase = "workload"
+        self.engine.armed_at = time.monotonic()
+        self.enabled = False
+        return False
+
+
+class ProbeEngine:
+    """All probes of this GDB session and their counts."""
+
+    def __init__(self):
+        self.probes = []
+        self.phase = "workload"
+        self.phase_bp = None
+        self.armed_at = None
+        self.started = time.monotonic()
+        self.last_bp = None
+        self.last_regs = None
+        self.icount_reader = None   # callable returning the guest instruction count
+        self._last_icount = None
+
+    def add(self, role, location, symbol=None):
+        if symbol is None and not location.startswith("*"):
+            symbol = location
+        bp = CountingBreakpoint(self, role, symbol, location)
+        if bp.pending or bp.address() is None and not location.startswith("*"):
+            bp.delete()
+            raise gdb.GdbError(f"faultprobe: cannot place a probe on '{location}' "
+                               "(unknown symbol or address)")
+        self.probes.append(bp)
+        return bp
+
+    def arm_at(self, location):
+        """Count from `location`'s first execution on as the workload phase."""
+        if self.phase_bp is not None:
+            self.phase_bp.delete()
+        self.phase_bp = PhaseBreakpoint(self, location)
+        self.phase = "boot"
+
+    def progressed(self):
+        """Did the guest execute instructions since the last stop? (if knowable)."""
+        if self.icount_reader is None:
+            return False
+        now = self.icount_reader()
+        moved = now != self._last_icount
+        self._last_icount = now
+        return moved
+
+    def reset(self):
+        for bp in self.probes:
+            bp.hits = {"boot": 0, "workload": 0}
+            bp.duplicates = 0
+        self.last_bp = self.last_regs = None
+        self.started = time.monotonic()
+
+    def clear(self):
+        for bp in self.probes:
+            bp.delete()
+        self.probes = []
+        if self.phase_bp is not None:
+            self.phase_bp.delete()
+            self.phase_bp = None
+        self.phase = "workload"
+
+    def set_enabled(self, enabled):
+        for bp in self.probes:
+            bp.enabled = enabled
+
+    def snapshot(self):
+        probes = []
+        for bp in self.probes:
+            addr = bp.address()
+            probes.append({"role": bp.role, "symbol": bp.symbol, "location": bp.where,
+                           "address": addr, "hits": dict(bp.hits),
+                           "total": bp.hits["boot"] + bp.hits["workload"],
+                           "duplicates": bp.duplicates})
+        return {"schema": SCHEMA_VERSION, "phase": self.phase,
+                "elapsed_s": round(time.monotonic() - self.started, 3),
+                "probes": probes,
+                "total_hits": sum(p["total"] for p in probes),
+                "duplicates": sum(p["duplicates"] for p in probes)}
+
+
+ENGINE = ProbeEngine()
+
+
+class FaultprobeCommand(gdb.Command):
+    """Count kernel fault-path functions without stopping the guest.
+
+Usage: faultprobe add ROLE LOCATION [SYMBOL]  -- count hits at LOCATION (a symbol or *ADDRESS)
+       faultprobe arm LOCATION                -- hits before LOCATION first runs count as boot
+       faultprobe stats                       -- print the counts
+       faultprobe json [FILE]                 -- the counts as JSON (to FILE if given)
+       faultprobe reset | enable | disable | clear
+ROLE is a free-form name such as "fault entry"; quote it when it has spaces."""
+
+    def __init__(self):
+        super().__init__("faultprobe", gdb.COMMAND_USER, prefix=True)
+
+    def invoke(self, arg, from_tty):
+        gdb.execute("help faultprobe", to_string=False)
+
+
+class _Sub(gdb.Command):
+    def __init__(self, name):
+        super().__init__(f"faultprobe {name}", gdb.COMMAND_USER)
+
+
+class AddCommand(_Sub):
+    """Add a counting probe: faultprobe add ROLE LOCATION [SYMBOL]."""
+
+    def __init__(self):
+        super().__init__("add")
+
+    def invoke(self, arg, from_tty):
+        argv = gdb.string_to_argv(arg)
+        if len(argv) not in (2, 3):
+            raise gdb.GdbError("usage: faultprobe add ROLE LOCATION [SYMBOL]")
+        bp = ENGINE.add(argv[0], argv[1], argv[2] if len(argv) == 3 else None)
+        addr = bp.address()
+        print(f"faultprobe: {argv[0]} at {argv[1]}" + (f" ({addr:#x})" if addr is not None else ""))
+
+
+class ArmCommand(_Sub):
+    """Count hits as 'boot' until LOCATION first executes: faultprobe arm LOCATION."""
+
+    def __init__(self):
+        super().__init__("arm")
+
+    def invoke(self, arg, from_tty):
+        argv = gdb.string_to_argv(arg)
+        if len(argv) != 1:
+            raise gdb.GdbError("usage: faultprobe arm LOCATION")
+        ENGINE.arm_at(argv[0])
+
+
+class StatsCommand(_Sub):
+    """Print each probe's hits (boot, workload, duplicates filtered)."""
+
+    def __init__(self):
+        super().__init__("stats")
+
+    def invoke(self, arg, from_tty):
+        snap = ENGINE.snapshot()
+        print(f"{'role':<20} {'symbol':<28} {'boot':>9} {'workload':>10} {'dups':>5}")
+        for p in snap["probes"]:
+            print(f"{p['role']:<20} {(p['symbol'] or p['location']):<28} "
+                  f"{p['hits']['boot']:>9} {p['hits']['workload']:>10} {p['duplicates']:>5}")
+        print(f"total {snap['total_hits']} hits in {snap['elapsed_s']} s, phase {snap['phase']}")
+
+
+class JsonCommand(_Sub):
+    """Print the counts as JSON, or write them to FILE: faultprobe json [FILE]."""
+
+    def __init__(self):
+        super().__init__("json")
+
+    def invoke(self, arg, from_tty):
+        text = json.dumps(ENGINE.snapshot())
+        argv = gdb.string_to_argv(arg)
+        if argv:
+            with open(argv[0], "w") as f:
+                f.write(text)
+        else:
+            print(text)
+
+
+class ResetCommand(_Sub):
+    """Zero every probe's counts."""
+
+    def __init__(self):
+        super().__init__("reset")
+
+    def invoke(self, arg, from_tty):
+        ENGINE.reset()
+
+
+class EnableCommand(_Sub):
+    """Enable every probe."""
+
+    def __init__(self):
+        super().__init__("enable")
+
+    def invoke(self, arg, from_tty):
+        ENGINE.set_enabled(True)
+
+
+class DisableCommand(_Sub):
+    """Disable every probe (counts are kept)."""
+
+    def __init__(self):
+        super().__init__("disable")
+
+    def invoke(self, arg, from_tty):
+        ENGINE.set_enabled(False)
+
+
+class ClearCommand(_Sub):
+    """Delete every probe and its counts."""
+
+    def __init__(self):
+        super().__init__("clear")
+
+    def invoke(self, arg, from_tty):
+        ENGINE.clear()
+
+
+FaultprobeCommand()
+for _cls in (AddCommand, ArmCommand, StatsCommand, JsonCommand, ResetCommand,
+             EnableCommand, DisableCommand, ClearCommand):
+    _cls()

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install what gdbfault needs on a Debian machine, skipping what is there:
+# QEMU (i386, TCG), a 32-bit-capable gcc, gdb, patch; then the Python package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+need=()
+command -v qemu-system-i386 >/dev/null || need+=(qemu-system-x86)
+command -v gdb >/dev/null || need+=(gdb)
+command -v patch >/dev/null || need+=(patch)
+command -v make >/dev/null || need+=(make)
+command -v objdump >/dev/null || need+=(binutils)
+if ! echo 'int main(void){return 0;}' | gcc -m32 -x c -o /dev/null - >/dev/null 2>&1; then
+  need+=(gcc-multilib)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install-deps: installing ${need[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! "$PYTHON" -c 'import gdbfault, pygdbmi, psutil, tabulate, qemu.qmp, elftools, tqdm, pytest, matplotlib' 2>/dev/null \
+   || ! command -v gdbfault >/dev/null; then
+  echo "install-deps: pip install -e .[test]"
+  "$PYTHON" -m pip install -q --disable-pip-version-check -e ".[test]"
+fi

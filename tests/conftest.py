@@ -1,0 +1,51 @@
+"""Shared fixtures: built lab kernels and workloads, and a process-leak check."""
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+KERNEL_BUILD = REPO / "qemu" / "kernel" / "build"
+WORKLOAD_BUILD = REPO / "qemu" / "workloads" / "build"
+
+
+def _make(dirname):
+    subprocess.run(["make", "-s", "-C", str(REPO / dirname)], check=True)
+
+
+@pytest.fixture(scope="session")
+def lab_built():
+    """Build (if needed) both lab kernels and all workloads."""
+    _make("qemu/workloads")
+    _make("qemu/kernel")
+    for variant in ("vanilla", "patched"):
+        assert (KERNEL_BUILD / variant / "kernel.elf").is_file()
+    return KERNEL_BUILD
+
+
+def tagged_processes(tag, names=("qemu-system-i386", "gdb")):
+    """Live QEMU/GDB processes started with GDBFAULT_TEST_TAG=tag in their environment."""
+    found = []
+    for p in psutil.process_iter(["name"]):
+        try:
+            if p.info["name"] in names and p.status() != psutil.STATUS_ZOMBIE \
+                    and p.environ().get("GDBFAULT_TEST_TAG") == tag:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+@pytest.fixture
+def no_leaks(monkeypatch):
+    """Tags every process the test starts; fails if a QEMU or GDB is left behind."""
+    tag = uuid.uuid4().hex
+    monkeypatch.setenv("GDBFAULT_TEST_TAG", tag)
+    yield tag
+    left = tagged_processes(tag)
+    for p in left:
+        p.kill()
+    assert not left, f"processes left behind: {[(p.pid, p.name()) for p in left]}"
