@@ -32,6 +32,11 @@ def _add_run_options(p):
                    help="plain TCG without -icount shift=0 (no deterministic instruction count)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                    help="give up on a guest that has not finished by then (default: 600)")
+    p.add_argument("--no-trace", dest="trace", action="store_false",
+                   help="count only; do not follow fault paths (one breakpoint stop less per fault)")
+    p.add_argument("--cost-sample", type=int, default=1, metavar="N",
+                   help="cost every Nth fault only (hit counts stay exact; default: every fault)")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the per-path cost distributions")
 
 
 def build_parser():
@@ -47,6 +52,11 @@ def build_parser():
                                     "while a workload runs.")
     target = at.add_mutually_exclusive_group(required=True)
     target.add_argument("--qemu", action="store_true", help="start QEMU with the kernel and workload")
+    target.add_argument("--port", type=int, metavar="N", help="attach to a running QEMU's gdbstub on 127.0.0.1:N")
+    target.add_argument("--socket", metavar="PATH", help="attach to a running QEMU's gdbstub unix socket")
+    target.add_argument("--pid", type=int, metavar="PID", help="attach to a running QEMU, finding its gdbstub")
+    at.add_argument("--duration", type=float, metavar="SECONDS",
+                    help="with --port/--socket/--pid: count this long (default: until Ctrl-C)")
     _add_run_options(at)
     at.add_argument("--format", default="table", choices=FORMATS, help="report format (default: table)")
     at.add_argument("--output", "-o", metavar="FILE", help="save the run as JSON (also when it fails)")
@@ -65,10 +75,13 @@ def _spec_from_args(args):
     from gdbfault.run import RunSpec
     if args.iterations is not None and args.iterations <= 0:
         raise GdbfaultError(f"--iterations must be positive, not {args.iterations}")
+    if args.cost_sample <= 0:
+        raise GdbfaultError(f"--cost-sample must be positive, not {args.cost_sample}")
     return RunSpec(kernel=args.kernel, variant=args.variant, system_map=args.system_map,
                    workload=args.workload, iterations=args.iterations, append=args.append,
                    profile=args.profile, extra_probes=[parse_probe_option(p) for p in args.probe],
-                   icount=args.icount, timeout_s=args.timeout,
+                   icount=args.icount, timeout_s=args.timeout, trace=args.trace,
+                   cost_sample=args.cost_sample,
                    keep_run_dir=getattr(args, "keep_run_dir", False))
 
 
@@ -88,27 +101,60 @@ def _progress_bar(args):
     return bar, update
 
 
+def _attach_running(args):
+    from gdbfault.run import attach_running, gdbstub_of_pid
+    from gdbfault.locations import lab_kernel
+    if args.pid is not None:
+        address = gdbstub_of_pid(args.pid)
+    elif args.socket:
+        address = args.socket
+    else:
+        address = f"127.0.0.1:{args.port}"
+    kernel, system_map = (lab_kernel(args.variant) if args.kernel == "lab"
+                          else (args.kernel, args.system_map))
+    if args.system_map:
+        system_map = args.system_map
+    if args.kernel == "lab" and not args.system_map:
+        system_map = None     # the lab kernel's ELF has full symbols
+    if not args.quiet and args.duration is None:
+        print(f"counting on {address}; Ctrl-C to stop and report", file=sys.stderr)
+    return attach_running(address, kernel, system_map, args.profile,
+                          [parse_probe_option(p) for p in args.probe], args.duration)
+
+
 def cmd_attach(args):
     from gdbfault.run import RunFailed, run_qemu
-    spec = _spec_from_args(args)
-    bar, update = _progress_bar(args)
+    bar, update = (None, None) if not args.qemu else _progress_bar(args)
     try:
-        result = run_qemu(spec, progress=update)
+        if args.qemu:
+            result = run_qemu(_spec_from_args(args), progress=update)
+        else:
+            result = _attach_running(args)
     except RunFailed as failed:
         if args.output:
             save_run(failed.result, args.output)
-            raise GdbfaultError(f"{failed} (counts so far saved to {args.output})") from failed
+            failed.args = (f"{failed} (counts so far saved to {args.output})",)
         raise
     finally:
         if bar is not None:
             bar.close()
     if args.output:
         save_run(result, args.output)
+    if getattr(args, "plot", None):
+        from gdbfault.plot import plot_paths
+        plot_paths([(_label(result), result)], args.plot)
     sys.stdout.write(render(result, args.format))
+    if args.plot and args.format == "table":
+        print(f"plot written to {args.plot}")
     if args.output and args.format == "table":
         print(f"saved to {args.output}")
     bad = [c for c in result["checks"] if not c["ok"]]
     return 1 if bad else 0
+
+
+def _label(result):
+    from gdbfault.report import kernel_label
+    return kernel_label(result)
 
 
 def cmd_report(args):

@@ -59,7 +59,10 @@ class Debugger:
         if not exe:
             raise GdbfaultError(f"'{gdb}' not found on PATH",
                                 "install it with `apt-get install gdb` or run `make setup`")
-        self._ctl = GdbController(command=[exe, "--interpreter=mi3", "-nx", "-q"])
+        # A session of its own (setsid), so the user's Ctrl-C reaches only
+        # gdbfault, which then stops the run in order.
+        prefix = [shutil.which("setsid")] if shutil.which("setsid") else []
+        self._ctl = GdbController(command=prefix + [exe, "--interpreter=mi3", "-nx", "-q"])
         self._next_token = 1
         self._pending = {}
         self._current = None            # the command whose console output we collect

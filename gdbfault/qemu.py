@@ -40,6 +40,7 @@ class MachineConfig:
     append: str = ""
     memory_mb: int = 64
     icount: bool = True
+    icount_options: str = "shift=0,sleep=off"
     extra_args: list = field(default_factory=list)
     qemu: str = "qemu-system-i386"
     halted: bool = True       # -S: wait for the debugger before running
@@ -85,6 +86,7 @@ class Machine:
         os.chmod(self.run_dir, 0o700)
         self.gdb_socket = self.run_dir / "gdb.sock"
         self.qmp_socket = self.run_dir / "qmp.sock"
+        self.probe_qmp_socket = self.run_dir / "qmp-probes.sock"   # for the in-GDB path tracer
         self.serial_log = self.run_dir / "serial.log"
         self.stderr_log = self.run_dir / "qemu.err"
         self.proc = None
@@ -106,13 +108,14 @@ class Machine:
                 "-device", f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04",
                 "-gdb", f"unix:{self.gdb_socket},server=on,wait=off",
                 "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
+                "-qmp", f"unix:{self.probe_qmp_socket},server=on,wait=off",
                 "-monitor", "none"]
         if c.initrd:
             argv += ["-initrd", ",".join(str(p) for p in c.initrd)]
         if c.append:
             argv += ["-append", c.append]
         if c.icount:
-            argv += ["-icount", "shift=0"]
+            argv += ["-icount", c.icount_options]
         if c.halted:
             argv.append("-S")
         return argv + [str(a) for a in c.extra_args]
@@ -167,7 +170,7 @@ class Machine:
 
     def icount(self):
         """Guest instructions executed so far (QMP query-replay, -icount only)."""
-        return int(self.qmp().cmd("query-replay")["return"]["icount"])
+        return int(self.qmp().cmd("query-replay")["icount"])
 
     def serial_output(self):
         try:

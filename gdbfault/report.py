@@ -110,8 +110,8 @@ def _text(result, tablefmt):
         rows.append([p["role"], p["symbol"], f"{p['address']:#010x}"]
                     + ([p["hits"]["boot"]] if show_boot else [])
                     + [p["hits"]["workload"], f"{per:.2f}" if per is not None else "-"])
-    lines.append(tabulate(rows, headers=headers, tablefmt=tablefmt, colalign=("left", "left", "left")
-                          + ("right",) * (len(headers) - 3)))
+    lines.append(tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True,
+                          colalign=("left", "left", "left") + ("right",) * (len(headers) - 3)))
     lines.append("")
 
     g = result.get("guest")
@@ -148,7 +148,7 @@ def _text(result, tablefmt):
     if paths:
         prow = [[p["shape"], p["count"], p["min"], p["median"], p["p95"], p["max"]] for p in paths]
         lines.append(tabulate(prow, headers=["path", "count", "min", "median", "p95", "max"],
-                              tablefmt=tablefmt))
+                              tablefmt=tablefmt, colalign=("left",) + ("right",) * 5))
         lines.append("(cost: guest instructions from fault entry to its return)")
         lines.append("")
 

@@ -16,12 +16,13 @@ from gdbfault import __version__
 from gdbfault.errors import GdbfaultError, GuestError
 from gdbfault.gdb import Debugger, gdb_version, mi_quote
 from gdbfault.locations import GDBSCRIPTS, lab_kernel, workload_binary
-from gdbfault.profiles import load_profile, pick_profile, resolve_probes
+from gdbfault.paths import cost_stats, summarise_paths
+from gdbfault.profiles import ENTRY, load_profile, pick_profile, resolve_probes
 from gdbfault.qemu import EXIT_CLEAN, Machine, MachineConfig, describe_exit, qemu_version
 from gdbfault.symbols import is_elf, load_symbols
 from gdbfault.truth import compare_with_guest, parse_guest_output
 
-__all__ = ["RunSpec", "RunFailed", "run_qemu", "elf_entry", "SCHEMA"]
+__all__ = ["RunSpec", "RunFailed", "run_qemu", "attach_running", "gdbstub_of_pid", "elf_entry", "SCHEMA"]
 
 SCHEMA = "gdbfault.run/1"
 SNAPSHOT_EVERY_S = 1.0
@@ -45,6 +46,9 @@ class RunSpec:
     gdb: str = "gdb"
     qemu: str = "qemu-system-i386"
     keep_run_dir: bool = False
+    trace: bool = True                   # follow fault paths (costs need icount)
+    replay: bool = True                  # record without GDB, count in the replay (icount only)
+    cost_sample: int = 1                 # cost every Nth fault only
 
     def kernel_files(self):
         if self.kernel == "lab":
@@ -110,6 +114,14 @@ def _prepare_debugger(dbg, kernel, probes, arm_address):
         dbg.mi(f"-file-exec-and-symbols {mi_quote(str(kernel))}", timeout=120)
 
 
+def _connect(dbg, address):
+    """target remote ADDRESS (a unix socket path or host:port)."""
+    if any(c.isspace() for c in address):
+        # GDB's `target remote` takes the rest of the line literally, quotes included.
+        raise GdbfaultError(f"gdbstub address has white space, which GDB cannot take: {address!r}")
+    dbg.mi(f"-target-select remote {address}", timeout=30)
+
+
 def _load_probe_engine(dbg, probes, arm_address):
     dbg.console(f"source {GDBSCRIPTS / 'faultprobe.py'}")
     dbg.console("help faultprobe")     # fails loudly if the script did not load
@@ -117,6 +129,18 @@ def _load_probe_engine(dbg, probes, arm_address):
         dbg.console(f"faultprobe add {mi_arg(p.role)} *{p.address:#x} {p.symbol}")
     if arm_address is not None:
         dbg.console(f"faultprobe arm *{arm_address:#x}")
+
+
+def _start_tracer(dbg, probes, qmp_socket, sample):
+    """Path tracing inside GDB; qemu.qmp is lent from our own environment."""
+    if not any(p.role == ENTRY for p in probes):
+        return False
+    if qmp_socket is not None:
+        import qemu.qmp
+        site = Path(qemu.qmp.__file__).resolve().parents[2]
+        dbg.console(f"python import sys; sys.path.append({str(site)!r})")
+    dbg.console(f"faultprobe trace {mi_arg(str(qmp_socket)) if qmp_socket else '-'} {int(sample)}")
+    return True
 
 
 def mi_arg(text):
@@ -152,7 +176,8 @@ def run_qemu(spec, progress=None):
                    "model": spec.kernel_model},
         "workload": {"name": spec.workload, "iterations": spec.iterations,
                      "command_line": spec.command_line()},
-        "mode": {"backend": "gdb", "accel": "tcg", "icount": spec.icount},
+        "mode": {"backend": "gdb", "accel": "tcg", "icount": spec.icount,
+                 "trace": spec.trace, "cost_sample": spec.cost_sample},
         "probes": [{"role": p.role, "symbol": p.symbol, "address": p.address,
                     "hits": {"boot": 0, "workload": 0}, "total": 0, "duplicates": 0} for p in probes],
         "guest": None, "checks": [],
@@ -161,16 +186,26 @@ def run_qemu(spec, progress=None):
     }
     session = _Session()
     t_start = None
+    cleanup = []                         # folders to remove at the end
+    replay = spec.replay and spec.icount
+    result["mode"]["replay"] = replay
     try:
-        session.machine = Machine(MachineConfig(kernel=kernel, initrd=initrd,
-                                                append=spec.command_line(), icount=spec.icount,
-                                                memory_mb=spec.memory_mb, qemu=spec.qemu))
+        config = MachineConfig(kernel=kernel, initrd=initrd, append=spec.command_line(),
+                               icount=spec.icount, memory_mb=spec.memory_mb, qemu=spec.qemu)
+        if replay:
+            record_file, recorded = _record(spec, config, result, cleanup)
+            config.icount_options = f"shift=0,rr=replay,rrfile={record_file}"
+            config.extra_args = ["-net", "none"]
+        session.machine = Machine(config)
         machine = session.machine
         machine.start()
         session.debugger = dbg = Debugger(spec.gdb)
         _prepare_debugger(dbg, kernel, probes, arm)
-        dbg.mi(f"-target-select remote {mi_quote(str(machine.gdb_socket))}", timeout=30)
+        _connect(dbg, str(machine.gdb_socket))
         _load_probe_engine(dbg, probes, arm)
+        if spec.trace:
+            _start_tracer(dbg, probes, machine.probe_qmp_socket if spec.icount else None,
+                          spec.cost_sample)
         t_start = time.monotonic()
         dbg.mi("-exec-continue")
         status = _supervise(spec, session, t_start, progress)
@@ -179,6 +214,8 @@ def run_qemu(spec, progress=None):
         result["run"]["exit_status"] = status
         result["run"]["exit"] = describe_exit(status)
         machine.check_exit(status)
+        if replay:
+            _check_replay(result, recorded, machine)
         if result["guest"] is None:
             raise GuestError("the workload printed no GDBFAULT-RESULT line "
                              f"(serial log: {machine.serial_log})")
@@ -193,6 +230,50 @@ def run_qemu(spec, progress=None):
         raise RunFailed(exc, result) from None
     finally:
         session.close(keep_dir=spec.keep_run_dir)
+        import shutil
+        for folder in cleanup:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _record(spec, config, result, cleanup):
+    """Run the guest once with no debugger attached, recording it for replay.
+
+    Breakpoint stops move virtual time under -icount (while QEMU is stopped
+    its clock follows real time), so a guest watched live would see timer
+    interrupts at other places and other rdtsc values. A replay re-injects
+    every interrupt at its recorded instruction count: under GDB it executes
+    exactly the instructions the unobserved run did.
+    """
+    import tempfile
+    rec_dir = Path(tempfile.mkdtemp(prefix="gdbfault-rec-"))
+    record_file = rec_dir / "guest.rr"
+    rec = Machine(MachineConfig(kernel=config.kernel, initrd=config.initrd, append=config.append,
+                                memory_mb=config.memory_mb, qemu=config.qemu, halted=False,
+                                icount_options=f"shift=0,rr=record,rrfile={record_file}",
+                                extra_args=["-net", "none"]), run_dir=rec_dir)
+    t0 = time.monotonic()
+    try:
+        rec.start()
+        status = rec.wait(spec.timeout_s)
+        if status is None:
+            raise GuestError(f"the guest did not finish within {spec.timeout_s:.0f} s (hung?) while "
+                             f"recording; serial log tail: {_tail(rec.serial_output())!r}")
+        serial = rec.serial_output()
+    finally:
+        rec.close(keep_dir=True)     # the record file lives there until the replay is done
+        cleanup.append(rec_dir)
+    result["record"] = {"exit_status": status, "exit": describe_exit(status),
+                        "wall_s": round(time.monotonic() - t0, 3)}
+    return record_file, {"status": status, "serial": serial}
+
+
+def _check_replay(result, recorded, machine):
+    """The replay must have printed what the recording printed."""
+    replayed = parse_guest_output(machine.serial_output())["result"]
+    original = parse_guest_output(recorded["serial"])["result"]
+    result["record"]["guest"] = original
+    if original != replayed:
+        raise GdbfaultError("the replay diverged from the recording (the guest's summaries differ)")
 
 
 def _supervise(spec, session, t_start, progress):
@@ -238,6 +319,13 @@ def _fill(result, session, t_start, spec):
             got = by_addr.get(p["address"])
             if got:
                 p["hits"], p["total"], p["duplicates"] = got["hits"], got["total"], got["duplicates"]
+    if snap and snap.get("trace"):
+        trace = snap["trace"]
+        result["paths"] = summarise_paths(trace)
+        result["trace"] = {"entries": trace["entries"], "lost": trace["lost"],
+                           "sample": trace["sample"], "costed": trace["icount"],
+                           "return_sites": trace["return_sites"],
+                           "iteration": cost_stats(trace.get("iteration_costs", []))}
     machine = session.machine
     guest = parse_guest_output(machine.serial_output()) if machine else {"result": None}
     result["guest"] = guest["result"]
@@ -267,3 +355,112 @@ def _salvage(result, session, t_start, spec):
     if machine is not None:
         result["run"]["exit_status"] = machine.poll()
         result["run"]["exit"] = describe_exit(machine.poll())
+
+
+# -- attaching to a QEMU that is already running ------------------------------
+
+def gdbstub_of_pid(pid):
+    """The gdbstub address of a running QEMU, read from its command line."""
+    import psutil
+    try:
+        cmdline = psutil.Process(pid).cmdline()
+    except psutil.NoSuchProcess:
+        raise GdbfaultError(f"no process with pid {pid}")
+    except psutil.AccessDenied:
+        raise GdbfaultError(f"cannot read the command line of pid {pid} (permission denied)")
+    if not cmdline or "qemu-system" not in Path(cmdline[0]).name:
+        raise GdbfaultError(f"pid {pid} is not a QEMU system emulator ({cmdline[:1]})")
+    for i, word in enumerate(cmdline):
+        if word == "-s":
+            return "localhost:1234"
+        if word == "-gdb" and i + 1 < len(cmdline):
+            dev = cmdline[i + 1].split(",")[0]
+            if dev.startswith("unix:"):
+                return dev[len("unix:"):]
+            if dev.startswith("tcp:"):
+                host, _, port = dev[len("tcp:"):].rpartition(":")
+                return f"{host or 'localhost'}:{port}"
+            raise GdbfaultError(f"QEMU pid {pid} has a gdbstub on '{dev}', which gdbfault cannot reach")
+    raise GdbfaultError(f"QEMU pid {pid} has no gdbstub", "start it with -gdb unix:PATH,server=on,wait=off "
+                        "or -gdb tcp:127.0.0.1:PORT")
+
+
+def _check_reachable(address):
+    """Fail early, in one line, when nothing listens at a gdbstub address."""
+    import socket
+    if ":" in address and not address.startswith("/"):
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+        except (OSError, ValueError):
+            raise GdbfaultError(f"nothing is listening on {address} (no gdbstub there)")
+    elif not Path(address).exists():
+        raise GdbfaultError(f"no gdbstub socket at {address}")
+
+
+def attach_running(address, kernel, system_map=None, profile=None, extra_probes=(),
+                   duration=None, gdb="gdb"):
+    """Count on a QEMU that is already running, then detach and leave it running.
+
+    address: 'host:port' or a unix socket path. Counts until `duration`
+    seconds have passed or Ctrl-C; returns a RunResult dict.
+    """
+    kernel = Path(kernel)
+    symbols = load_symbols(kernel, system_map)
+    prof = load_profile(profile) if profile else pick_profile(symbols)
+    probes = resolve_probes(prof, symbols, extra_probes)
+    _check_reachable(address)
+    result = {
+        "schema": SCHEMA,
+        "tool": {"gdbfault": __version__, "qemu": "unknown (attached)", "gdb": gdb_version(gdb)},
+        "kernel": {"path": str(kernel), "lab": False, "variant": None,
+                   "symbols": f"{symbols.kind} ({symbols.source})", "profile": prof.name, "model": "generic"},
+        "workload": {"name": None, "iterations": None, "command_line": None, "attached_to": address},
+        "mode": {"backend": "gdb", "accel": "unknown", "icount": False},
+        "probes": [{"role": p.role, "symbol": p.symbol, "address": p.address,
+                    "hits": {"boot": 0, "workload": 0}, "total": 0, "duplicates": 0} for p in probes],
+        "guest": None, "checks": [],
+        "run": {"complete": False, "error": None, "exit_status": None, "exit": None,
+                "wall_s": None, "hits": 0, "hits_per_s": None},
+    }
+    import tempfile
+    work = Path(tempfile.mkdtemp(prefix="gdbfault-attach-"))
+    session = _Session()
+    t_start = None
+    try:
+        session.debugger = dbg = Debugger(gdb)
+        _prepare_debugger(dbg, kernel, probes, None)
+        _connect(dbg, address)
+        _load_probe_engine(dbg, probes, None)
+        t_start = time.monotonic()
+        dbg.mi("-exec-continue")
+        deadline = t_start + duration if duration else None
+        interrupted = False
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                if dbg.wait_event(lambda r: r.get("message") in ("thread-group-exited",), 0.5):
+                    raise GuestError("the QEMU we attached to went away")
+                if not dbg.alive:
+                    raise GdbfaultError(f"GDB died; last message: {dbg.last_log() or 'none'}")
+        except KeyboardInterrupt:
+            interrupted = True
+        session.snapshot = read_counts(dbg, work)
+        # Leave the guest running without our breakpoints.
+        dbg.mi("-exec-interrupt")
+        dbg.wait_event(lambda r: r.get("message") == "stopped", 10)
+        dbg.console("faultprobe clear")
+        dbg.mi("-target-detach")
+        _fill(result, session, t_start, RunSpec(kernel=str(kernel)))
+        result["run"]["complete"] = True
+        result["run"]["exit"] = "interrupted; detached, guest left running" if interrupted \
+            else "detached, guest left running"
+        return result
+    except GdbfaultError as exc:
+        _salvage(result, session, t_start, RunSpec(kernel=str(kernel)))
+        result["run"]["error"] = str(exc)
+        raise RunFailed(exc, result) from None
+    finally:
+        if session.debugger is not None:
+            session.debugger.close()
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)

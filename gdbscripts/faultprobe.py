@@ -47,14 +47,16 @@ class CountingBreakpoint(gdb.Breakpoint):
 
     def stop(self):
         engine = self.engine
-        frame = gdb.selected_frame()
-        regs = tuple(int(frame.read_register(r)) for r in _DUP_REGS)
-        if engine.last_bp is self and regs == engine.last_regs and not engine.progressed():
+        if engine.is_duplicate(self):
             self.duplicates += 1
             return False
-        engine.last_bp = self
-        engine.last_regs = regs
         self.hits[engine.phase] += 1
+        tracer = engine.tracer
+        if tracer is not None:
+            if self.role == tracer.entry_role:
+                tracer.enter()
+            else:
+                tracer.event(self.role)
         return False
 
     def address(self):
@@ -99,6 +101,7 @@ class ProbeEngine:
         self.last_regs = None
         self.icount_reader = None   # callable returning the guest instruction count
         self._last_icount = None
+        self.tracer = None          # a PathTracer once `faultprobe trace` ran
 
     def add(self, role, location, symbol=None):
         if symbol is None and not location.startswith("*"):
@@ -118,20 +121,28 @@ class ProbeEngine:
         self.phase_bp = PhaseBreakpoint(self, location)
         self.phase = "boot"
 
-    def progressed(self):
-        """Did the guest execute instructions since the last stop? (if knowable)."""
-        if self.icount_reader is None:
-            return False
-        now = self.icount_reader()
-        moved = now != self._last_icount
-        self._last_icount = now
-        return moved
+    def is_duplicate(self, bp):
+        """Is this stop a second report of the previous one? (see module doc)."""
+        frame = gdb.selected_frame()
+        regs = tuple(int(frame.read_register(r)) for r in _DUP_REGS)
+        if bp is self.last_bp and regs == self.last_regs:
+            if self.icount_reader is None:
+                return True
+            now = self.icount_reader()
+            if now == self._last_icount:
+                return True
+            self._last_icount = now
+        self.last_bp = bp
+        self.last_regs = regs
+        return False
 
     def reset(self):
         for bp in self.probes:
             bp.hits = {"boot": 0, "workload": 0}
             bp.duplicates = 0
         self.last_bp = self.last_regs = None
+        if self.tracer is not None:
+            self.tracer.reset()
         self.started = time.monotonic()
 
     def clear(self):
@@ -142,6 +153,9 @@ class ProbeEngine:
             self.phase_bp.delete()
             self.phase_bp = None
         self.phase = "workload"
+        if self.tracer is not None:
+            self.tracer.close()
+            self.tracer = None
 
     def set_enabled(self, enabled):
         for bp in self.probes:
@@ -155,11 +169,135 @@ class ProbeEngine:
                            "address": addr, "hits": dict(bp.hits),
                            "total": bp.hits["boot"] + bp.hits["workload"],
                            "duplicates": bp.duplicates})
-        return {"schema": SCHEMA_VERSION, "phase": self.phase,
+        snap = {"schema": SCHEMA_VERSION, "phase": self.phase,
                 "elapsed_s": round(time.monotonic() - self.started, 3),
                 "probes": probes,
                 "total_hits": sum(p["total"] for p in probes),
                 "duplicates": sum(p["duplicates"] for p in probes)}
+        if self.tracer is not None:
+            snap["trace"] = self.tracer.snapshot()
+        return snap
+
+
+class QmpIcount:
+    """Reads the guest instruction count over QMP (QEMU under -icount)."""
+
+    def __init__(self, socket_path):
+        try:
+            from qemu.qmp.legacy import QEMUMonitorProtocol
+        except ImportError:
+            raise gdb.GdbError("faultprobe: path costs need the qemu.qmp package in GDB's Python "
+                               "(pip install qemu.qmp, then add its site-packages to sys.path)")
+        self.client = QEMUMonitorProtocol(socket_path)
+        self.client.connect()
+
+    def __call__(self):
+        return self.client.cmd("query-replay")["icount"]
+
+    def close(self):
+        try:
+            self.client.close()
+        except Exception:
+            pass
+
+
+class ReturnBreakpoint(gdb.Breakpoint):
+    """Where the fault handler returns to: closes the innermost open path."""
+
+    def __init__(self, tracer, address):
+        super().__init__(f"*{address:#x}", internal=True)
+        self.silent = True
+        self.tracer = tracer
+        self.duplicates = 0
+
+    def stop(self):
+        if self.tracer.engine.is_duplicate(self):
+            self.duplicates += 1
+            return False
+        self.tracer.leave()
+        return False
+
+
+class PathTracer:
+    """Follows each fault from its entry to its return.
+
+    A path is the list of probe roles hit between a fault's entry and the
+    return to the instruction after the call that entered it; its cost is the
+    guest instruction count between the two (QMP query-replay). Open paths
+    form a stack, so a fault taken inside the handler nests instead of mixing
+    with the outer one; the return is matched to its entry by stack pointer.
+    The return site is learned from the stack at the first entry.
+    """
+
+    def __init__(self, engine, entry_role, icount=None, sample=1):
+        self.engine = engine
+        self.entry_role = entry_role
+        self.icount = icount
+        self.sample = max(1, int(sample))
+        self.returns = {}       # return address -> ReturnBreakpoint
+        self.reset()
+
+    def reset(self):
+        self.stack = []         # [entry esp, entry icount or None, [events], phase]
+        self.paths = {}         # (phase, events) -> {"count": n, "costs": [...]}
+        self.entries = 0
+        self.lost = 0           # entries whose return was never seen (unwound past)
+        self.last_signal_entry = None
+        self.iteration_costs = []
+
+    def enter(self):
+        frame = gdb.selected_frame()
+        esp = int(frame.read_register("esp"))
+        ret = int.from_bytes(bytes(gdb.selected_inferior().read_memory(esp, 4)), "little")
+        if ret not in self.returns:
+            self.returns[ret] = ReturnBreakpoint(self, ret)
+        self.entries += 1
+        icount = None
+        if self.icount is not None and (self.entries - 1) % self.sample == 0:
+            icount = self.icount()
+        self.stack.append([esp, icount, [], self.engine.phase])
+
+    def event(self, role):
+        if self.stack:
+            self.stack[-1][2].append(role)
+
+    def leave(self):
+        esp = int(gdb.selected_frame().read_register("esp"))
+        while self.stack:
+            entry_esp, icount, events, phase = self.stack.pop()
+            if entry_esp + 4 == esp:
+                cost = self.icount() - icount if icount is not None else None
+                self._record(phase, events, cost, icount)
+                return
+            self.lost += 1
+
+    def _record(self, phase, events, cost, entry_icount):
+        rec = self.paths.setdefault((phase, tuple(events)), {"count": 0, "costs": []})
+        rec["count"] += 1
+        if cost is not None:
+            rec["costs"].append(cost)
+        # One mprotect-loop iteration = one signal-raising fault to the next.
+        if entry_icount is not None and self.sample == 1 and "signal forced" in events:
+            if self.last_signal_entry is not None:
+                self.iteration_costs.append(entry_icount - self.last_signal_entry)
+            self.last_signal_entry = entry_icount
+
+    def snapshot(self):
+        return {"entry_role": self.entry_role, "sample": self.sample,
+                "icount": self.icount is not None,
+                "return_sites": sorted(self.returns),
+                "entries": self.entries, "lost": self.lost,
+                "open": [{"phase": ph, "events": list(ev)} for _, _, ev, ph in self.stack],
+                "paths": [{"phase": ph, "events": list(ev), "count": r["count"], "costs": r["costs"]}
+                          for (ph, ev), r in self.paths.items()],
+                "iteration_costs": self.iteration_costs}
+
+    def close(self):
+        for bp in self.returns.values():
+            bp.delete()
+        self.returns = {}
+        if self.icount is not None:
+            self.icount.close()
 
 
 ENGINE = ProbeEngine()
@@ -172,6 +310,7 @@ Usage: faultprobe add ROLE LOCATION [SYMBOL]  -- count hits at LOCATION (a symbo
        faultprobe arm LOCATION                -- hits before LOCATION first runs count as boot
        faultprobe stats                       -- print the counts
        faultprobe json [FILE]                 -- the counts as JSON (to FILE if given)
+       faultprobe trace [QMP [SAMPLE [ROLE]]]  -- follow each fault from entry to return
        faultprobe reset | enable | disable | clear
 ROLE is a free-form name such as "fault entry"; quote it when it has spaces."""
 
@@ -246,6 +385,31 @@ class JsonCommand(_Sub):
             print(text)
 
 
+class TraceCommand(_Sub):
+    """Trace fault paths: faultprobe trace [QMP_SOCKET [SAMPLE [ENTRY_ROLE]]].
+
+Each fault entry (probes of ENTRY_ROLE, default "fault entry") opens a path;
+the other probes hit before it returns are its events. With QMP_SOCKET (a
+QEMU run with -icount shift=0), every SAMPLEth path is costed in guest
+instructions. Use "-" for no QMP socket."""
+
+    def __init__(self):
+        super().__init__("trace")
+
+    def invoke(self, arg, from_tty):
+        argv = gdb.string_to_argv(arg)
+        qmp = argv[0] if argv and argv[0] != "-" else None
+        sample = int(argv[1]) if len(argv) > 1 else 1
+        role = argv[2] if len(argv) > 2 else "fault entry"
+        if not any(bp.role == role for bp in ENGINE.probes):
+            raise gdb.GdbError(f"faultprobe: no probe has the role '{role}' to open paths")
+        icount = QmpIcount(qmp) if qmp else None
+        if ENGINE.tracer is not None:
+            ENGINE.tracer.close()
+        ENGINE.tracer = PathTracer(ENGINE, role, icount, sample)
+        ENGINE.icount_reader = icount
+
+
 class ResetCommand(_Sub):
     """Zero every probe's counts."""
 
@@ -287,6 +451,6 @@ class ClearCommand(_Sub):
 
 
 FaultprobeCommand()
-for _cls in (AddCommand, ArmCommand, StatsCommand, JsonCommand, ResetCommand,
+for _cls in (AddCommand, ArmCommand, StatsCommand, JsonCommand, TraceCommand, ResetCommand,
              EnableCommand, DisableCommand, ClearCommand):
     _cls()

@@ -1,6 +1,7 @@
 """Shared fixtures: built lab kernels and workloads, and a process-leak check."""
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -45,7 +46,16 @@ def no_leaks(monkeypatch):
     tag = uuid.uuid4().hex
     monkeypatch.setenv("GDBFAULT_TEST_TAG", tag)
     yield tag
-    left = tagged_processes(tag)
+    deadline = time.monotonic() + 5       # exiting processes get a moment to go
+    while (left := tagged_processes(tag)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    names = []
     for p in left:
-        p.kill()
-    assert not left, f"processes left behind: {[(p.pid, p.name()) for p in left]}"
+        try:
+            if p.status() == psutil.STATUS_ZOMBIE:
+                continue
+            names.append((p.pid, p.name()))
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    assert not names, f"processes left behind: {names}"

@@ -1,0 +1,84 @@
+"""`make bench`: gdbfault's counting throughput against bare GDB.
+
+Runs ../shared/anchors/bare_gdb_count.py (plain `gdb -batch` with counting
+breakpoints, the fastest stock GDB offers) and `gdbfault attach --qemu` on the
+same lab kernel, workload and probes, alternating them, and prints hits/s and
+the ratio gdbfault/anchor (1.0 = no per-hit cost added over bare GDB).
+Timings are wall clock on a shared machine: trust the ratio, not the seconds.
+
+    python -m gdbfault.bench [--iterations N] [--repeat K] [--variant V] [--workload W]
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+from gdbfault.locations import REPO, lab_kernel, workload_binary
+from gdbfault.run import RunSpec, run_qemu
+
+__all__ = ["anchor_script", "run_anchor", "run_gdbfault", "main"]
+
+SYMBOLS = ("do_page_fault", "search_exception_table", "force_sig", "handle_mm_fault")
+
+
+def anchor_script():
+    path = REPO.parent / "shared" / "anchors" / "bare_gdb_count.py"
+    return path if path.is_file() else None
+
+
+def run_anchor(variant, workload, iterations, icount=True):
+    kernel, _ = lab_kernel(variant)
+    cmd = [sys.executable, str(anchor_script()), "--kernel", str(kernel),
+           "--initrd", str(workload_binary(workload)), "--append", f"iterations={iterations}",
+           "--symbols", ",".join(SYMBOLS), "--qemu-arg=-no-reboot"]
+    if icount:
+        cmd += ["--qemu-arg=-icount", "--qemu-arg=shift=0"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise RuntimeError(f"anchor failed: {out.stderr.strip()[-300:]}")
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"hits": data["total_hits"], "wall_s": data["wall_s"], "hits_per_s": data["hits_per_s"]}
+
+
+def run_gdbfault(variant, workload, iterations, icount=True):
+    res = run_qemu(RunSpec(variant=variant, workload=workload, iterations=iterations, icount=icount))
+    r = res["run"]
+    return {"hits": r["hits"], "wall_s": r["wall_s"], "hits_per_s": r["hits_per_s"],
+            "checks_ok": all(c["ok"] for c in res["checks"])}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iterations", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--variant", default="vanilla")
+    ap.add_argument("--workload", default="mprotect")
+    ap.add_argument("--no-icount", dest="icount", action="store_false")
+    a = ap.parse_args(argv)
+    if anchor_script() is None:
+        print("bench: ../shared/anchors/bare_gdb_count.py not found beside the repo", file=sys.stderr)
+        return 2
+    rows, anchor_rates, ours_rates = [], [], []
+    for i in range(a.repeat):
+        an = run_anchor(a.variant, a.workload, a.iterations, a.icount)
+        us = run_gdbfault(a.variant, a.workload, a.iterations, a.icount)
+        anchor_rates.append(an["hits_per_s"])
+        ours_rates.append(us["hits_per_s"])
+        rows.append([i + 1, an["hits"], an["wall_s"], an["hits_per_s"], us["hits"], us["wall_s"],
+                     us["hits_per_s"], f"{us['hits_per_s'] / an['hits_per_s']:.2f}",
+                     "yes" if us["checks_ok"] else "NO"])
+    print(f"lab kernel ({a.variant}), workload {a.workload} × {a.iterations}, "
+          f"probes {', '.join(SYMBOLS)}, {'-icount shift=0' if a.icount else 'plain TCG'}")
+    print(tabulate(rows, headers=["run", "anchor hits", "anchor s", "anchor hits/s", "gdbfault hits",
+                                  "gdbfault s", "gdbfault hits/s", "ratio", "exact"]))
+    ratio = statistics.median(ours_rates) / statistics.median(anchor_rates)
+    print(f"median ratio gdbfault/anchor: {ratio:.2f} (≥ 1.0 means no per-hit cost over bare GDB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

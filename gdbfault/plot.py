@@ -1,0 +1,39 @@
+"""Plots of per-path cost distributions (matplotlib, written to a file)."""
+from gdbfault.errors import GdbfaultError
+
+__all__ = ["plot_paths"]
+
+
+def plot_paths(runs, path):
+    """Draw each path's cost histogram; runs = [(label, RunResult)], overlaid per path."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise GdbfaultError("--plot needs matplotlib", "pip install matplotlib")
+    shapes = []
+    for _, result in runs:
+        for p in result.get("paths") or []:
+            if p.get("cost_hist") and p["shape"] not in shapes:
+                shapes.append(p["shape"])
+    if not shapes:
+        raise GdbfaultError("nothing to plot: no path costs were measured (run with -icount, the default)")
+    fig, axes = plt.subplots(len(shapes), 1, figsize=(8, 2.6 * len(shapes)), squeeze=False)
+    for ax, shape in zip(axes[:, 0], shapes):
+        for label, result in runs:
+            row = next((p for p in result.get("paths") or [] if p["shape"] == shape), None)
+            if not row or not row.get("cost_hist"):
+                continue
+            costs = [int(c) for c in row["cost_hist"]]
+            counts = list(row["cost_hist"].values())
+            ax.bar(costs, counts, width=max(1.0, (max(costs) - min(costs)) / 80 or 1.0),
+                   alpha=0.6, label=f"{label} (median {row['median']})")
+        ax.set_title(shape, fontsize=10)
+        ax.set_xlabel("guest instructions, fault entry to return")
+        ax.set_ylabel("faults")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,591 @@
+/*
+ * faultcount.c — gdbfault's zero-stop counting backend: a QEMU TCG plugin
+ * (plugin API version 1, as in QEMU 7.2).
+ *
+ * Usage:
+ *   qemu-system-i386 ... -plugin build/libfaultcount.so,probes=FILE,out=FILE
+ *
+ * Probe file: one probe a line, "<hex address> <kind> <name>", '#' comments.
+ *   count  count executions of the address
+ *   entry  a fault entry: opens a path on the executing vCPU
+ *   event  counted; appended to the innermost open path's event list
+ *   ret    closes the innermost open path (the instruction the fault handler
+ *          returns to, right after "call do_page_fault")
+ *   arm    its first execution switches the phase from "boot" to "workload"
+ *          (without an arm probe everything is "workload")
+ *
+ * Counting model
+ *   - Every guest instruction gets an inline "add 1" to an instruction
+ *     counter (no helper call).  Inline ops run before the instruction they
+ *     belong to, and a probe's callback runs before that instruction's inline
+ *     op, so inside a callback the counter equals the number of instructions
+ *     started before the probed one.  A path's cost is
+ *     counter(at ret) - counter(at entry): the instructions from the entry
+ *     instruction (inclusive) to the return site (exclusive).  Because the
+ *     count is per instruction, a translation block left early (a fault in
+ *     its middle) is not over-counted the way whole-TB counting would be.
+ *     The one difference from -icount's counter: an instruction that raises a
+ *     fault-type exception (e.g. the load that page-faults) is counted for
+ *     the attempt and again when it is re-executed; icount counts it once.
+ *   - Probe hits are inline adds too (per probe, never reset); the "arm"
+ *     callback snapshots them, so boot = snapshot, workload = total - snapshot.
+ *   - With one vCPU all counters are plain memory (the vCPU thread is the only
+ *     writer).  With several vCPUs (MTTCG) a single inline counter would mix
+ *     vCPUs, so the plugin instead uses per-instruction callbacks into
+ *     per-vCPU counters (exact, slower).
+ *
+ * Output: JSON written to "out" at exit (atexit callback), via a temporary
+ * file renamed into place, so a reader never sees half a file.
+ *
+ * This file is gdbfault's own code.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <qemu-plugin.h>
+
+QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
+
+#define MAX_PROBES      256
+#define MAX_DEPTH       16      /* open paths per vCPU */
+#define MAX_EVENTS      32      /* events kept per path */
+#define MAX_VCPUS       64
+#define EV_TRUNCATED    (-1)    /* marker event: more events than MAX_EVENTS */
+
+enum kind { K_COUNT, K_ENTRY, K_EVENT, K_RET, K_ARM };
+static const char *const kind_names[] = { "count", "entry", "event", "ret", "arm" };
+
+struct probe {
+    uint64_t addr;
+    enum kind kind;
+    char *name;
+    uint64_t total;             /* inline-counted executions (1 vCPU) */
+    uint64_t boot;              /* snapshot of total at arm time */
+};
+
+/* All probes at one address, processed in kind order: arm, ret, entry, event. */
+struct site {
+    uint64_t addr;
+    int nprobes;
+    int probe_ix[8];
+};
+
+struct open_path {
+    int entry;                  /* probe index */
+    int phase;                  /* 0 boot, 1 workload */
+    uint64_t start;             /* insn counter at entry */
+    int nevents;
+    int events[MAX_EVENTS + 1];
+};
+
+struct vcpu {
+    uint64_t insns;             /* used when multi-vCPU */
+    int depth;                  /* open paths on the stack */
+    int overflow;               /* entries beyond MAX_DEPTH not pushed */
+    struct open_path stack[MAX_DEPTH];
+};
+
+struct hist_bin { uint64_t cost, n; };
+
+struct shape {
+    int phase, entry, nevents;
+    int *events;
+    size_t nbins, cap;
+    struct hist_bin *bins;      /* sorted by cost */
+    struct shape *next;
+};
+
+static struct probe probes[MAX_PROBES];
+static int nprobes;
+static struct site *sites;      /* sorted by addr */
+static int nsites;
+static int has_arm;
+static int phase;               /* 0 boot, 1 workload */
+static int multi;               /* more than one vCPU possible */
+static int nvcpus = 1;
+static struct vcpu *vcpus;
+static uint64_t insns_inline;   /* single-vCPU inline instruction counter */
+static uint64_t unmatched_ret, dropped_paths;
+static struct shape *shapes;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static char *out_path;
+
+/* ---------------------------------------------------------------- probes */
+
+static int parse_kind(const char *s)
+{
+    for (unsigned i = 0; i < sizeof(kind_names) / sizeof(kind_names[0]); i++) {
+        if (strcmp(s, kind_names[i]) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+static int kind_rank(enum kind k)
+{
+    switch (k) {
+    case K_ARM: return 0;
+    case K_RET: return 1;
+    case K_ENTRY: return 2;
+    case K_EVENT: return 3;
+    default: return 4;
+    }
+}
+
+static int cmp_site(const void *a, const void *b)
+{
+    const struct site *x = a, *y = b;
+    return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+static int load_probes(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[512];
+    int lineno = 0;
+
+    if (!f) {
+        fprintf(stderr, "faultcount: cannot open probe file %s: %s\n",
+                path, strerror(errno));
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        char addr[64], kind[32], name[256];
+        char *hash = strchr(line, '#');
+        int k, n;
+
+        lineno++;
+        if (hash) {
+            *hash = '\0';
+        }
+        n = sscanf(line, "%63s %31s %255s", addr, kind, name);
+        if (n <= 0) {
+            continue;
+        }
+        if (n != 3 || (k = parse_kind(kind)) < 0) {
+            fprintf(stderr, "faultcount: %s:%d: expected '<hex address> "
+                    "<count|entry|event|ret|arm> <name>'\n", path, lineno);
+            fclose(f);
+            return -1;
+        }
+        if (nprobes == MAX_PROBES) {
+            fprintf(stderr, "faultcount: %s: more than %d probes\n",
+                    path, MAX_PROBES);
+            fclose(f);
+            return -1;
+        }
+        probes[nprobes].addr = strtoull(addr, NULL, 16);
+        probes[nprobes].kind = (enum kind)k;
+        probes[nprobes].name = strdup(name);
+        if (k == K_ARM) {
+            has_arm = 1;
+        }
+        nprobes++;
+    }
+    fclose(f);
+
+    /* Group probes by address into sites. */
+    sites = calloc(nprobes ? nprobes : 1, sizeof(*sites));
+    for (int i = 0; i < nprobes; i++) {
+        struct site *s = NULL;
+        for (int j = 0; j < nsites; j++) {
+            if (sites[j].addr == probes[i].addr) {
+                s = &sites[j];
+            }
+        }
+        if (!s) {
+            s = &sites[nsites++];
+            s->addr = probes[i].addr;
+        }
+        if (s->nprobes == (int)(sizeof(s->probe_ix) / sizeof(s->probe_ix[0]))) {
+            fprintf(stderr, "faultcount: too many probes at %#" PRIx64 "\n",
+                    s->addr);
+            return -1;
+        }
+        /* insertion by kind rank, stable */
+        int pos = s->nprobes;
+        while (pos > 0 && kind_rank(probes[s->probe_ix[pos - 1]].kind) >
+                          kind_rank(probes[i].kind)) {
+            s->probe_ix[pos] = s->probe_ix[pos - 1];
+            pos--;
+        }
+        s->probe_ix[pos] = i;
+        s->nprobes++;
+    }
+    qsort(sites, nsites, sizeof(*sites), cmp_site);
+    phase = has_arm ? 0 : 1;
+    return 0;
+}
+
+static struct site *find_site(uint64_t addr)
+{
+    int lo = 0, hi = nsites - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (sites[mid].addr == addr) {
+            return &sites[mid];
+        }
+        if (sites[mid].addr < addr) {
+            lo = mid + 1;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ aggregation */
+
+static void hist_add(struct shape *sh, uint64_t cost)
+{
+    size_t lo = 0, hi = sh->nbins;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (sh->bins[mid].cost < cost) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if (lo < sh->nbins && sh->bins[lo].cost == cost) {
+        sh->bins[lo].n++;
+        return;
+    }
+    if (sh->nbins == sh->cap) {
+        sh->cap = sh->cap ? 2 * sh->cap : 8;
+        sh->bins = realloc(sh->bins, sh->cap * sizeof(*sh->bins));
+    }
+    memmove(&sh->bins[lo + 1], &sh->bins[lo],
+            (sh->nbins - lo) * sizeof(*sh->bins));
+    sh->bins[lo].cost = cost;
+    sh->bins[lo].n = 1;
+    sh->nbins++;
+}
+
+static void record_path(const struct open_path *p, uint64_t cost)
+{
+    struct shape *sh;
+
+    pthread_mutex_lock(&lock);
+    for (sh = shapes; sh; sh = sh->next) {
+        if (sh->phase == p->phase && sh->entry == p->entry &&
+            sh->nevents == p->nevents &&
+            memcmp(sh->events, p->events, p->nevents * sizeof(int)) == 0) {
+            break;
+        }
+    }
+    if (!sh) {
+        sh = calloc(1, sizeof(*sh));
+        sh->phase = p->phase;
+        sh->entry = p->entry;
+        sh->nevents = p->nevents;
+        sh->events = malloc((p->nevents + 1) * sizeof(int));
+        memcpy(sh->events, p->events, p->nevents * sizeof(int));
+        /* append: keeps first-seen order in the output */
+        struct shape **tail = &shapes;
+        while (*tail) {
+            tail = &(*tail)->next;
+        }
+        *tail = sh;
+    }
+    hist_add(sh, cost);
+    pthread_mutex_unlock(&lock);
+}
+
+/* -------------------------------------------------------------- callbacks */
+
+static inline uint64_t insn_count(unsigned int vcpu_index)
+{
+    return multi ? vcpus[vcpu_index].insns : insns_inline;
+}
+
+static void arm_now(void)
+{
+    pthread_mutex_lock(&lock);
+    if (phase == 0) {
+        for (int i = 0; i < nprobes; i++) {
+            probes[i].boot = multi ? probes[i].boot : probes[i].total;
+        }
+        phase = 1;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+static void site_exec(unsigned int vcpu_index, void *udata)
+{
+    struct site *s = udata;
+    struct vcpu *v = &vcpus[vcpu_index < (unsigned)nvcpus ? vcpu_index : 0];
+    uint64_t now = insn_count(vcpu_index);
+
+    for (int i = 0; i < s->nprobes; i++) {
+        int ix = s->probe_ix[i];
+        struct probe *p = &probes[ix];
+
+        if (multi) {
+            /* hits: boot/total kept by callback; boot counts before arm */
+            if (__atomic_load_n(&phase, __ATOMIC_RELAXED) == 0 &&
+                p->kind != K_ARM) {
+                __atomic_fetch_add(&p->boot, 1, __ATOMIC_RELAXED);
+            }
+            __atomic_fetch_add(&p->total, 1, __ATOMIC_RELAXED);
+        }
+        switch (p->kind) {
+        case K_ARM:
+            if (phase == 0) {
+                arm_now();
+            }
+            break;
+        case K_RET:
+            if (v->overflow > 0) {
+                v->overflow--;
+            } else if (v->depth == 0) {
+                __atomic_fetch_add(&unmatched_ret, 1, __ATOMIC_RELAXED);
+            } else {
+                struct open_path *op = &v->stack[--v->depth];
+                record_path(op, now - op->start);
+            }
+            break;
+        case K_ENTRY:
+            if (v->depth == MAX_DEPTH) {
+                v->overflow++;
+                __atomic_fetch_add(&dropped_paths, 1, __ATOMIC_RELAXED);
+            } else {
+                struct open_path *op = &v->stack[v->depth++];
+                op->entry = ix;
+                op->phase = phase;
+                op->start = now;
+                op->nevents = 0;
+            }
+            break;
+        case K_EVENT:
+            if (v->depth > 0 && v->overflow == 0) {
+                struct open_path *op = &v->stack[v->depth - 1];
+                if (op->nevents < MAX_EVENTS) {
+                    op->events[op->nevents++] = ix;
+                } else if (op->nevents == MAX_EVENTS) {
+                    op->events[op->nevents++] = EV_TRUNCATED;
+                }
+            }
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static void insn_exec_multi(unsigned int vcpu_index, void *udata)
+{
+    (void)udata;
+    if (vcpu_index < (unsigned)nvcpus) {
+        vcpus[vcpu_index].insns++;
+    }
+}
+
+static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
+{
+    size_t n = qemu_plugin_tb_n_insns(tb);
+    (void)id;
+
+    for (size_t i = 0; i < n; i++) {
+        struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+        struct site *s = nsites ? find_site(qemu_plugin_insn_vaddr(insn)) : NULL;
+
+        if (s) {
+            int needs_cb = multi;
+            for (int j = 0; j < s->nprobes; j++) {
+                struct probe *p = &probes[s->probe_ix[j]];
+                if (p->kind != K_COUNT) {
+                    needs_cb = 1;
+                }
+                if (!multi) {
+                    qemu_plugin_register_vcpu_insn_exec_inline(
+                        insn, QEMU_PLUGIN_INLINE_ADD_U64, &p->total, 1);
+                }
+            }
+            if (needs_cb) {
+                /* registered first: runs before this insn's inline ops */
+                qemu_plugin_register_vcpu_insn_exec_cb(
+                    insn, site_exec, QEMU_PLUGIN_CB_NO_REGS, s);
+            }
+        }
+        if (multi) {
+            qemu_plugin_register_vcpu_insn_exec_cb(
+                insn, insn_exec_multi, QEMU_PLUGIN_CB_NO_REGS, NULL);
+        } else {
+            qemu_plugin_register_vcpu_insn_exec_inline(
+                insn, QEMU_PLUGIN_INLINE_ADD_U64, &insns_inline, 1);
+        }
+    }
+}
+
+/* ----------------------------------------------------------------- output */
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            fprintf(f, "\\%c", c);
+        } else if (c < 0x20) {
+            fprintf(f, "\\u%04x", c);
+        } else {
+            fputc(c, f);
+        }
+    }
+    fputc('"', f);
+}
+
+static const char *phase_name(int ph)
+{
+    return ph ? "workload" : "boot";
+}
+
+static void write_output(qemu_plugin_id_t id, void *udata)
+{
+    char *tmp;
+    FILE *f;
+    uint64_t total = 0;
+    int open_paths = 0;
+    (void)id;
+    (void)udata;
+
+    if (multi) {
+        for (int i = 0; i < nvcpus; i++) {
+            total += vcpus[i].insns;
+        }
+    } else {
+        total = insns_inline;
+    }
+    for (int i = 0; i < nvcpus; i++) {
+        open_paths += vcpus[i].depth + vcpus[i].overflow;
+    }
+
+    tmp = malloc(strlen(out_path) + 16);
+    sprintf(tmp, "%s.tmp", out_path);
+    f = fopen(tmp, "w");
+    if (!f) {
+        fprintf(stderr, "faultcount: cannot write %s: %s\n", tmp,
+                strerror(errno));
+        free(tmp);
+        return;
+    }
+    fprintf(f, "{\"backend\":\"plugin\",\"version\":1,\n\"hits\":{");
+    /* one entry per probe name (names may repeat across addresses: summed) */
+    for (int i = 0; i < nprobes; i++) {
+        uint64_t boot = 0, tot = 0;
+        int first = 1;
+        for (int j = 0; j < i; j++) {
+            if (strcmp(probes[j].name, probes[i].name) == 0) {
+                first = 0;
+            }
+        }
+        if (!first) {
+            continue;
+        }
+        for (int j = i; j < nprobes; j++) {
+            if (strcmp(probes[j].name, probes[i].name) == 0) {
+                /* single vCPU: boot is the snapshot at arm (0 if never armed
+                 * while in boot phase -> everything still boot) */
+                uint64_t b = multi ? probes[j].boot
+                             : (phase == 0 ? probes[j].total : probes[j].boot);
+                boot += b;
+                tot += probes[j].total;
+            }
+        }
+        fprintf(f, "%s\n ", i ? "," : "");
+        json_str(f, probes[i].name);
+        fprintf(f, ":{\"boot\":%" PRIu64 ",\"workload\":%" PRIu64
+                ",\"kind\":\"%s\",\"address\":\"%#" PRIx64 "\"}",
+                boot, tot - boot, kind_names[probes[i].kind], probes[i].addr);
+    }
+    fprintf(f, "},\n\"paths\":[");
+    int first = 1;
+    for (struct shape *sh = shapes; sh; sh = sh->next) {
+        uint64_t n = 0;
+        fprintf(f, "%s\n {\"phase\":\"%s\",\"entry\":", first ? "" : ",",
+                phase_name(sh->phase));
+        first = 0;
+        json_str(f, probes[sh->entry].name);
+        fprintf(f, ",\"events\":[");
+        for (int e = 0; e < sh->nevents; e++) {
+            if (e) {
+                fputc(',', f);
+            }
+            json_str(f, sh->events[e] == EV_TRUNCATED ? "..."
+                        : probes[sh->events[e]].name);
+        }
+        fprintf(f, "],\"cost_hist\":{");
+        for (size_t b = 0; b < sh->nbins; b++) {
+            fprintf(f, "%s\"%" PRIu64 "\":%" PRIu64, b ? "," : "",
+                    sh->bins[b].cost, sh->bins[b].n);
+            n += sh->bins[b].n;
+        }
+        fprintf(f, "},\"count\":%" PRIu64 "}", n);
+    }
+    fprintf(f, "],\n\"unmatched_ret\":%" PRIu64 ",\"open_paths_at_exit\":%d,"
+            "\"dropped_paths\":%" PRIu64 ",\"insns_total\":%" PRIu64
+            ",\"phase_at_exit\":\"%s\",\"vcpus\":%d,\"max_depth\":%d}\n",
+            unmatched_ret, open_paths, dropped_paths, total, phase_name(phase),
+            nvcpus, MAX_DEPTH);
+    if (fclose(f) != 0 || rename(tmp, out_path) != 0) {
+        fprintf(stderr, "faultcount: cannot write %s: %s\n", out_path,
+                strerror(errno));
+    }
+    free(tmp);
+}
+
+/* ---------------------------------------------------------------- install */
+
+QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
+                                           const qemu_info_t *info,
+                                           int argc, char **argv)
+{
+    const char *probe_path = NULL;
+
+    for (int i = 0; i < argc; i++) {
+        char *eq = strchr(argv[i], '=');
+        if (!eq) {
+            fprintf(stderr, "faultcount: bad argument '%s' (want key=value)\n",
+                    argv[i]);
+            return -1;
+        }
+        if (strncmp(argv[i], "probes=", 7) == 0) {
+            probe_path = eq + 1;
+        } else if (strncmp(argv[i], "out=", 4) == 0) {
+            out_path = strdup(eq + 1);
+        } else {
+            fprintf(stderr, "faultcount: unknown argument '%s' "
+                    "(known: probes=FILE, out=FILE)\n", argv[i]);
+            return -1;
+        }
+    }
+    if (!out_path) {
+        fprintf(stderr, "faultcount: missing out=FILE argument\n");
+        return -1;
+    }
+    if (probe_path && load_probes(probe_path) < 0) {
+        return -1;
+    }
+    if (!probe_path) {
+        phase = 1;
+    }
+    if (info->system_emulation) {
+        nvcpus = info->system.max_vcpus > 0 ? info->system.max_vcpus : 1;
+        if (nvcpus > MAX_VCPUS) {
+            fprintf(stderr, "faultcount: at most %d vCPUs\n", MAX_VCPUS);
+            return -1;
+        }
+        multi = nvcpus > 1;
+    }
+    vcpus = calloc(nvcpus, sizeof(*vcpus));
+    qemu_plugin_register_vcpu_tb_trans_cb(id, vcpu_tb_trans);
+    qemu_plugin_register_atexit_cb(id, write_output, NULL);
+    return 0;
+}

@@ -1,0 +1,103 @@
+/* The measured-loop driver shared by all workloads. */
+#include "work.h"
+
+/* "iterations=N": 1 and *out = N; 0 for other words; a bad N is fatal */
+static int parse_iterations(const char *s, u32 *out)
+{
+	const char *key = "iterations=";
+	u32 v = 0;
+	while (*key)
+		if (*s++ != *key++)
+			return 0;
+	if (*s < '0' || *s > '9')
+		fatal("bad iterations= value", 0, 0);
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9' || v > (0xffffffffu - 9) / 10)
+			fatal("bad iterations= value", 0, 0);
+		v = v * 10 + (u32)(*s - '0');
+	}
+	*out = v;
+	return 1;
+}
+
+static void progress(u32 done, u32 total)
+{
+	char b[64], *p = b;
+	const char *s = "GDBFAULT-PROGRESS ";
+	while (*s) *p++ = *s++;
+	p = fmt_u64(p, done);
+	*p++ = '/';
+	p = fmt_u64(p, total);
+	*p++ = '\n';
+	put_buf(b, (size_t)(p - b));
+}
+
+__attribute__((noreturn)) void rt_main(int argc, char **argv, char **envp)
+{
+	u32 n = workload.default_iterations, i, every, countdown;
+	struct tms tm0, tm1;
+	long t0, t1;
+	u64 c0, c1, cycles;
+	long pid;
+	struct json j;
+
+	/* iterations=N as an environment string or an argument word
+	 * (the lab kernel passes `-append` words the Linux way); argv wins */
+	for (i = 0; envp && envp[i]; i++)
+		parse_iterations(envp[i], &n);
+	for (i = 1; i < (u32)argc; i++)
+		parse_iterations(argv[i], &n);
+
+	cnt.zero_ok = 1;
+	pid = sys_getpid();
+	if (segv_handler_setup() != 0)
+		fatal("sigaction(SIGSEGV) failed", 0, 0);
+	if (workload.setup && workload.setup() != 0)
+		fatal("setup failed", 0, 0);
+
+	json_begin(&j, "GDBFAULT-START");
+	json_str(&j, "workload", workload.name);
+	json_u64(&j, "iterations", n);
+	json_u64(&j, "pid", (u32)pid);
+	json_end_print(&j);
+
+	every = n / 10 + (n % 10 != 0); /* at most 10 lines, plus the last */
+	if (every == 0)
+		every = 1;
+	countdown = every;
+
+	t0 = sys_times(&tm0);
+	c0 = rdtsc();
+	for (i = 0; i < n; i++) {
+		workload.step(i, n);
+		if (--countdown == 0 || i + 1 == n) {
+			countdown = every;
+			progress(i + 1, n);
+		}
+	}
+	c1 = rdtsc();
+	t1 = sys_times(&tm1);
+
+	if (workload.teardown)
+		workload.teardown();
+
+	cycles = c1 - c0;
+	json_begin(&j, "GDBFAULT-RESULT");
+	json_str(&j, "workload", workload.name);
+	json_u64(&j, "iterations", n);
+	json_u64(&j, "sigsegv", cnt.sigsegv);
+	json_u64(&j, "efault", cnt.efault);
+	json_u64(&j, "demand_pages", cnt.demand_pages);
+	json_bool(&j, "zero_ok", cnt.zero_ok);
+	json_u64(&j, "cycles", cycles);
+	json_u64(&j, "cycles_per_iteration", n ? cycles / n : 0);
+	json_u64(&j, "ticks_per_s", 100);
+	json_u64(&j, "real_ticks", (u32)(t1 - t0));
+	json_u64(&j, "user_ticks", (u32)(tm1.utime - tm0.utime));
+	json_u64(&j, "sys_ticks", (u32)(tm1.stime - tm0.stime));
+	json_u64(&j, "pid", (u32)pid);
+	json_u64(&j, "errors", cnt.errors);
+	json_end_print(&j);
+
+	rt_finish(0);   /* reboot(RESTART) if pid 1 (guest init), else exit(0) */
+}
