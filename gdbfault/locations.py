@@ -14,7 +14,10 @@ REPO = Path(__file__).resolve().parent.parent
 GDBSCRIPTS = REPO / "gdbscripts"
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 WORKLOADS = ("mprotect", "demand", "efault", "mixed")
-VARIANTS = ("vanilla", "patched")
+# vanilla (1997 order), patched (the seed's change), and any experiment
+# builds under qemu/kernel/variants/ (e.g. "broken", for the check tests).
+VARIANTS = ("vanilla", "patched") + tuple(sorted(
+    p.name for p in (REPO / "qemu" / "kernel" / "variants").glob("*") if p.is_dir()))
 
 
 def lab_kernel(variant):
