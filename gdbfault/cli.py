@@ -32,6 +32,9 @@ def _add_run_options(p):
                    help="plain TCG without -icount shift=0 (no deterministic instruction count)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                    help="give up on a guest that has not finished by then (default: 600)")
+    p.add_argument("--live", dest="replay", action="store_false",
+                   help="count in the live guest instead of a replay of its recording "
+                        "(breakpoint stops then shift timer interrupts: guest timings change)")
     p.add_argument("--no-trace", dest="trace", action="store_false",
                    help="count only; do not follow fault paths (one breakpoint stop less per fault)")
     p.add_argument("--cost-sample", type=int, default=1, metavar="N",
@@ -68,6 +71,10 @@ def build_parser():
     rp.add_argument("run", metavar="RUN.json")
     rp.add_argument("--format", default="table", choices=FORMATS)
     rp.set_defaults(func=cmd_report)
+
+    from gdbfault import checks, compare
+    compare.add_parser(sub)
+    checks.add_parser(sub)
     return ap
 
 
@@ -80,7 +87,7 @@ def _spec_from_args(args):
     return RunSpec(kernel=args.kernel, variant=args.variant, system_map=args.system_map,
                    workload=args.workload, iterations=args.iterations, append=args.append,
                    profile=args.profile, extra_probes=[parse_probe_option(p) for p in args.probe],
-                   icount=args.icount, timeout_s=args.timeout, trace=args.trace,
+                   icount=args.icount, timeout_s=args.timeout, trace=args.trace, replay=args.replay,
                    cost_sample=args.cost_sample,
                    keep_run_dir=getattr(args, "keep_run_dir", False))
 

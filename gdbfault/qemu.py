@@ -40,7 +40,7 @@ class MachineConfig:
     append: str = ""
     memory_mb: int = 64
     icount: bool = True
-    icount_options: str = "shift=0,sleep=off"
+    icount_options: str = "shift=0"
     extra_args: list = field(default_factory=list)
     qemu: str = "qemu-system-i386"
     halted: bool = True       # -S: wait for the debugger before running

@@ -359,6 +359,25 @@ def _salvage(result, session, t_start, spec):
 
 # -- attaching to a QEMU that is already running ------------------------------
 
+def _detach(dbg, timeout=10.0):
+    """Stop the guest, remove our breakpoints, detach: it runs on untouched."""
+    from gdbfault.gdb import GdbCommandError
+    dbg.mi("-exec-interrupt")
+    dbg.wait_event(lambda r: r.get("message") == "stopped"
+                   and (r.get("payload") or {}).get("signal-name") == "SIGINT", timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            dbg.console("faultprobe clear")
+            break
+        except GdbCommandError as exc:
+            # The interrupt can land while GDB steps over a probe; it settles.
+            if "while the target is running" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    dbg.mi("-target-detach")
+
+
 def gdbstub_of_pid(pid):
     """The gdbstub address of a running QEMU, read from its command line."""
     import psutil
@@ -445,11 +464,7 @@ def attach_running(address, kernel, system_map=None, profile=None, extra_probes=
         except KeyboardInterrupt:
             interrupted = True
         session.snapshot = read_counts(dbg, work)
-        # Leave the guest running without our breakpoints.
-        dbg.mi("-exec-interrupt")
-        dbg.wait_event(lambda r: r.get("message") == "stopped", 10)
-        dbg.console("faultprobe clear")
-        dbg.mi("-target-detach")
+        _detach(dbg)
         _fill(result, session, t_start, RunSpec(kernel=str(kernel)))
         result["run"]["complete"] = True
         result["run"]["exit"] = "interrupted; detached, guest left running" if interrupted \

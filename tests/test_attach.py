@@ -201,3 +201,25 @@ def test_nothing_listens_on_the_network_and_ctrl_c_cleans_up(lab_built, no_leaks
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_attach_to_a_running_qemu_by_pid_then_detach(lab_built, no_leaks, tmp_path):
+    """Count on a QEMU we did not start, then leave it running to its normal end."""
+    from gdbfault.locations import lab_kernel, workload_binary
+    from gdbfault.qemu import Machine, MachineConfig
+    kernel, _ = lab_kernel("vanilla")
+    with Machine(MachineConfig(kernel=kernel, initrd=[workload_binary("mprotect")],
+                               append="iterations=1000000", halted=False, icount=False)) as m:
+        m.start()
+        out = tmp_path / "run.json"
+        r = run_cli("attach", "--pid", str(m.pid), "--kernel", str(kernel), "--duration", "3",
+                    "--format", "json", "-o", str(out))
+        assert r.returncode == 0, r.stderr
+        res = json.loads(out.read_text())
+        assert res["workload"]["attached_to"] == str(m.gdb_socket)
+        sig, entry = hits(res, "signal forced"), hits(res, "fault entry")
+        assert sig > 0 and entry >= 2 * sig - 1        # two faults per iteration, counted live
+        # detached: the guest goes on to finish its workload by itself
+        assert m.wait(120) == 0
+        from gdbfault.truth import parse_guest_output
+        assert parse_guest_output(m.serial_output())["result"]["sigsegv"] == 1000000

@@ -102,7 +102,12 @@ def main():
         cmd = [sys.executable, str(anchor), "--kernel", str(kernel), "--initrd",
                str(workload), "--append", f"iterations={args.gdb_iterations}",
                "--symbols", ",".join(names)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                                  timeout=600)
+        except subprocess.TimeoutExpired:
+            print(f"GDB anchor x{args.gdb_iterations}: did not finish within 600 s")
+            return
         try:
             g = json.loads(proc.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
