@@ -32,6 +32,10 @@ def _add_run_options(p):
                    help="plain TCG without -icount shift=0 (no deterministic instruction count)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                    help="give up on a guest that has not finished by then (default: 600)")
+    p.add_argument("--backend", default="gdb", choices=("gdb", "plugin"),
+                   help="gdb: counting breakpoints (default); plugin: QEMU TCG plugin, the guest never stops")
+    p.add_argument("--verify-with", choices=("gdb",), metavar="gdb",
+                   help="with --backend plugin: run the GDB backend too and check both agree")
     p.add_argument("--live", dest="replay", action="store_false",
                    help="count in the live guest instead of a replay of its recording "
                         "(breakpoint stops then shift timer interrupts: guest timings change)")
@@ -88,6 +92,7 @@ def _spec_from_args(args):
                    workload=args.workload, iterations=args.iterations, append=args.append,
                    profile=args.profile, extra_probes=[parse_probe_option(p) for p in args.probe],
                    icount=args.icount, timeout_s=args.timeout, trace=args.trace, replay=args.replay,
+                   backend=args.backend,
                    cost_sample=args.cost_sample,
                    keep_run_dir=getattr(args, "keep_run_dir", False))
 
@@ -134,7 +139,10 @@ def cmd_attach(args):
     bar, update = (None, None) if not args.qemu else _progress_bar(args)
     try:
         if args.qemu:
-            result = run_qemu(_spec_from_args(args), progress=update)
+            spec = _spec_from_args(args)
+            result = run_qemu(spec, progress=update)
+            if args.verify_with:
+                result["verify"] = _verify(spec, result)
         else:
             result = _attach_running(args)
     except RunFailed as failed:
@@ -156,7 +164,18 @@ def cmd_attach(args):
     if args.output and args.format == "table":
         print(f"saved to {args.output}")
     bad = [c for c in result["checks"] if not c["ok"]]
-    return 1 if bad else 0
+    disagree = result.get("verify") and not result["verify"]["agree"]
+    return 1 if bad or disagree else 0
+
+
+def _verify(spec, result):
+    """Run the same spec on the GDB backend and compare it with the plugin's."""
+    import dataclasses
+    from gdbfault.plugin_run import cross_check
+    from gdbfault.run import run_qemu
+    if spec.backend != "plugin":
+        raise GdbfaultError("--verify-with gdb goes with --backend plugin")
+    return cross_check(result, run_qemu(dataclasses.replace(spec, backend="gdb")))
 
 
 def _label(result):

@@ -144,6 +144,13 @@ def _text(result, tablefmt):
                              f"the guest's summary implies {c['expected']}")
     lines.append("")
 
+    verify = result.get("verify")
+    if verify:
+        if verify["agree"]:
+            lines.append(f"cross-check with the {verify['backend']} backend: counts, path shapes and costs agree ✓")
+        else:
+            lines.append(f"cross-check with the {verify['backend']} backend DISAGREES ✗: "
+                         + "; ".join(verify["differences"]))
     paths = result.get("paths") or []
     if paths:
         prow = [[p["shape"], p["count"], p["min"], p["median"], p["p95"], p["max"]] for p in paths]

@@ -47,6 +47,7 @@ class RunSpec:
     qemu: str = "qemu-system-i386"
     keep_run_dir: bool = False
     trace: bool = True                   # follow fault paths (costs need icount)
+    backend: str = "gdb"                 # "gdb" (breakpoints) or "plugin" (TCG plugin, no stops)
     replay: bool = True                  # record without GDB, count in the replay (icount only)
     cost_sample: int = 1                 # cost every Nth fault only
 
@@ -184,6 +185,20 @@ def run_qemu(spec, progress=None):
         "run": {"complete": False, "error": None, "exit_status": None, "exit": None,
                 "wall_s": None, "hits": 0, "hits_per_s": None},
     }
+    if spec.backend == "plugin":
+        from gdbfault.plugin_run import run_with_plugin
+        config = MachineConfig(kernel=kernel, initrd=initrd, append=spec.command_line(),
+                               icount=spec.icount, memory_mb=spec.memory_mb, qemu=spec.qemu)
+        try:
+            return run_with_plugin(spec, result, config, probes, arm)
+        except (GdbfaultError, KeyboardInterrupt) as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                exc = GdbfaultError("interrupted (Ctrl-C)")
+                exc.exit_code = 130
+            result["run"]["error"] = str(exc)
+            raise RunFailed(exc, result) from None
+    if spec.backend != "gdb":
+        raise GdbfaultError(f"unknown backend '{spec.backend}'", "choose gdb or plugin")
     session = _Session()
     t_start = None
     cleanup = []                         # folders to remove at the end

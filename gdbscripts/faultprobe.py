@@ -146,11 +146,16 @@ class ProbeEngine:
         self.started = time.monotonic()
 
     def clear(self):
-        for bp in self.probes:
-            bp.delete()
-        self.probes = []
+        # Delete one at a time, forgetting each as it goes: a retried clear
+        # after an error part way through must not touch deleted ones.
+        while self.probes:
+            bp = self.probes[-1]
+            if bp.is_valid():
+                bp.delete()
+            self.probes.pop()
         if self.phase_bp is not None:
-            self.phase_bp.delete()
+            if self.phase_bp.is_valid():
+                self.phase_bp.delete()
             self.phase_bp = None
         self.phase = "workload"
         if self.tracer is not None:
@@ -294,7 +299,8 @@ class PathTracer:
 
     def close(self):
         for bp in self.returns.values():
-            bp.delete()
+            if bp.is_valid():
+                bp.delete()
         self.returns = {}
         if self.icount is not None:
             self.icount.close()

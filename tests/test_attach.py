@@ -218,7 +218,8 @@ def test_attach_to_a_running_qemu_by_pid_then_detach(lab_built, no_leaks, tmp_pa
         res = json.loads(out.read_text())
         assert res["workload"]["attached_to"] == str(m.gdb_socket)
         sig, entry = hits(res, "signal forced"), hits(res, "fault entry")
-        assert sig > 0 and entry >= 2 * sig - 1        # two faults per iteration, counted live
+        # two faults per iteration; the window may cut an iteration at each end
+        assert sig > 0 and abs(entry - 2 * sig) <= 2
         # detached: the guest goes on to finish its workload by itself
         assert m.wait(120) == 0
         from gdbfault.truth import parse_guest_output

@@ -1,0 +1,117 @@
+"""A run on the zero-stop backend: the TCG plugin counts, GDB is not attached.
+
+The probes are the same ones the GDB backend arms (resolved from the same
+profile and symbols); the plugin counts each probe address, opens a path at
+the fault entry, appends the other probes as events and closes the path at
+the instruction after the call into the fault entry. Its results fill the
+same RunResult, so reports, compare and check work unchanged.
+"""
+import time
+
+from gdbfault.errors import GdbfaultError, GuestError
+from gdbfault.paths import cost_stats, summarise_paths
+from gdbfault.plugin_backend import (fault_return_sites, plugin_library, qemu_plugin_args,
+                                     read_plugin_result, write_probe_file)
+from gdbfault.profiles import ENTRY
+from gdbfault.qemu import Machine, describe_exit
+from gdbfault.symbols import is_elf
+from gdbfault.truth import compare_with_guest, parse_guest_output
+
+__all__ = ["run_with_plugin", "plugin_probe_list", "cross_check"]
+
+
+def plugin_probe_list(kernel, probes, arm):
+    """[(address, kind, name)] for the plugin; names are the probe symbols."""
+    entry = next((p for p in probes if p.role == ENTRY), None)
+    out = []
+    for p in probes:
+        out.append((p.address, "entry" if p is entry else "event", p.symbol))
+    if entry is not None and is_elf(kernel):
+        # The return site: the instruction after the fault entry's call (objdump).
+        try:
+            sites = fault_return_sites(kernel, callee=entry.symbol)
+        except GdbfaultError:
+            sites = []
+        out += [(addr, "ret", f"return_{i}") for i, addr in enumerate(sites)]
+    if arm is not None:
+        out.append((arm, "arm", "workload_start"))
+    return out
+
+
+def run_with_plugin(spec, result, config, probes, arm):
+    """Boot with the plugin loaded, wait for the guest to end, fill `result`."""
+    library = plugin_library()            # PluginUnavailable names what is missing
+    machine = Machine(config)
+    probe_file = machine.run_dir / "probes.txt"
+    out_file = machine.run_dir / "plugin-result.json"
+    plist = plugin_probe_list(config.kernel, probes, arm)
+    write_probe_file(probe_file, plist)
+    config.extra_args = list(config.extra_args) + qemu_plugin_args(library, probe_file, out_file)
+    config.halted = False
+    result["mode"].update({"backend": "plugin", "replay": False,
+                           "trace": any(kind == "ret" for _, kind, _ in plist)})
+    t0 = time.monotonic()
+    try:
+        machine.start()
+        status = machine.wait(spec.timeout_s)
+        if status is None:
+            raise GuestError(f"the guest did not finish within {spec.timeout_s:.0f} s (hung?)")
+        wall = time.monotonic() - t0
+        data = read_plugin_result(out_file)
+        _fill_from_plugin(result, data, probes, machine, spec, wall)
+        result["run"]["exit_status"] = status
+        result["run"]["exit"] = describe_exit(status)
+        machine.check_exit(status)
+        if result["guest"] is None:
+            raise GuestError("the workload printed no GDBFAULT-RESULT line")
+        result["run"]["complete"] = True
+        return result
+    finally:
+        machine.close(keep_dir=spec.keep_run_dir)
+
+
+def _fill_from_plugin(result, data, probes, machine, spec, wall):
+    by_symbol = {p.symbol: p.role for p in probes}
+    for row in result["probes"]:
+        h = data["hits"].get(row["symbol"], {"boot": 0, "workload": 0})
+        row["hits"] = {"boot": h["boot"], "workload": h["workload"]}
+        row["total"] = h["boot"] + h["workload"]
+    trace = {"paths": [{"phase": p["phase"], "events": [by_symbol.get(e, e) for e in p["events"]],
+                        "cost_hist": p["cost_hist"]} for p in data["paths"]],
+             "open": []}
+    if result["mode"]["trace"]:
+        result["paths"] = summarise_paths(trace)
+        result["trace"] = {"entries": sum(r["count"] for r in result["paths"]), "lost": data["unmatched_ret"],
+                           "sample": 1, "costed": True, "open_at_exit": data["open_paths_at_exit"],
+                           "iteration": cost_stats([])}
+    guest = parse_guest_output(machine.serial_output())["result"]
+    result["guest"] = guest
+    iterations = (guest or {}).get("iterations") or spec.iterations
+    for row in result["probes"]:
+        row["per_iteration"] = round(row["hits"]["workload"] / iterations, 4) if iterations else None
+    result["checks"] = compare_with_guest(result["probes"], guest, spec.kernel_model)
+    hits = sum(r["total"] for r in result["probes"])
+    result["run"].update({"wall_s": round(wall, 3), "hits": hits, "duplicates": 0,
+                          "hits_per_s": round(hits / wall, 1) if wall else None,
+                          "insns_total": data["insns_total"]})
+
+
+def cross_check(plugin_result, gdb_result):
+    """Do two backends agree? Per-role workload hits, path shapes and their costs."""
+    diffs = []
+    gdb_hits = {p["role"]: p["hits"]["workload"] for p in gdb_result["probes"]}
+    for p in plugin_result["probes"]:
+        other = gdb_hits.get(p["role"])
+        if other != p["hits"]["workload"]:
+            diffs.append(f"{p['role']} ({p['symbol']}): plugin {p['hits']['workload']}, gdb {other}")
+    plugin_paths = {r["shape"]: r for r in plugin_result.get("paths") or []}
+    gdb_paths = {r["shape"]: r for r in gdb_result.get("paths") or []}
+    for shape in sorted(set(plugin_paths) | set(gdb_paths)):
+        a, b = plugin_paths.get(shape), gdb_paths.get(shape)
+        if a is None or b is None or a["count"] != b["count"]:
+            diffs.append(f"path '{shape}': plugin {a and a['count']}, gdb {b and b['count']}")
+        elif a.get("cost_hist") and b.get("cost_hist") and a["cost_hist"] != b["cost_hist"]:
+            diffs.append(f"path '{shape}': costs differ (median plugin {a['median']}, gdb {b['median']})")
+    return {"backend": "gdb", "agree": not diffs, "differences": diffs,
+            "gdb_duplicates_filtered": gdb_result["run"].get("duplicates", 0),
+            "gdb_wall_s": gdb_result["run"]["wall_s"]}

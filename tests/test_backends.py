@@ -1,0 +1,58 @@
+"""The plugin backend through `gdbfault attach`: same truth, same report, GDB as cross-check."""
+import dataclasses
+
+import pytest
+
+import gdbfault.plugin_backend as plugin_backend
+from gdbfault.errors import GdbfaultError
+from gdbfault.plugin_run import cross_check
+from gdbfault.run import RunFailed, RunSpec, run_qemu
+
+pytestmark = pytest.mark.qemu
+
+
+def _plugin_or_skip():
+    try:
+        plugin_backend.plugin_library()
+    except plugin_backend.PluginUnavailable as exc:
+        pytest.skip(f"plugin backend not built here: {exc}")
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "patched"])
+def test_plugin_counts_equal_the_guest_and_the_gdb_backend(lab_built, no_leaks, variant):
+    _plugin_or_skip()
+    spec = RunSpec(variant=variant, workload="mixed", iterations=120, backend="plugin")
+    res = run_qemu(spec)
+    assert res["mode"]["backend"] == "plugin"
+    assert res["checks"] and all(c["ok"] for c in res["checks"]), res["checks"]
+    gdb = run_qemu(dataclasses.replace(spec, backend="gdb"))
+    verdict = cross_check(res, gdb)
+    assert verdict["agree"], verdict["differences"]
+
+
+def test_plugin_runs_are_deterministic(lab_built, no_leaks):
+    _plugin_or_skip()
+    spec = RunSpec(workload="mprotect", iterations=500, backend="plugin")
+    a, b = run_qemu(spec), run_qemu(spec)
+    assert [(p["shape"], p["cost_hist"]) for p in a["paths"]] == [(p["shape"], p["cost_hist"]) for p in b["paths"]]
+    assert a["guest"]["cycles"] == b["guest"]["cycles"]
+
+
+def test_cross_check_reports_a_difference():
+    a = {"probes": [{"role": "signal forced", "symbol": "force_sig", "hits": {"workload": 10}}],
+         "paths": [{"shape": "user bad area → signal", "count": 10, "cost_hist": {"99": 10}, "median": 99}]}
+    b = {"probes": [{"role": "signal forced", "symbol": "force_sig", "hits": {"workload": 11}}],
+         "paths": [{"shape": "user bad area → signal", "count": 10, "cost_hist": {"98": 10}, "median": 98}],
+         "run": {"duplicates": 0, "wall_s": 1.0}}
+    v = cross_check(a, b)
+    assert not v["agree"] and len(v["differences"]) == 2
+
+
+def test_missing_plugin_is_a_clear_error_and_gdb_still_works(lab_built, no_leaks, tmp_path, monkeypatch):
+    monkeypatch.setattr(plugin_backend, "PLUGIN_DIR", tmp_path)
+    with pytest.raises(RunFailed) as err:
+        run_qemu(RunSpec(iterations=20, backend="plugin"))
+    assert isinstance(err.value.cause, plugin_backend.PluginUnavailable)
+    assert "make -C qemu/plugin" in str(err.value)
+    res = run_qemu(RunSpec(iterations=20))
+    assert all(c["ok"] for c in res["checks"])
