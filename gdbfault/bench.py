@@ -7,6 +7,11 @@ the ratio gdbfault/anchor (1.0 = no per-hit cost added over bare GDB).
 Timings are wall clock on a shared machine: trust the ratio, not the seconds.
 
     python -m gdbfault.bench [--iterations N] [--repeat K] [--variant V] [--workload W]
+                             [--part anchor|plugin|all] [--plugin-iterations N]
+
+The plugin part runs the zero-stop backend against an uninstrumented run of
+the same guest (100,000 iterations by default) and puts the GDB backend's
+time beside it.
 """
 import argparse
 import json
@@ -52,6 +57,48 @@ def run_gdbfault(variant, workload, iterations, icount=True, trace=False):
             "checks_ok": all(c["ok"] for c in res["checks"])}
 
 
+def run_uninstrumented(variant, workload, iterations):
+    """Wall time of the same guest with nothing attached (icount, like the others)."""
+    import time
+    from gdbfault.qemu import Machine, MachineConfig
+    kernel, _ = lab_kernel(variant)
+    with Machine(MachineConfig(kernel=kernel, initrd=[workload_binary(workload)],
+                               append=f"iterations={iterations}", halted=False)) as m:
+        t0 = time.monotonic()
+        m.start()
+        status = m.wait(1800)
+        wall = time.monotonic() - t0
+    if status != 0:
+        raise RuntimeError(f"uninstrumented run failed: status {status}")
+    return wall
+
+
+def bench_plugin(variant, workload, iterations, gdb_iterations, repeat):
+    """Zero-stop backend vs no instrumentation, with the GDB backend beside it."""
+    import time
+    rows, ratios = [], []
+    for i in range(repeat):
+        plain = run_uninstrumented(variant, workload, iterations)
+        t0 = time.monotonic()
+        res = run_qemu(RunSpec(variant=variant, workload=workload, iterations=iterations, backend="plugin"))
+        plugin = time.monotonic() - t0
+        ratios.append(plugin / plain)
+        rows.append([i + 1, f"{plain:.2f}", f"{plugin:.2f}", f"{plugin / plain:.2f}", res["run"]["hits"],
+                     "yes" if all(c["ok"] for c in res["checks"]) else "NO"])
+    t0 = time.monotonic()
+    gdb = run_qemu(RunSpec(variant=variant, workload=workload, iterations=gdb_iterations))
+    gdb_wall = time.monotonic() - t0
+    print(f"\nzero-stop backend: lab kernel ({variant}), {workload} × {iterations}, -icount shift=0, "
+          "wall seconds including boot")
+    print(tabulate(rows, headers=["run", "uninstrumented s", "plugin s", "ratio", "plugin hits", "exact"]))
+    print(f"median ratio plugin/uninstrumented: {statistics.median(ratios):.2f} (target ≤ 1.3)")
+    per_iter = gdb_wall / gdb_iterations
+    print(f"GDB backend (record + replay under breakpoints), {workload} × {gdb_iterations}: {gdb_wall:.1f} s "
+          f"({gdb['run']['hits_per_s']:.0f} hits/s); at {iterations} iterations that is about "
+          f"{per_iter * iterations:.0f} s, {per_iter * iterations / statistics.median([float(r[2]) for r in rows]):.0f}× "
+          "the plugin")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=2000)
@@ -59,7 +106,18 @@ def main(argv=None):
     ap.add_argument("--variant", default="vanilla")
     ap.add_argument("--workload", default="mprotect")
     ap.add_argument("--no-icount", dest="icount", action="store_false")
+    ap.add_argument("--part", choices=("anchor", "plugin", "all"), default="all")
+    ap.add_argument("--plugin-iterations", type=int, default=100000)
     a = ap.parse_args(argv)
+    if a.part in ("plugin", "all"):
+        from gdbfault.plugin_backend import PluginUnavailable, plugin_library
+        try:
+            plugin_library()
+            bench_plugin(a.variant, a.workload, a.plugin_iterations, a.iterations, a.repeat)
+        except PluginUnavailable as exc:
+            print(f"zero-stop backend: skipped ({exc})")
+        if a.part == "plugin":
+            return 0
     if anchor_script() is None:
         print("bench: ../shared/anchors/bare_gdb_count.py not found beside the repo", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from gdbfault.gdb import Debugger, gdb_version, mi_quote
 from gdbfault.locations import GDBSCRIPTS, lab_kernel, workload_binary
 from gdbfault.paths import cost_stats, summarise_paths
 from gdbfault.profiles import ENTRY, load_profile, pick_profile, resolve_probes
+from gdbfault.realkernel import apply_boot
 from gdbfault.qemu import EXIT_CLEAN, Machine, MachineConfig, describe_exit, qemu_version
 from gdbfault.symbols import is_elf, load_symbols
 from gdbfault.truth import compare_with_guest, parse_guest_output
@@ -167,6 +168,11 @@ def run_qemu(spec, progress=None):
     probes = resolve_probes(profile, symbols, spec.extra_probes)
     initrd = [workload_binary(spec.workload)] if spec.workload else []
     arm = elf_entry(initrd[0]) if initrd else None
+    boot = None
+    if spec.kernel != "lab":             # a kernel the user brings: root, boot path, cmdline
+        from gdbfault.realkernel import prepare_boot
+        boot = prepare_boot(kernel, symbols, initrd[0] if initrd else None, spec.command_line(),
+                            spec.memory_mb)
 
     result = {
         "schema": SCHEMA,
@@ -174,7 +180,7 @@ def run_qemu(spec, progress=None):
         "kernel": {"path": str(kernel), "lab": spec.kernel == "lab",
                    "variant": spec.variant if spec.kernel == "lab" else None,
                    "symbols": f"{symbols.kind} ({symbols.source})", "profile": profile.name,
-                   "model": spec.kernel_model},
+                   "model": spec.kernel_model, "boot": boot.describe() if boot else None},
         "workload": {"name": spec.workload, "iterations": spec.iterations,
                      "command_line": spec.command_line()},
         "mode": {"backend": "gdb", "accel": "tcg", "icount": spec.icount,
@@ -189,6 +195,7 @@ def run_qemu(spec, progress=None):
         from gdbfault.plugin_run import run_with_plugin
         config = MachineConfig(kernel=kernel, initrd=initrd, append=spec.command_line(),
                                icount=spec.icount, memory_mb=spec.memory_mb, qemu=spec.qemu)
+        apply_boot(config, boot)
         try:
             return run_with_plugin(spec, result, config, probes, arm)
         except (GdbfaultError, KeyboardInterrupt) as exc:
@@ -201,16 +208,17 @@ def run_qemu(spec, progress=None):
         raise GdbfaultError(f"unknown backend '{spec.backend}'", "choose gdb or plugin")
     session = _Session()
     t_start = None
-    cleanup = []                         # folders to remove at the end
+    cleanup = [boot.work_dir] if boot else []    # folders to remove at the end
     replay = spec.replay and spec.icount
     result["mode"]["replay"] = replay
     try:
         config = MachineConfig(kernel=kernel, initrd=initrd, append=spec.command_line(),
                                icount=spec.icount, memory_mb=spec.memory_mb, qemu=spec.qemu)
+        apply_boot(config, boot)
         if replay:
             record_file, recorded = _record(spec, config, result, cleanup)
             config.icount_options = f"shift=0,rr=replay,rrfile={record_file}"
-            config.extra_args = ["-net", "none"]
+            config.extra_args = config.extra_args + ["-net", "none"]
         session.machine = Machine(config)
         machine = session.machine
         machine.start()
@@ -221,6 +229,9 @@ def run_qemu(spec, progress=None):
         if spec.trace:
             _start_tracer(dbg, probes, machine.probe_qmp_socket if spec.icount else None,
                           spec.cost_sample)
+        if boot:                         # stops once at the workload's entry: is the map right?
+            from gdbfault.realkernel import check_banner
+            result["kernel"]["banner"] = check_banner(dbg, symbols, boot.image, arm, spec.timeout_s)
         t_start = time.monotonic()
         dbg.mi("-exec-continue")
         status = _supervise(spec, session, t_start, progress)
@@ -265,7 +276,7 @@ def _record(spec, config, result, cleanup):
     rec = Machine(MachineConfig(kernel=config.kernel, initrd=config.initrd, append=config.append,
                                 memory_mb=config.memory_mb, qemu=config.qemu, halted=False,
                                 icount_options=f"shift=0,rr=record,rrfile={record_file}",
-                                extra_args=["-net", "none"]), run_dir=rec_dir)
+                                extra_args=config.extra_args + ["-net", "none"]), run_dir=rec_dir)
     t0 = time.monotonic()
     try:
         rec.start()
