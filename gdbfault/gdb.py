@@ -42,6 +42,16 @@ def gdb_version(gdb="gdb"):
     return m.group(1) if m else "unknown"
 
 
+def _no_core_dumps():
+    """GDB can hit an internal error when QEMU dies under it; no core file, please."""
+    try:
+        import resource
+        _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 class _Pending:
     __slots__ = ("event", "record", "console")
 
@@ -59,6 +69,7 @@ class Debugger:
         if not exe:
             raise GdbfaultError(f"'{gdb}' not found on PATH",
                                 "install it with `apt-get install gdb` or run `make setup`")
+        _no_core_dumps()
         # A session of its own (setsid), so the user's Ctrl-C reaches only
         # gdbfault, which then stops the run in order.
         prefix = [shutil.which("setsid")] if shutil.which("setsid") else []

@@ -217,7 +217,7 @@ def run_qemu(spec, progress=None):
         apply_boot(config, boot)
         if replay:
             record_file, recorded = _record(spec, config, result, cleanup)
-            config.icount_options = f"shift=0,rr=replay,rrfile={record_file}"
+            config.icount_options = f"{_rr_icount(config)},rr=replay,rrfile={record_file}"
             config.extra_args = config.extra_args + ["-net", "none"]
         session.machine = Machine(config)
         machine = session.machine
@@ -235,7 +235,12 @@ def run_qemu(spec, progress=None):
         t_start = time.monotonic()
         dbg.mi("-exec-continue")
         status = _supervise(spec, session, t_start, progress)
-        session.snapshot = read_counts(dbg, machine.run_dir)
+        if dbg.alive:                    # else: keep the last snapshot
+            try:
+                session.snapshot = read_counts(dbg, machine.run_dir)
+            except GdbfaultError:
+                if status == EXIT_CLEAN:  # a QEMU that died can take GDB along: report QEMU
+                    raise
         _fill(result, session, t_start, spec)
         result["run"]["exit_status"] = status
         result["run"]["exit"] = describe_exit(status)
@@ -275,7 +280,7 @@ def _record(spec, config, result, cleanup):
     record_file = rec_dir / "guest.rr"
     rec = Machine(MachineConfig(kernel=config.kernel, initrd=config.initrd, append=config.append,
                                 memory_mb=config.memory_mb, qemu=config.qemu, halted=False,
-                                icount_options=f"shift=0,rr=record,rrfile={record_file}",
+                                icount_options=f"{_rr_icount(config)},rr=record,rrfile={record_file}",
                                 extra_args=config.extra_args + ["-net", "none"]), run_dir=rec_dir)
     t0 = time.monotonic()
     try:
@@ -293,6 +298,11 @@ def _record(spec, config, result, cleanup):
     return record_file, {"status": status, "serial": serial}
 
 
+def _rr_icount(config):
+    """-icount options for record and replay (realkernel.BootSetup may ask for sleep=off)."""
+    return getattr(config, "rr_icount", None) or "shift=0"
+
+
 def _check_replay(result, recorded, machine):
     """The replay must have printed what the recording printed."""
     replayed = parse_guest_output(machine.serial_output())["result"]
@@ -303,7 +313,11 @@ def _check_replay(result, recorded, machine):
 
 
 def _supervise(spec, session, t_start, progress):
-    """Wait for QEMU to end the run; snapshot counts as it goes."""
+    """Wait for QEMU to end the run; snapshot counts as it goes.
+
+    When GDB goes away, QEMU is given a moment: a QEMU killed under GDB can
+    take GDB down with it, and then QEMU's end is the cause to report.
+    """
     machine, dbg = session.machine, session.debugger
     deadline = t_start + spec.timeout_s
     next_snap = time.monotonic() + SNAPSHOT_EVERY_S
@@ -312,7 +326,7 @@ def _supervise(spec, session, t_start, progress):
         if status is not None:
             return status
         if not dbg.alive:
-            raise GdbfaultError(f"GDB died during the run; last message: {dbg.last_log() or 'none'}")
+            return _gdb_gone(machine, dbg)
         now = time.monotonic()
         if now >= deadline:
             raise GuestError(f"the guest did not finish within {spec.timeout_s:.0f} s (hung?); "
@@ -322,6 +336,8 @@ def _supervise(spec, session, t_start, progress):
             try:
                 session.snapshot = read_counts(dbg, machine.run_dir)
             except GdbfaultError:
+                if not dbg.alive:
+                    return _gdb_gone(machine, dbg)
                 if machine.poll() is not None:
                     return machine.poll()
                 raise
@@ -329,6 +345,14 @@ def _supervise(spec, session, t_start, progress):
                 guest = parse_guest_output(machine.serial_output())
                 done, total = guest["progress"] or (0, spec.iterations or 0)
                 progress(done, total, session.snapshot["total_hits"])
+
+
+def _gdb_gone(machine, dbg):
+    """QEMU's exit status if QEMU ended too; else GDB's death is the error."""
+    status = machine.wait(1.0)
+    if status is not None:
+        return status
+    raise GdbfaultError(f"GDB died during the run; last message: {dbg.last_log() or 'none'}")
 
 
 def _tail(text, n=120):

@@ -130,7 +130,8 @@ def _replaying(tag, name):
     """The process `name` of the replay phase (the one GDB is attached to)."""
     for p in tagged_processes(tag):
         try:
-            if p.name() == name and (name != "qemu-system-i386" or any("rr=replay" in a for a in p.cmdline())):
+            mark = "rr=replay" if name == "qemu-system-i386" else "--interpreter=mi3"
+            if p.name() == name and any(mark in a for a in p.cmdline()):
                 return p
         except psutil.NoSuchProcess:
             pass

@@ -62,8 +62,13 @@ def builtin_profiles():
     return {p.name: p for p in (_parse(f) for f in sorted(_DIR.glob("*.toml")))}
 
 
+# Old names that still load (linux-2.x was split into linux-2.0 and linux-2.2).
+ALIASES = {"linux-2.x": "linux-2.2"}
+
+
 def load_profile(name_or_path):
     builtin = builtin_profiles()
+    name_or_path = ALIASES.get(name_or_path, name_or_path)
     if name_or_path in builtin:
         return builtin[name_or_path]
     if Path(name_or_path).suffix == ".toml" or Path(name_or_path).exists():

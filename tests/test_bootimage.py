@@ -1,0 +1,122 @@
+"""Unit tests for bringing your own kernel: image headers, boot paths, guest roots,
+the banner check and the 2.0 / 2.2 / modern profile split. Nothing is booted here."""
+import struct
+
+import pytest
+
+from gdbfault.bootimage import (GRUB, QEMU_KERNEL, boot_plan, parse_image, read_image,
+                                synthetic_header)
+from gdbfault.errors import GdbfaultError
+from gdbfault.guestroot import write_initramfs
+from gdbfault.profiles import load_profile, pick_profile
+from gdbfault.realkernel import banner_matches, prepare_boot, root_kind
+from gdbfault.symbols import SymbolTable
+
+V22 = "2.2.26 (root@lab) #1 Mon Jan 1 00:00:00 UTC 1999"
+
+
+def test_protocol_201_is_detected_and_booted_through_grub(tmp_path):
+    img = tmp_path / "bzImage"
+    img.write_bytes(synthetic_header((2, 1), V22))
+    image = read_image(img)
+    assert image.format == "bzImage" and image.protocol == (2, 1) and image.protocol_text == "2.01"
+    assert image.version == V22 and image.release == "2.2.26"
+    plan = boot_plan(image)
+    assert plan.path == GRUB and "2.02" in plan.reason and not plan.kaslr_possible
+
+
+@pytest.mark.parametrize("proto", [(2, 2), (2, 3), (2, 15)])
+def test_protocol_202_and_later_use_qemu_kernel(proto):
+    image = parse_image(synthetic_header(proto, "6.1.0-50-686 (x@y) #1 SMP", relocatable=True))
+    plan = boot_plan(image)
+    assert plan.path == QEMU_KERNEL
+    # relocatable_kernel only means something from protocol 2.05 on
+    assert plan.kaslr_possible == (proto >= (2, 5))
+
+
+def test_old_images_without_setup_header_and_zimage():
+    data = bytearray(synthetic_header((2, 0), "2.0.40 (root@lab) #1", bzimage=False))
+    image = parse_image(bytes(data))
+    assert image.format == "zImage" and boot_plan(image).path == GRUB
+    data[0x202:0x206] = b"\0\0\0\0"            # a 1.x zImage: boot sector, no HdrS
+    image = parse_image(bytes(data))
+    assert image.protocol is None and boot_plan(image).path == GRUB
+
+
+def test_elf_and_garbage():
+    elf = b"\x7fELF" + bytes(60) + struct.pack("<III", 0x1BADB002, 0, (-0x1BADB002) & 0xFFFFFFFF)
+    image = parse_image(elf)
+    assert image.format == "elf" and image.multiboot and boot_plan(image).path == QEMU_KERNEL
+    with pytest.raises(GdbfaultError, match="not a kernel image"):
+        boot_plan(parse_image(bytes(4096)))
+
+
+def _read_newc(data):
+    """name -> (mode, rdev, body) from a newc archive (an independent reader)."""
+    out, off = {}, 0
+    while True:
+        assert data[off:off + 6] == b"070701"
+        f = [int(data[off + 6 + 8 * i:off + 14 + 8 * i], 16) for i in range(13)]
+        namesize, filesize = f[11], f[6]
+        name = data[off + 110:off + 110 + namesize - 1].decode()
+        off = (off + 110 + namesize + 3) & ~3
+        body = data[off:off + filesize]
+        off = (off + filesize + 3) & ~3
+        if name == "TRAILER!!!":
+            return out
+        out[name] = (f[1], (f[9], f[10]), body)
+
+
+def test_initramfs_has_init_and_console(tmp_path):
+    init = tmp_path / "w.elf"
+    init.write_bytes(b"\x7fELF" + b"x" * 1001)
+    cpio = write_initramfs(init, tmp_path / "root.cpio").read_bytes()
+    assert len(cpio) % 512 == 0
+    entries = _read_newc(cpio)
+    assert entries["init"][0] == 0o100755 and entries["init"][2] == init.read_bytes()
+    assert entries["dev/console"][0] == 0o020600 and entries["dev/console"][1] == (5, 1)
+    assert entries["dev"][0] & 0o170000 == 0o040000 and "proc" in entries
+
+
+def test_command_line_and_root_for_a_modern_kernel(tmp_path):
+    img = tmp_path / "vmlinuz"
+    img.write_bytes(synthetic_header((2, 15), "6.1.0-50-686 (x@y) #1 SMP", relocatable=True))
+    init = tmp_path / "w.elf"
+    init.write_bytes(b"\x7fELF")
+    syms = SymbolTable(tmp_path / "System.map", "System.map", {"unpack_to_rootfs": 0xc1000000})
+    boot = prepare_boot(img, syms, init, "iterations=5", 64)
+    words = boot.append.split()
+    assert {"console=ttyS0", "nokaslr", "panic=-1", "iterations=5"} <= set(words)
+    assert boot.memory_mb >= 128 and boot.initrd[0].name == "root.cpio" and boot.kernel == img
+    # the user's own words win
+    boot = prepare_boot(img, syms, init, "console=ttyS1 kaslr", 64)
+    assert "console=ttyS0" not in boot.append and "nokaslr" not in boot.append
+
+
+def test_old_kernels_get_an_ext2_initrd():
+    image = parse_image(synthetic_header((2, 1), V22))
+    assert root_kind(image, SymbolTable("m", "System.map", {"do_page_fault": 1})) == "ext2"
+    image = parse_image(synthetic_header((2, 15), "6.1.0 (x@y) #1"))
+    assert root_kind(image, SymbolTable("m", "System.map", {"populate_rootfs": 1})) == "initramfs"
+
+
+def test_banner_check():
+    version = "6.1.0-50-686 (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC Debian 6.1.176-1 (2026-07-02)"
+    banner = ("Linux version 6.1.0-50-686 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14) "
+              "12.2.0, GNU ld 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.176-1 (2026-07-02)")
+    assert banner_matches(banner, version)
+    assert not banner_matches(banner, version.replace("6.1.176-1", "6.1.170-3"))
+    assert not banner_matches(banner, "6.1.0-47-686 (x) #1 SMP")
+    assert not banner_matches("\x00garbage", version)
+    assert banner_matches("Linux version 2.2.26 (root@lab) (gcc 2.7.2.3) #1 Mon Jan 1 00:00:00 UTC 1999",
+                          V22)
+
+
+def test_profiles_split_2_0_and_2_2():
+    t = lambda names: SymbolTable("m", "System.map", {n: 0xc0100000 + i for i, n in enumerate(names)})
+    assert pick_profile(t(["do_page_fault", "search_exception_table", "force_sig",
+                           "handle_mm_fault"])).name == "linux-2.2"
+    assert pick_profile(t(["do_page_fault", "force_sig", "do_wp_page"])).name == "linux-2.0"
+    assert pick_profile(t(["exc_page_fault", "search_exception_tables",
+                           "force_sig_fault"])).name == "linux-modern"
+    assert load_profile("linux-2.x").name == "linux-2.2"       # the old name still loads
