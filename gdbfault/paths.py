@@ -7,7 +7,7 @@ developer knows; shapes we do not know are kept, named by their events.
 """
 import statistics
 
-from gdbfault.profiles import RESOLVED, SEARCH, SIGNAL
+from gdbfault.profiles import RESOLVED, SEARCH, SIGNAL, USER_FAULT
 
 __all__ = ["classify", "summarise_paths", "cost_stats", "USER_SIGNAL_SHAPES"]
 
@@ -26,8 +26,12 @@ _KNOWN = {
 
 
 def classify(events, returned=True):
-    """The shape name of one path, from its event roles in order."""
-    events = tuple(events)
+    """The shape name of one path, from its event roles in order.
+
+    A "user fault" event (modern Linux's do_user_addr_fault, a step every
+    user-address fault takes) says nothing about the path's shape.
+    """
+    events = tuple(e for e in events if e != USER_FAULT)
     if not returned:
         return "never returned (oops?)" + (f": {' → '.join(events)}" if events else "")
     if events in _KNOWN:

@@ -89,7 +89,7 @@ def _fill_from_plugin(result, data, probes, machine, spec, wall):
     iterations = (guest or {}).get("iterations") or spec.iterations
     for row in result["probes"]:
         row["per_iteration"] = round(row["hits"]["workload"] / iterations, 4) if iterations else None
-    result["checks"] = compare_with_guest(result["probes"], guest, spec.kernel_model)
+    result["checks"] = compare_with_guest(result["probes"], guest, result["kernel"]["model"])
     hits = sum(r["total"] for r in result["probes"])
     result["run"].update({"wall_s": round(wall, 3), "hits": hits, "duplicates": 0,
                           "hits_per_s": round(hits / wall, 1) if wall else None,

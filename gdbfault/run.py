@@ -180,7 +180,8 @@ def run_qemu(spec, progress=None):
         "kernel": {"path": str(kernel), "lab": spec.kernel == "lab",
                    "variant": spec.variant if spec.kernel == "lab" else None,
                    "symbols": f"{symbols.kind} ({symbols.source})", "profile": profile.name,
-                   "model": spec.kernel_model, "boot": boot.describe() if boot else None},
+                   "model": spec.kernel_model if spec.kernel == "lab" else profile.name,
+                   "boot": boot.describe() if boot else None},
         "workload": {"name": spec.workload, "iterations": spec.iterations,
                      "command_line": spec.command_line()},
         "mode": {"backend": "gdb", "accel": "tcg", "icount": spec.icount,
@@ -382,7 +383,7 @@ def _fill(result, session, t_start, spec):
     iterations = (guest["result"] or {}).get("iterations") or spec.iterations
     for p in result["probes"]:
         p["per_iteration"] = round(p["hits"]["workload"] / iterations, 4) if iterations else None
-    result["checks"] = compare_with_guest(result["probes"], result["guest"], spec.kernel_model)
+    result["checks"] = compare_with_guest(result["probes"], result["guest"], result["kernel"]["model"])
     hits = sum(p["total"] for p in result["probes"])
     wall = time.monotonic() - t_start if t_start else None
     result["run"].update({"wall_s": round(wall, 3) if wall else None, "hits": hits,

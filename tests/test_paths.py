@@ -146,3 +146,8 @@ def test_cost_sampling_keeps_counts_exact(lab_built, no_leaks, tmp_path):
     costed = sum(p["costed"] for p in res["paths"])
     assert total == res["trace"]["entries"] and costed == -(-total // 4)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_modern_linux_user_fault_step_does_not_change_the_shape():
+    assert classify(["user fault", "signal forced"]) == USER_SIGNAL
+    assert classify(["user fault", "fault resolved"]) == RESOLVED_SHAPE

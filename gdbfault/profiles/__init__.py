@@ -18,6 +18,7 @@ __all__ = ["Probe", "Profile", "load_profile", "builtin_profiles", "pick_profile
 _DIR = Path(__file__).resolve().parent
 # Roles the path classifier and the ground-truth checks know by these names.
 ENTRY, SEARCH, SIGNAL, RESOLVED = "fault entry", "exception search", "signal forced", "fault resolved"
+USER_FAULT = "user fault"
 
 
 @dataclass(frozen=True)
