@@ -10,15 +10,14 @@ Per-hit work never comes here: the probes count inside GDB (gdbscripts/) and
 this module only asks them for summaries.
 """
 import queue
-import re
 import shutil
-import subprocess
 import threading
 import time
 
 from pygdbmi.gdbcontroller import GdbController
 
 from gdbfault.errors import GdbfaultError
+from gdbfault.tools import find_tool, tool_version
 
 __all__ = ["Debugger", "GdbCommandError", "gdb_version", "mi_quote"]
 
@@ -33,13 +32,7 @@ def mi_quote(text):
 
 
 def gdb_version(gdb="gdb"):
-    exe = shutil.which(gdb)
-    if not exe:
-        raise GdbfaultError(f"'{gdb}' not found on PATH",
-                            "install it with `apt-get install gdb` or run `make setup`")
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20).stdout
-    m = re.search(r"GNU gdb .*?(\d+\.\d+(\.\d+)?)", out)
-    return m.group(1) if m else "unknown"
+    return tool_version(gdb, r"GNU gdb .*?(\d+\.\d+(\.\d+)?)")
 
 
 def _no_core_dumps():
@@ -65,10 +58,7 @@ class Debugger:
     """A GDB process driven over MI, with token-matched commands."""
 
     def __init__(self, gdb="gdb"):
-        exe = shutil.which(gdb)
-        if not exe:
-            raise GdbfaultError(f"'{gdb}' not found on PATH",
-                                "install it with `apt-get install gdb` or run `make setup`")
+        exe = find_tool(gdb)
         _no_core_dumps()
         # A session of its own (setsid), so the user's Ctrl-C reaches only
         # gdbfault, which then stops the run in order.

@@ -9,7 +9,7 @@ import statistics
 
 from gdbfault.profiles import RESOLVED, SEARCH, SIGNAL, USER_FAULT
 
-__all__ = ["classify", "summarise_paths", "cost_stats", "USER_SIGNAL_SHAPES"]
+__all__ = ["classify", "summarise_paths", "cost_stats", "hist_stats", "USER_SIGNAL_SHAPES"]
 
 USER_SEARCH_SIGNAL = "user bad area → exception search → signal"
 USER_SIGNAL = "user bad area → signal"
@@ -51,33 +51,57 @@ def cost_stats(costs):
     return {"min": s[0], "median": int(med) if med == int(med) else med, "p95": p95, "max": s[-1]}
 
 
+def hist_stats(hist):
+    """min, median, p95, max of {cost: count} without expanding it."""
+    items = sorted((int(c), int(n)) for c, n in hist.items() if int(n) > 0)
+    total = sum(n for _, n in items)
+    if not total:
+        return cost_stats([])
+
+    def nth(k):                       # the k-th smallest cost, 0-based
+        seen = 0
+        for cost, n in items:
+            seen += n
+            if k < seen:
+                return cost
+        return items[-1][0]
+    mid = (nth((total - 1) // 2) + nth(total // 2)) / 2
+    p95 = nth(min(total - 1, max(0, -(-95 * total // 100) - 1)))
+    return {"min": items[0][0], "median": int(mid) if mid == int(mid) else mid, "p95": p95,
+            "max": items[-1][0]}
+
+
 def summarise_paths(trace, phase="workload"):
-    """RunResult 'paths' rows from a backend's trace snapshot."""
+    """RunResult 'paths' rows from a backend's trace snapshot.
+
+    A backend gives each (phase, events) either a list of costs (GDB) or a
+    histogram {cost: count} (the plugin); both become one histogram a shape.
+    """
     merged = {}
+
+    def row_for(events, returned=True):
+        shape = classify(events, returned)
+        return merged.setdefault(shape, {"shape": shape, "events": list(events), "count": 0,
+                                         "costed": 0, "hist": {}})
     for p in trace.get("paths", []):
         if p.get("phase", "workload") != phase:
             continue
-        shape = classify(p["events"])
-        row = merged.setdefault(shape, {"shape": shape, "events": list(p["events"]), "count": 0, "costs": []})
-        costs = list(p.get("costs", []))
-        for cost, n in (p.get("cost_hist") or {}).items():    # the plugin's histogram form
-            costs.extend([int(cost)] * int(n))
-        row["count"] += p.get("count", len(costs))
-        row["costs"].extend(costs)
+        row = row_for(p["events"])
+        hist = row["hist"]
+        for c in p.get("costs", []):
+            hist[c] = hist.get(c, 0) + 1
+        for c, n in (p.get("cost_hist") or {}).items():
+            hist[int(c)] = hist.get(int(c), 0) + int(n)
+        costed = len(p.get("costs", [])) + sum(int(n) for n in (p.get("cost_hist") or {}).values())
+        row["count"] += p.get("count", costed)
+        row["costed"] += costed
     for o in trace.get("open", []):
-        if o.get("phase", "workload") != phase:
-            continue
-        shape = classify(o["events"], returned=False)
-        row = merged.setdefault(shape, {"shape": shape, "events": list(o["events"]), "count": 0, "costs": []})
-        row["count"] += 1
+        if o.get("phase", "workload") == phase:
+            row_for(o["events"], returned=False)["count"] += 1
     rows = []
     for row in sorted(merged.values(), key=lambda r: -r["count"]):
-        costs = row.pop("costs")
-        row.update(cost_stats(costs))
-        row["costed"] = len(costs)
-        hist = {}
-        for c in costs:
-            hist[c] = hist.get(c, 0) + 1
+        hist = row.pop("hist")
+        row.update(hist_stats(hist))
         row["cost_hist"] = {str(c): n for c, n in sorted(hist.items())}
         rows.append(row)
     return rows

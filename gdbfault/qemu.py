@@ -7,7 +7,6 @@ the first guest instruction runs, and `close()` always leaves no process
 behind, whatever happened.
 """
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 import psutil
 
 from gdbfault.errors import GdbfaultError, GuestError
+from gdbfault.tools import find_tool, tool_version
 
 __all__ = ["MachineConfig", "Machine", "qemu_version", "describe_exit",
            "EXIT_CLEAN", "EXIT_INIT_EXITED", "EXIT_OOPS", "EXIT_PANIC"]
@@ -66,13 +66,7 @@ def describe_exit(status):
 
 def qemu_version(qemu="qemu-system-i386"):
     """'7.2.22' or similar; raises a clear error when QEMU is missing."""
-    exe = shutil.which(qemu)
-    if not exe:
-        raise GdbfaultError(f"'{qemu}' not found on PATH",
-                            "install it with `apt-get install qemu-system-x86` or run `make setup`")
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20).stdout
-    m = re.search(r"version (\S+)", out)
-    return m.group(1) if m else "unknown"
+    return tool_version(qemu, r"version (\S+)")
 
 
 class Machine:
@@ -123,10 +117,7 @@ class Machine:
     def start(self, timeout=20.0):
         """Start QEMU and wait until its gdbstub socket exists."""
         argv = self.command()
-        exe = shutil.which(argv[0])
-        if not exe:
-            raise GdbfaultError(f"'{argv[0]}' not found on PATH",
-                                "install it with `apt-get install qemu-system-x86` or run `make setup`")
+        exe = find_tool(argv[0])
         with open(self.stderr_log, "wb") as err:
             # A session of its own: the user's Ctrl-C reaches us, and we tear
             # QEMU down in order instead of racing its own SIGINT handler.

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gdbfault.bootimage import GRUB, QEMU_KERNEL, BootPlan, boot_plan, read_image
+from gdbfault.bootimage import GRUB, BootPlan, boot_plan, read_image
 from gdbfault.errors import GdbfaultError
 
 __all__ = ["BootSetup", "prepare_boot", "apply_boot", "check_banner", "banner_matches", "root_kind",

@@ -95,7 +95,8 @@ def _text(result, tablefmt):
     lines = []
     t, mode = result["tool"], result["mode"]
     icount = ", -icount shift=0" if mode.get("icount") else ""
-    lines.append(f"{kernel_label(result)} · qemu-system-i386 {t['qemu']} TCG{icount} · gdb {t['gdb']}"
+    gdb = f" · gdb {t['gdb']}" if t.get("gdb") else ""
+    lines.append(f"{kernel_label(result)} · qemu-system-i386 {t['qemu']} TCG{icount}{gdb}"
                  f" · probes: {result['kernel']['profile']} profile · backend: {mode['backend']}")
     w = result["workload"]
     lines.append(f"workload {w['name']}" + (f" × {w['iterations']}" if w.get("iterations") else "")
@@ -151,6 +152,10 @@ def _text(result, tablefmt):
         else:
             lines.append(f"cross-check with the {verify['backend']} backend DISAGREES ✗: "
                          + "; ".join(verify["differences"]))
+    inexact = (result.get("trace") or {}).get("inexact_paths")
+    if inexact:
+        lines.append(f"warning: {inexact} traced paths had a fault nested inside the handler; "
+                     "the plugin's costs for them are too high")
     paths = result.get("paths") or []
     if paths:
         prow = [[p["shape"], p["count"], p["min"], p["median"], p["p95"], p["max"]] for p in paths]

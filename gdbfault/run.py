@@ -176,7 +176,7 @@ def run_qemu(spec, progress=None):
 
     result = {
         "schema": SCHEMA,
-        "tool": {"gdbfault": __version__, "qemu": qemu_version(spec.qemu), "gdb": gdb_version(spec.gdb)},
+        "tool": {"gdbfault": __version__, "qemu": qemu_version(spec.qemu), "gdb": gdb_version(spec.gdb) if spec.backend == "gdb" else None},
         "kernel": {"path": str(kernel), "lab": spec.kernel == "lab",
                    "variant": spec.variant if spec.kernel == "lab" else None,
                    "symbols": f"{symbols.kind} ({symbols.source})", "profile": profile.name,

@@ -1,5 +1,4 @@
 """Shared fixtures: built lab kernels and workloads, and a process-leak check."""
-import os
 import subprocess
 import time
 import uuid

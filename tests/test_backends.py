@@ -4,7 +4,6 @@ import dataclasses
 import pytest
 
 import gdbfault.plugin_backend as plugin_backend
-from gdbfault.errors import GdbfaultError
 from gdbfault.plugin_run import cross_check
 from gdbfault.run import RunFailed, RunSpec, run_qemu
 

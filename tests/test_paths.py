@@ -151,3 +151,15 @@ def test_cost_sampling_keeps_counts_exact(lab_built, no_leaks, tmp_path):
 def test_modern_linux_user_fault_step_does_not_change_the_shape():
     assert classify(["user fault", "signal forced"]) == USER_SIGNAL
     assert classify(["user fault", "fault resolved"]) == RESOLVED_SHAPE
+
+
+def test_histogram_stats_equal_list_stats():
+    import random
+    rng = random.Random(7)
+    costs = [rng.choice([99, 347, 350, 421, 8439]) for _ in range(501)]
+    hist = {}
+    for c in costs:
+        hist[str(c)] = hist.get(str(c), 0) + 1
+    from gdbfault.paths import hist_stats
+    assert hist_stats(hist) == cost_stats(costs)
+    assert hist_stats({"5": 1, "7": 1}) == cost_stats([5, 7])

@@ -187,6 +187,21 @@ def test_guest_counts_phases_and_exact_cost(plugin_lib, tmp_path):
     assert res["unmatched_ret"] == 0 and res["open_paths_at_exit"] == 0
 
 
+@pytest.mark.parametrize("entry,ret,cost", [("func_event", "after_call", 4),
+                                             ("func", "func_event", 2)])
+def test_guest_probes_inside_a_tb_cost_exact(plugin_lib, tmp_path, entry, ret, cost):
+    """The counter advances a whole TB at a time; a probe in the middle of a
+    TB (func_event is func's third instruction) still reads the exact count."""
+    s = guest_symbols()
+    probes = [(s[entry], "entry", entry), (s[ret], "ret", ret),
+              (s["arm_here"], "arm", "arm_here")]
+    rc, _, res = run_guest(plugin_lib, tmp_path, GUEST, probes)
+    assert rc == 3
+    work = [p for p in res["paths"] if p["phase"] == "workload"]
+    assert work[0]["cost_hist"] == {str(cost): GUEST_WORK_CALLS}
+    assert res["inexact_paths"] == 0
+
+
 def test_guest_two_vcpus_same_result(plugin_lib, tmp_path):
     """With -smp 2 the plugin switches to per-vCPU counters: same figures."""
     s = guest_symbols()
@@ -287,6 +302,8 @@ def test_lab_counts_match_guest_truth(plugin_lib, tmp_path_factory, variant, nam
     # every fault entry is one closed path
     assert sum(shapes(res).values()) == hits(res, "do_page_fault")
     assert res["unmatched_ret"] == 0 and res["open_paths_at_exit"] == 0
+    # no TB was left before its last instruction inside a fault path
+    assert res["inexact_paths"] == 0
     assert all(p["entry"] == "do_page_fault" for p in res["paths"])
     # phases: armed when init starts; the lab kernel takes no fault of its own
     assert res["hits"][ARM_SYMBOL] == {"boot": 0, "workload": 1, "kind": "arm",
@@ -334,6 +351,22 @@ def test_lab_costs_deterministic_and_no_observer_effect(plugin_lib, tmp_path_fac
     truth1, truth2, truth3 = first[1], guest_result(text2), guest_result(text3)
     assert truth1["cycles"] == truth2["cycles"] == truth3["cycles"]
     assert truth1["cycles_per_iteration"] == truth3["cycles_per_iteration"]
+
+
+def test_lab_tb_left_early_inside_a_path_is_flagged(plugin_lib, tmp_path):
+    """A path whose window holds a TB left mid-way (here: from the fault
+    return site to the next fault entry, which contains the faulting user
+    instruction) cannot be costed exactly by TB counting: it is counted in
+    inexact_paths."""
+    elf, smap = lab_kernel("vanilla")
+    probes = pb.lab_fault_probes(elf, smap, arm=ARM_SYMBOL)
+    addr = {kind: a for a, kind, _ in probes if kind in ("entry", "ret")}
+    swapped = [(addr["ret"], "entry", "fault_return"), (addr["entry"], "ret", "next_fault")]
+    rc, truth, res = run_guest(plugin_lib, tmp_path, elf, swapped, initrd=workload("mprotect"),
+                               append="iterations=20", icount=True)
+    assert rc == 0
+    closed = sum(sum(p["cost_hist"].values()) for p in res["paths"])
+    assert closed > 0 and res["inexact_paths"] == closed
 
 
 @pytest.mark.parametrize("variant,nth", [("vanilla", 5), ("vanilla", 6), ("patched", 5)])

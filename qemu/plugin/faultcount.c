@@ -15,24 +15,37 @@
  *          (without an arm probe everything is "workload")
  *
  * Counting model
- *   - Every guest instruction gets an inline "add 1" to an instruction
- *     counter (no helper call).  Inline ops run before the instruction they
- *     belong to, and a probe's callback runs before that instruction's inline
- *     op, so inside a callback the counter equals the number of instructions
- *     started before the probed one.  A path's cost is
- *     counter(at ret) - counter(at entry): the instructions from the entry
- *     instruction (inclusive) to the return site (exclusive).  Because the
- *     count is per instruction, a translation block left early (a fault in
- *     its middle) is not over-counted the way whole-TB counting would be.
- *     The one difference from -icount's counter: an instruction that raises a
- *     fault-type exception (e.g. the load that page-faults) is counted for
- *     the attempt and again when it is re-executed; icount counts it once.
+ *   - One vCPU: each translation block (TB) carries one inline add of its
+ *     instruction count n at TB entry (no helper call, no per-instruction
+ *     op).  A probe's callback runs after the TB-entry add and before its own
+ *     instruction, so at a probe at index k of an n-instruction TB the
+ *     instructions started before it are counter - n + k.  A path's cost is
+ *     reading(at ret) - reading(at entry): the instructions from the entry
+ *     instruction (inclusive) to the return site (exclusive), equal to the
+ *     -icount shift=0 counter difference.
+ *   - What whole-TB counting gets wrong: a TB left before its last
+ *     instruction (an exception restoring state mid-TB, e.g. a page-faulting
+ *     load; an MMIO access re-executed on its own under icount) has counted
+ *     instructions that did not run.  Interrupts are taken only between TBs
+ *     (the exit check precedes the TB-entry add), so they are exact.  So the
+ *     counter word also counts "unfinished" TBs: a TB of more than one
+ *     instruction adds n + 2^44 at entry, and its last instruction adds
+ *     -2^44.  The reading's high 20 bits are then the number of TBs left
+ *     early; outside an open path (a user-mode fault, the usual case) they
+ *     cancel in the difference, and a path whose own window holds one
+ *     (a fault nested inside the handler) is counted in inexact_paths (its
+ *     cost, still recorded, is then too high).  A restoring fault on a TB's
+ *     last instruction is not seen: +1, as with per-instruction counting.
+ *   - insns_total is approximate: it exceeds icount by the unexecuted rest
+ *     of every TB left early (about 4 per user page fault on the lab
+ *     kernel), and is reported modulo 2^44.
  *   - Probe hits are inline adds too (per probe, never reset); the "arm"
  *     callback snapshots them, so boot = snapshot, workload = total - snapshot.
  *   - With one vCPU all counters are plain memory (the vCPU thread is the only
  *     writer).  With several vCPUs (MTTCG) a single inline counter would mix
  *     vCPUs, so the plugin instead uses per-instruction callbacks into
- *     per-vCPU counters (exact, slower).
+ *     per-vCPU counters (exact except for the +1 per restoring fault,
+ *     slower).
  *
  * Output: JSON written to "out" at exit (atexit callback), via a temporary
  * file renamed into place, so a reader never sees half a file.
@@ -56,6 +69,25 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 #define MAX_EVENTS      32      /* events kept per path */
 #define MAX_VCPUS       64
 #define EV_TRUNCATED    (-1)    /* marker event: more events than MAX_EVENTS */
+
+/*
+ * The single-vCPU counter packs two counts in one 64-bit word, so each TB
+ * needs one inline add at entry and one at its last instruction:
+ *   bits 0..43   guest instructions (TB sizes added at TB entry)
+ *   bits 44..63  TBs entered but not run to their last instruction
+ * Readings are only ever subtracted from each other, so both fields may wrap
+ * (insns_total is reported modulo 2^44, about 1.7e13 instructions).
+ */
+#define INSN_BITS       44
+#define UNFINISHED_TB   ((uint64_t)1 << INSN_BITS)
+#define INSN_MASK       (UNFINISHED_TB - 1)
+
+/* site callback udata: site index, "TB marked" flag, instructions from the
+ * probed one to the end of its TB (at most 512 per TB in QEMU) */
+#define TAG_BACK_MASK   ((uintptr_t)0xfff)
+#define TAG_MARK_SHIFT  12
+#define TAG_MARK        ((uintptr_t)1 << TAG_MARK_SHIFT)
+#define TAG_SITE_SHIFT  13
 
 enum kind { K_COUNT, K_ENTRY, K_EVENT, K_RET, K_ARM };
 static const char *const kind_names[] = { "count", "entry", "event", "ret", "arm" };
@@ -110,7 +142,7 @@ static int multi;               /* more than one vCPU possible */
 static int nvcpus = 1;
 static struct vcpu *vcpus;
 static uint64_t insns_inline;   /* single-vCPU inline instruction counter */
-static uint64_t unmatched_ret, dropped_paths;
+static uint64_t unmatched_ret, dropped_paths, inexact_paths;
 static struct shape *shapes;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static char *out_path;
@@ -319,9 +351,13 @@ static void arm_now(void)
 
 static void site_exec(unsigned int vcpu_index, void *udata)
 {
-    struct site *s = udata;
+    uintptr_t tag = (uintptr_t)udata;
+    struct site *s = &sites[tag >> TAG_SITE_SHIFT];
     struct vcpu *v = &vcpus[vcpu_index < (unsigned)nvcpus ? vcpu_index : 0];
-    uint64_t now = insn_count(vcpu_index);
+    /* the reading: instructions started before this one (low bits) and
+     * TBs left before their last instruction (high bits) */
+    uint64_t now = insn_count(vcpu_index) - (tag & TAG_BACK_MASK) -
+                   ((tag & TAG_MARK) ? UNFINISHED_TB : 0);
 
     for (int i = 0; i < s->nprobes; i++) {
         int ix = s->probe_ix[i];
@@ -348,7 +384,12 @@ static void site_exec(unsigned int vcpu_index, void *udata)
                 __atomic_fetch_add(&unmatched_ret, 1, __ATOMIC_RELAXED);
             } else {
                 struct open_path *op = &v->stack[--v->depth];
-                record_path(op, now - op->start);
+                uint64_t d = now - op->start;
+                if (d >= UNFINISHED_TB) {
+                    /* a TB was left early inside the path: not exact */
+                    __atomic_fetch_add(&inexact_paths, 1, __ATOMIC_RELAXED);
+                }
+                record_path(op, d & INSN_MASK);
             }
             break;
         case K_ENTRY:
@@ -390,8 +431,20 @@ static void insn_exec_multi(unsigned int vcpu_index, void *udata)
 static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     size_t n = qemu_plugin_tb_n_insns(tb);
+    /* a TB of one instruction cannot be left before its last instruction */
+    int marked = !multi && n > 1;
     (void)id;
 
+    if (n == 0) {
+        return;
+    }
+    if (!multi) {
+        /* the TB's instructions, plus one "unfinished TB" unit that the
+         * last instruction takes back */
+        qemu_plugin_register_vcpu_tb_exec_inline(
+            tb, QEMU_PLUGIN_INLINE_ADD_U64, &insns_inline,
+            n + (marked ? UNFINISHED_TB : 0));
+    }
     for (size_t i = 0; i < n; i++) {
         struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
         struct site *s = nsites ? find_site(qemu_plugin_insn_vaddr(insn)) : NULL;
@@ -409,17 +462,27 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
                 }
             }
             if (needs_cb) {
-                /* registered first: runs before this insn's inline ops */
+                /* Callbacks run before the instruction's inline ops (QEMU
+                 * emits all of an instruction's callbacks, then its inline
+                 * ops), so here the counter holds the whole TB (n) and, if
+                 * marked, its unfinished unit: the site reading subtracts
+                 * n - i (the instructions from this one to the TB's end)
+                 * and the unit. */
+                uintptr_t tag = multi ? 0 : (uintptr_t)(n - i) |
+                                ((uintptr_t)marked << TAG_MARK_SHIFT);
                 qemu_plugin_register_vcpu_insn_exec_cb(
-                    insn, site_exec, QEMU_PLUGIN_CB_NO_REGS, s);
+                    insn, site_exec, QEMU_PLUGIN_CB_NO_REGS,
+                    (void *)(((uintptr_t)(s - sites) << TAG_SITE_SHIFT) | tag));
             }
         }
         if (multi) {
             qemu_plugin_register_vcpu_insn_exec_cb(
                 insn, insn_exec_multi, QEMU_PLUGIN_CB_NO_REGS, NULL);
-        } else {
+        } else if (marked && i == n - 1) {
+            /* reached the last instruction: the TB was not left early */
             qemu_plugin_register_vcpu_insn_exec_inline(
-                insn, QEMU_PLUGIN_INLINE_ADD_U64, &insns_inline, 1);
+                insn, QEMU_PLUGIN_INLINE_ADD_U64, &insns_inline,
+                (uint64_t)0 - UNFINISHED_TB);
         }
     }
 }
@@ -461,7 +524,7 @@ static void write_output(qemu_plugin_id_t id, void *udata)
             total += vcpus[i].insns;
         }
     } else {
-        total = insns_inline;
+        total = insns_inline & INSN_MASK;
     }
     for (int i = 0; i < nvcpus; i++) {
         open_paths += vcpus[i].depth + vcpus[i].overflow;
@@ -530,9 +593,11 @@ static void write_output(qemu_plugin_id_t id, void *udata)
         fprintf(f, "},\"count\":%" PRIu64 "}", n);
     }
     fprintf(f, "],\n\"unmatched_ret\":%" PRIu64 ",\"open_paths_at_exit\":%d,"
-            "\"dropped_paths\":%" PRIu64 ",\"insns_total\":%" PRIu64
+            "\"dropped_paths\":%" PRIu64 ",\"inexact_paths\":%" PRIu64
+            ",\"insns_total\":%" PRIu64
             ",\"phase_at_exit\":\"%s\",\"vcpus\":%d,\"max_depth\":%d}\n",
-            unmatched_ret, open_paths, dropped_paths, total, phase_name(phase),
+            unmatched_ret, open_paths, dropped_paths, inexact_paths, total,
+            phase_name(phase),
             nvcpus, MAX_DEPTH);
     if (fclose(f) != 0 || rename(tmp, out_path) != 0) {
         fprintf(stderr, "faultcount: cannot write %s: %s\n", out_path,

@@ -1,0 +1,29 @@
+"""The outside programs gdbfault drives (QEMU, GDB): finding them, their versions."""
+import re
+import shutil
+import subprocess
+
+from gdbfault.errors import GdbfaultError
+
+__all__ = ["find_tool", "tool_version"]
+
+# Which Debian package brings each program, for the error message.
+_PACKAGES = {"gdb": "gdb", "qemu-system-i386": "qemu-system-x86"}
+
+
+def find_tool(name):
+    """The full path of a program, or a one-line error saying how to install it."""
+    exe = shutil.which(name)
+    if not exe:
+        package = _PACKAGES.get(name)
+        hint = (f"install it with `apt-get install {package}` or run `make setup`" if package
+                else "run `make setup`")
+        raise GdbfaultError(f"'{name}' not found on PATH", hint)
+    return exe
+
+
+def tool_version(name, pattern):
+    """The version a program prints for --version (first group of `pattern`)."""
+    out = subprocess.run([find_tool(name), "--version"], capture_output=True, text=True, timeout=20).stdout
+    m = re.search(pattern, out)
+    return m.group(1) if m else "unknown"
