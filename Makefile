@@ -1,7 +1,7 @@
 # gdbfault: `make demo` sets everything up and runs the main job;
 # `make test` sets everything up and runs the test suite.
 PYTHON ?= python3
-ITERATIONS ?= 10000
+ITERATIONS ?= 2000
 
 .PHONY: setup deps build kernel workloads plugin demo test test-fast bench clean
 

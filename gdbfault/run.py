@@ -168,15 +168,41 @@ def run_qemu(spec, progress=None):
     probes = resolve_probes(profile, symbols, spec.extra_probes)
     initrd = [workload_binary(spec.workload)] if spec.workload else []
     arm = elf_entry(initrd[0]) if initrd else None
+    if spec.backend not in ("gdb", "plugin"):
+        raise GdbfaultError(f"unknown backend '{spec.backend}'", "choose gdb or plugin")
     boot = None
     if spec.kernel != "lab":             # a kernel the user brings: root, boot path, cmdline
         from gdbfault.realkernel import prepare_boot
         boot = prepare_boot(kernel, symbols, initrd[0] if initrd else None, spec.command_line(),
                             spec.memory_mb)
+    result = _new_result(spec, kernel, symbols, profile, probes, boot)
+    config = MachineConfig(kernel=kernel, initrd=initrd, append=spec.command_line(),
+                           icount=spec.icount, memory_mb=spec.memory_mb, qemu=spec.qemu)
+    apply_boot(config, boot)
+    cleanup = [boot.work_dir] if boot else []    # folders to remove at the end
+    try:
+        if spec.backend == "plugin":
+            from gdbfault.plugin_run import run_with_plugin
+            return run_with_plugin(spec, result, config, probes, arm)
+        return _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress)
+    except (GdbfaultError, KeyboardInterrupt) as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            exc = GdbfaultError("interrupted (Ctrl-C)")
+            exc.exit_code = 130
+        result["run"]["error"] = str(exc)
+        raise RunFailed(exc, result) from None
+    finally:
+        import shutil
+        for folder in cleanup:
+            shutil.rmtree(folder, ignore_errors=True)
 
-    result = {
+
+def _new_result(spec, kernel, symbols, profile, probes, boot):
+    """The RunResult skeleton (schema in report.py), before anything is measured."""
+    return {
         "schema": SCHEMA,
-        "tool": {"gdbfault": __version__, "qemu": qemu_version(spec.qemu), "gdb": gdb_version(spec.gdb) if spec.backend == "gdb" else None},
+        "tool": {"gdbfault": __version__, "qemu": qemu_version(spec.qemu),
+                 "gdb": gdb_version(spec.gdb) if spec.backend == "gdb" else None},
         "kernel": {"path": str(kernel), "lab": spec.kernel == "lab",
                    "variant": spec.variant if spec.kernel == "lab" else None,
                    "symbols": f"{symbols.kind} ({symbols.source})", "profile": profile.name,
@@ -184,7 +210,7 @@ def run_qemu(spec, progress=None):
                    "boot": boot.describe() if boot else None},
         "workload": {"name": spec.workload, "iterations": spec.iterations,
                      "command_line": spec.command_line()},
-        "mode": {"backend": "gdb", "accel": "tcg", "icount": spec.icount,
+        "mode": {"backend": spec.backend, "accel": "tcg", "icount": spec.icount,
                  "trace": spec.trace, "cost_sample": spec.cost_sample},
         "probes": [{"role": p.role, "symbol": p.symbol, "address": p.address,
                     "hits": {"boot": 0, "workload": 0}, "total": 0, "duplicates": 0} for p in probes],
@@ -192,30 +218,16 @@ def run_qemu(spec, progress=None):
         "run": {"complete": False, "error": None, "exit_status": None, "exit": None,
                 "wall_s": None, "hits": 0, "hits_per_s": None},
     }
-    if spec.backend == "plugin":
-        from gdbfault.plugin_run import run_with_plugin
-        config = MachineConfig(kernel=kernel, initrd=initrd, append=spec.command_line(),
-                               icount=spec.icount, memory_mb=spec.memory_mb, qemu=spec.qemu)
-        apply_boot(config, boot)
-        try:
-            return run_with_plugin(spec, result, config, probes, arm)
-        except (GdbfaultError, KeyboardInterrupt) as exc:
-            if isinstance(exc, KeyboardInterrupt):
-                exc = GdbfaultError("interrupted (Ctrl-C)")
-                exc.exit_code = 130
-            result["run"]["error"] = str(exc)
-            raise RunFailed(exc, result) from None
-    if spec.backend != "gdb":
-        raise GdbfaultError(f"unknown backend '{spec.backend}'", "choose gdb or plugin")
+
+
+def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress):
+    """The GDB backend: record the guest, then count in its replay under GDB."""
+    kernel = config.kernel
     session = _Session()
     t_start = None
-    cleanup = [boot.work_dir] if boot else []    # folders to remove at the end
     replay = spec.replay and spec.icount
     result["mode"]["replay"] = replay
     try:
-        config = MachineConfig(kernel=kernel, initrd=initrd, append=spec.command_line(),
-                               icount=spec.icount, memory_mb=spec.memory_mb, qemu=spec.qemu)
-        apply_boot(config, boot)
         if replay:
             record_file, recorded = _record(spec, config, result, cleanup)
             config.icount_options = f"{_rr_icount(config)},rr=replay,rrfile={record_file}"
@@ -253,18 +265,11 @@ def run_qemu(spec, progress=None):
                              f"(serial log: {machine.serial_log})")
         result["run"]["complete"] = True
         return result
-    except (GdbfaultError, KeyboardInterrupt) as exc:
+    except (GdbfaultError, KeyboardInterrupt):
         _salvage(result, session, t_start, spec)
-        if isinstance(exc, KeyboardInterrupt):
-            exc = GdbfaultError("interrupted (Ctrl-C)")
-            exc.exit_code = 130
-        result["run"]["error"] = str(exc)
-        raise RunFailed(exc, result) from None
+        raise
     finally:
         session.close(keep_dir=spec.keep_run_dir)
-        import shutil
-        for folder in cleanup:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _record(spec, config, result, cleanup):

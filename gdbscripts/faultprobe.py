@@ -28,7 +28,14 @@ import gdb
 __all__ = ["ENGINE", "ProbeEngine", "CountingBreakpoint", "PhaseBreakpoint"]
 
 # Registers compared to spot a duplicate stop report (i386).
-_DUP_REGS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "eflags")
+_DUP_REGS = ("$eax", "$ecx", "$edx", "$ebx", "$esp", "$ebp", "$esi", "$edi", "$eflags")
+
+
+def _reg(name, _eval=gdb.parse_and_eval):
+    """A register of the stopped thread. Not frame.read_register(): building
+    the frame object costs GDB a memory read from the target at every stop
+    (measured: one extra 'm' packet a hit), while $reg comes from the cache."""
+    return int(_eval(name))
 SCHEMA_VERSION = 1
 
 
@@ -123,8 +130,7 @@ class ProbeEngine:
 
     def is_duplicate(self, bp):
         """Is this stop a second report of the previous one? (see module doc)."""
-        frame = gdb.selected_frame()
-        regs = tuple(int(frame.read_register(r)) for r in _DUP_REGS)
+        regs = tuple(_reg(r) for r in _DUP_REGS)
         if bp is self.last_bp and regs == self.last_regs:
             if self.icount_reader is None:
                 return True
@@ -251,8 +257,7 @@ class PathTracer:
         self.iteration_costs = []
 
     def enter(self):
-        frame = gdb.selected_frame()
-        esp = int(frame.read_register("esp"))
+        esp = _reg("$esp")
         ret = int.from_bytes(bytes(gdb.selected_inferior().read_memory(esp, 4)), "little")
         if ret not in self.returns:
             self.returns[ret] = ReturnBreakpoint(self, ret)
@@ -267,7 +272,7 @@ class PathTracer:
             self.stack[-1][2].append(role)
 
     def leave(self):
-        esp = int(gdb.selected_frame().read_register("esp"))
+        esp = _reg("$esp")
         while self.stack:
             entry_esp, icount, events, phase = self.stack.pop()
             if entry_esp + 4 == esp:
