@@ -124,8 +124,11 @@ def _text(result, tablefmt):
         if g.get("demand_pages"):
             parts.append(f"pages {g['demand_pages']}" + ("" if g.get("zero_ok", True) else " (NOT ZERO)"))
         parts.append(f"cycles/iteration {g.get('cycles_per_iteration')}")
-        parts.append(f"real {_seconds(g.get('real_ticks', 0), hz)}  user {_seconds(g.get('user_ticks', 0), hz)}"
-                     f"  sys {_seconds(g.get('sys_ticks', 0), hz)}")
+        if hz and not g.get("real_ticks"):
+            parts.append(f"real/user/sys under one {1000 // hz} ms tick")
+        else:
+            parts.append(f"real {_seconds(g.get('real_ticks', 0), hz)}  user {_seconds(g.get('user_ticks', 0), hz)}"
+                         f"  sys {_seconds(g.get('sys_ticks', 0), hz)}")
         lines.append("guest says: " + " · ".join(parts))
         if mode.get("icount"):
             lines.append("(under -icount shift=0 one guest instruction is one cycle, 1 ns of guest time)")
