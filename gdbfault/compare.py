@@ -72,10 +72,13 @@ def run_all(specs, parallel=True):
                 results[name] = futures[name].result()
             except BaseException as exc:
                 first_error = first_error or (name, exc)
+                if getattr(exc, "result", None) is not None:    # a RunFailed's partial counts
+                    results[name] = exc.result
         if first_error:
             name, exc = first_error
             if isinstance(exc, GdbfaultError):
                 exc.args = (f"run '{name}': {exc}",)
+            exc.partial = results          # what every run measured, for --output
             raise exc
         return results
 
@@ -296,7 +299,15 @@ def cmd_compare(args):
     if sys.stderr.isatty():
         how = "one after the other" if args.sequential or (os.cpu_count() or 1) < 2 else "in parallel"
         print(f"running {args.before} and {args.after} {how} …", file=sys.stderr)
-    cmp = compare_runs(before, after, parallel=not args.sequential)
+    try:
+        cmp = compare_runs(before, after, parallel=not args.sequential)
+    except GdbfaultError as exc:
+        if args.output:
+            Path(args.output).write_text(json.dumps(
+                {"schema": "gdbfault.compare/1", "complete": False, "error": str(exc),
+                 **getattr(exc, "partial", {})}, indent=1) + "\n")
+            exc.args = (f"{exc} (what was measured is saved to {args.output})",)
+        raise
     if args.output:
         Path(args.output).write_text(json.dumps(cmp, indent=1) + "\n")
     if args.plot:
@@ -307,4 +318,6 @@ def cmd_compare(args):
         for what, f in (("plot", args.plot), ("comparison", args.output)):
             if f:
                 print(f"{what} written to {f}")
-    return 0
+    # Like attach: counts that disagree with the guest's own summary fail the command.
+    disagree = [c for side in ("before", "after") for c in cmp[side].get("checks", []) if not c["ok"]]
+    return 1 if disagree else 0
