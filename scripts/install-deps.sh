@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what gdbfault needs on a Debian machine, skipping what is there:
-# QEMU (i386, TCG), a 32-bit-capable gcc, gdb, patch; then the Python package.
+# QEMU (i386, TCG), a 32-bit-capable gcc, gdb, patch, GRUB's i386 images and
+# genext2fs; then the Python package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -11,6 +12,10 @@ command -v gdb >/dev/null || need+=(gdb)
 command -v patch >/dev/null || need+=(patch)
 command -v make >/dev/null || need+=(make)
 command -v objdump >/dev/null || need+=(binutils)
+# Kernels you bring: GRUB boots images older than boot protocol 2.02, and
+# pre-initramfs kernels get an ext2 initrd.
+[ -f /usr/lib/grub/i386-pc/lnxboot.img ] || need+=(grub-pc-bin)
+command -v genext2fs >/dev/null || need+=(genext2fs)
 if ! echo 'int main(void){return 0;}' | gcc -m32 -x c -o /dev/null - >/dev/null 2>&1; then
   need+=(gcc-multilib)
 fi
