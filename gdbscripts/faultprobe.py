@@ -107,7 +107,8 @@ class ProbeEngine:
         self.last_bp = None
         self.last_regs = None
         self.icount_reader = None   # callable returning the guest instruction count
-        self._last_icount = None
+        self.stops = 0              # stops taken as real (not duplicates)
+        self.stop_icount = None     # (stop number, instruction count) when a stop read it
         self.tracer = None          # a PathTracer once `faultprobe trace` ran
 
     def add(self, role, location, symbol=None):
@@ -129,24 +130,33 @@ class ProbeEngine:
         self.phase = "boot"
 
     def is_duplicate(self, bp):
-        """Is this stop a second report of the previous one? (see module doc)."""
+        """Is this stop a second report of the previous one? (see module doc)
+
+        Same breakpoint and same registers as the previous stop mean a
+        duplicate, unless the previous stop's instruction count is known (the
+        path tracer reads it at fault entries and returns) and has moved.
+        """
         regs = tuple(_reg(r) for r in _DUP_REGS)
         if bp is self.last_bp and regs == self.last_regs:
-            if self.icount_reader is None:
+            known = self.stop_icount
+            if known is None or known[0] != self.stops or self.icount_reader is None:
                 return True
-            now = self.icount_reader()
-            if now == self._last_icount:
+            if self.icount_reader() == known[1]:
                 return True
-            self._last_icount = now
         self.last_bp = bp
         self.last_regs = regs
+        self.stops += 1
         return False
+
+    def note_icount(self, value):
+        """The tracer read the instruction count at the current stop."""
+        self.stop_icount = (self.stops, value)
 
     def reset(self):
         for bp in self.probes:
             bp.hits = {"boot": 0, "workload": 0}
             bp.duplicates = 0
-        self.last_bp = self.last_regs = None
+        self.last_bp = self.last_regs = self.stop_icount = None
         if self.tracer is not None:
             self.tracer.reset()
         self.started = time.monotonic()
@@ -265,6 +275,7 @@ class PathTracer:
         icount = None
         if self.icount is not None and (self.entries - 1) % self.sample == 0:
             icount = self.icount()
+            self.engine.note_icount(icount)
         self.stack.append([esp, icount, [], self.engine.phase])
 
     def event(self, role):
@@ -276,7 +287,11 @@ class PathTracer:
         while self.stack:
             entry_esp, icount, events, phase = self.stack.pop()
             if entry_esp + 4 == esp:
-                cost = self.icount() - icount if icount is not None else None
+                cost = None
+                if icount is not None:
+                    now = self.icount()
+                    self.engine.note_icount(now)
+                    cost = now - icount
                 self._record(phase, events, cost, icount)
                 return
             self.lost += 1

@@ -1,0 +1,45 @@
+"""The in-GDB probe engine itself (gdbscripts/faultprobe.py), in a real GDB at a real stop."""
+import subprocess
+
+import pytest
+
+from gdbfault.locations import GDBSCRIPTS, lab_kernel, workload_binary
+from gdbfault.qemu import Machine, MachineConfig
+
+pytestmark = pytest.mark.qemu
+
+SCRIPT = r'''
+import gdb
+gdb.execute("source %(script)s")
+gdb.execute('faultprobe add "fault entry" do_page_fault')
+gdb.execute("break do_page_fault", to_string=True)   # a user breakpoint: stop here once
+gdb.execute("continue", to_string=True)
+bp = ENGINE.probes[0]
+first = ENGINE.is_duplicate(bp)          # the probe's own stop() already ran once
+again = ENGINE.is_duplicate(bp)          # same breakpoint, same registers, no progress known
+ENGINE.note_icount(100)                  # as the path tracer does at an entry or return
+ENGINE.icount_reader = lambda: 107
+moved = ENGINE.is_duplicate(bp)          # same registers, but the guest executed instructions
+ENGINE.note_icount(107)
+ENGINE.icount_reader = lambda: 107
+still = ENGINE.is_duplicate(bp)          # the instruction count did not move: a duplicate
+print("RESULT", first, again, moved, still, bp.hits["workload"], bp.duplicates)
+gdb.execute("faultprobe stats")
+'''
+
+
+def test_duplicate_reports_are_spotted_by_registers_and_icount(lab_built, no_leaks):
+    kernel, _ = lab_kernel("vanilla")
+    with Machine(MachineConfig(kernel=kernel, initrd=[workload_binary("mprotect")],
+                               append="iterations=3")) as m:
+        m.start()
+        script = SCRIPT % {"script": GDBSCRIPTS / "faultprobe.py"}
+        out = subprocess.run(["gdb", "-batch", "-nx", "-ex", "set architecture i386",
+                              "-ex", f"file {kernel}", "-ex", f"target remote {m.gdb_socket}",
+                              "-ex", f"python exec({script!r})"],
+                             capture_output=True, text=True, timeout=120).stdout
+    line = next(l for l in out.splitlines() if l.startswith("RESULT"))
+    # The probe counted its hit; asking again at the same stop is a duplicate,
+    # unless the previous stop's instruction count is known and has moved.
+    assert line.split()[1:] == ["True", "True", "False", "True", "1", "0"]
+    assert "fault entry" in out and "do_page_fault" in out
