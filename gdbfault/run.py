@@ -446,7 +446,7 @@ def gdbstub_of_pid(pid):
     if not cmdline or "qemu-system" not in Path(cmdline[0]).name:
         raise GdbfaultError(f"pid {pid} is not a QEMU system emulator ({cmdline[:1]})")
     for i, word in enumerate(cmdline):
-        if word == "-s":
+        if word == "-s":             # (their QEMU listens on every interface; we only read it)
             return "localhost:1234"
         if word == "-gdb" and i + 1 < len(cmdline):
             dev = cmdline[i + 1].split(",")[0]
