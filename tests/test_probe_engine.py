@@ -43,3 +43,45 @@ def test_duplicate_reports_are_spotted_by_registers_and_icount(lab_built, no_lea
     # unless the previous stop's instruction count is known and has moved.
     assert line.split()[1:] == ["True", "True", "False", "True", "1", "0"]
     assert "fault entry" in out and "do_page_fault" in out
+
+
+NESTING = r'''
+import gdb
+gdb.execute("source %(script)s")
+gdb.execute('faultprobe add "fault entry" do_page_fault')
+gdb.execute('faultprobe add "exception search" search_exception_table')
+gdb.execute("break do_page_fault", to_string=True)
+gdb.execute("continue", to_string=True)
+gdb.execute("faultprobe trace")                  # no QMP: shapes only
+tracer = ENGINE.tracer
+tracer.reset()
+real_esp = int(gdb.parse_and_eval("$esp"))
+esp = [real_esp]
+_reg = lambda name, _r=_reg: esp[0] if name == "$esp" else _r(name)   # programmed stack pointer
+globals()["_reg"] = _reg
+def enter(at): esp[0] = at; tracer.enter()
+def leave(at): esp[0] = at + 4; tracer.leave()
+outer, inner = real_esp, real_esp - 0x40        # a fault taken inside the handler runs deeper
+enter(outer); tracer.event("exception search")
+enter(inner); tracer.event("fault resolved"); leave(inner)
+tracer.event("signal forced"); leave(outer)
+enter(outer); enter(inner); leave(outer)         # the inner return was never seen
+print("RESULT", sorted((tuple(p["events"]), p["count"]) for p in tracer.snapshot()["paths"]),
+      tracer.lost, len(tracer.stack))
+'''
+
+
+def test_tracer_nests_faults_and_matches_returns_by_stack(lab_built, no_leaks):
+    kernel, _ = lab_kernel("vanilla")
+    with Machine(MachineConfig(kernel=kernel, initrd=[workload_binary("mprotect")],
+                               append="iterations=3")) as m:
+        m.start()
+        script = NESTING % {"script": GDBSCRIPTS / "faultprobe.py"}
+        out = subprocess.run(["gdb", "-batch", "-nx", "-ex", "set architecture i386",
+                              "-ex", f"file {kernel}", "-ex", f"target remote {m.gdb_socket}",
+                              "-ex", f"python exec({script!r})"],
+                             capture_output=True, text=True, timeout=120)
+    line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT")), out.stderr[-500:])
+    # outer path keeps its own events around the nested one; the lost inner return is counted
+    assert line == ("RESULT [((), 1), (('exception search', 'signal forced'), 1), "
+                    "(('fault resolved',), 1)] 1 0"), line
