@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gdbfault.errors import GdbfaultError
-from gdbfault.profiles import SEARCH, SIGNAL
 
 __all__ = ["SpecError", "Spec", "Expectation", "load_spec", "parse_spec", "parse_ref", "resolve",
            "evaluate", "run_spec", "check", "render_check", "junit_xml", "add_parser", "OPS", "SCHEMA"]
@@ -337,7 +336,8 @@ def resolve(result, category, args=()):
     if paths is None:
         raise MetricError("the run traced no fault paths (it needs tracing and a fault-entry probe)")
     if category == "user_fault_searches":
-        return sum(p["count"] for p in paths if SEARCH in p.get("events", []) and SIGNAL in p.get("events", []))
+        from gdbfault.paths import user_fault_searches
+        return user_fault_searches(paths)
     if category == "path":
         from gdbfault.compare import user_signal_path
         shape, stat = args

@@ -138,7 +138,12 @@ class Debugger:
             self._pending[token] = pending
             self._current = pending
             try:
-                self._ctl.write(f"{token}{command}", read_response=False)
+                try:
+                    self._ctl.write(f"{token}{command}", read_response=False)
+                except OSError:          # broken pipe: GDB is gone
+                    self._dead.wait(2)
+                    raise GdbfaultError(f"GDB died before `{command}` could be sent; last message: "
+                                        f"{self.last_log() or 'none'}")
                 if not pending.event.wait(timeout):
                     raise GdbfaultError(f"GDB did not answer `{command}` within {timeout:.0f} s")
             finally:

@@ -9,7 +9,8 @@ import statistics
 
 from gdbfault.profiles import RESOLVED, SEARCH, SIGNAL, USER_FAULT
 
-__all__ = ["classify", "summarise_paths", "cost_stats", "hist_stats", "USER_SIGNAL_SHAPES"]
+__all__ = ["classify", "summarise_paths", "cost_stats", "hist_stats", "user_fault_searches",
+           "USER_SIGNAL_SHAPES"]
 
 USER_SEARCH_SIGNAL = "user bad area → exception search → signal"
 USER_SIGNAL = "user bad area → signal"
@@ -49,6 +50,12 @@ def cost_stats(costs):
     p95 = s[min(len(s) - 1, max(0, -(-95 * len(s) // 100) - 1))]
     med = statistics.median(s)
     return {"min": s[0], "median": int(med) if med == int(med) else med, "p95": p95, "max": s[-1]}
+
+
+def user_fault_searches(paths):
+    """How many traced faults both searched the exception table and raised a
+    signal: the user faults that reached the search (the seed's subject)."""
+    return sum(p["count"] for p in paths if SEARCH in p.get("events", []) and SIGNAL in p.get("events", []))
 
 
 def hist_stats(hist):

@@ -9,7 +9,7 @@ same RunResult, so reports, compare and check work unchanged.
 import time
 
 from gdbfault.errors import GdbfaultError, GuestError
-from gdbfault.paths import cost_stats, summarise_paths
+from gdbfault.paths import cost_stats, summarise_paths, user_fault_searches
 from gdbfault.plugin_backend import (fault_return_sites, plugin_library, qemu_plugin_args,
                                      read_plugin_result, write_probe_file)
 from gdbfault.profiles import ENTRY
@@ -81,6 +81,7 @@ def _fill_from_plugin(result, data, probes, machine, spec, wall):
              "open": []}
     if result["mode"]["trace"]:
         result["paths"] = summarise_paths(trace)
+        result["user_fault_searches"] = user_fault_searches(result["paths"])
         result["trace"] = {"entries": sum(r["count"] for r in result["paths"]), "lost": data["unmatched_ret"],
                            "sample": 1, "costed": True, "open_at_exit": data["open_paths_at_exit"],
                            # paths whose window held a block left early (a fault nested in the

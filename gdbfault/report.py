@@ -8,7 +8,8 @@ The RunResult (schema "gdbfault.run/1") is a plain dict:
   probes    [{role, symbol, address, hits{boot, workload}, total, duplicates, per_iteration}]
   guest     the workload's own GDBFAULT-RESULT object, or null
   checks    [{role, symbol, expected, counted, ok}]    probe hits vs the guest's truth
-  paths     [{shape, events, count, min, median, p95, max}]  (when costs were traced)
+  paths     [{shape, events, count, costed, min, median, p95, max, cost_hist}]  (when traced)
+  user_fault_searches   traced faults that searched the table and raised a signal
   run       {complete, error, exit_status, exit, wall_s, hits, duplicates, hits_per_s}
 JSON output is that dict; CSV is one row per probe with the columns in CSV_FIELDS.
 """
@@ -165,6 +166,8 @@ def _text(result, tablefmt):
         lines.append(tabulate(prow, headers=["path", "count", "min", "median", "p95", "max"],
                               tablefmt=tablefmt, colalign=("left",) + ("right",) * 5))
         lines.append("(cost: guest instructions from fault entry to its return)")
+        if "user_fault_searches" in result:
+            lines.append(f"user faults that searched the exception table: {result['user_fault_searches']}")
         lines.append("")
 
     r = result["run"]

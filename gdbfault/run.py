@@ -16,7 +16,7 @@ from gdbfault import __version__
 from gdbfault.errors import GdbfaultError, GuestError
 from gdbfault.gdb import Debugger, gdb_version, mi_quote
 from gdbfault.locations import GDBSCRIPTS, lab_kernel, workload_binary
-from gdbfault.paths import cost_stats, summarise_paths
+from gdbfault.paths import cost_stats, summarise_paths, user_fault_searches
 from gdbfault.profiles import ENTRY, load_profile, pick_profile, resolve_probes
 from gdbfault.realkernel import apply_boot
 from gdbfault.qemu import EXIT_CLEAN, Machine, MachineConfig, describe_exit, qemu_version
@@ -378,6 +378,7 @@ def _fill(result, session, t_start, spec):
     if snap and snap.get("trace"):
         trace = snap["trace"]
         result["paths"] = summarise_paths(trace)
+        result["user_fault_searches"] = user_fault_searches(result["paths"])
         result["trace"] = {"entries": trace["entries"], "lost": trace["lost"],
                            "sample": trace["sample"], "costed": trace["icount"],
                            "return_sites": trace["return_sites"],
@@ -485,19 +486,11 @@ def attach_running(address, kernel, system_map=None, profile=None, extra_probes=
     prof = load_profile(profile) if profile else pick_profile(symbols)
     probes = resolve_probes(prof, symbols, extra_probes)
     _check_reachable(address)
-    result = {
-        "schema": SCHEMA,
-        "tool": {"gdbfault": __version__, "qemu": "unknown (attached)", "gdb": gdb_version(gdb)},
-        "kernel": {"path": str(kernel), "lab": False, "variant": None,
-                   "symbols": f"{symbols.kind} ({symbols.source})", "profile": prof.name, "model": "generic"},
-        "workload": {"name": None, "iterations": None, "command_line": None, "attached_to": address},
-        "mode": {"backend": "gdb", "accel": "unknown", "icount": False},
-        "probes": [{"role": p.role, "symbol": p.symbol, "address": p.address,
-                    "hits": {"boot": 0, "workload": 0}, "total": 0, "duplicates": 0} for p in probes],
-        "guest": None, "checks": [],
-        "run": {"complete": False, "error": None, "exit_status": None, "exit": None,
-                "wall_s": None, "hits": 0, "hits_per_s": None},
-    }
+    spec = RunSpec(kernel=str(kernel), system_map=system_map, workload=None, gdb=gdb, trace=False)
+    result = _new_result(spec, kernel, symbols, prof, probes, None)
+    result["tool"]["qemu"] = "unknown (attached)"
+    result["workload"]["attached_to"] = address
+    result["mode"].update({"accel": "unknown", "icount": False, "replay": False})
     import tempfile
     work = Path(tempfile.mkdtemp(prefix="gdbfault-attach-"))
     session = _Session()
@@ -521,13 +514,13 @@ def attach_running(address, kernel, system_map=None, profile=None, extra_probes=
             interrupted = True
         session.snapshot = read_counts(dbg, work)
         _detach(dbg)
-        _fill(result, session, t_start, RunSpec(kernel=str(kernel)))
+        _fill(result, session, t_start, spec)
         result["run"]["complete"] = True
         result["run"]["exit"] = "interrupted; detached, guest left running" if interrupted \
             else "detached, guest left running"
         return result
     except GdbfaultError as exc:
-        _salvage(result, session, t_start, RunSpec(kernel=str(kernel)))
+        _salvage(result, session, t_start, spec)
         result["run"]["error"] = str(exc)
         raise RunFailed(exc, result) from None
     finally:

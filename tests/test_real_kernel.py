@@ -56,8 +56,10 @@ def test_debian_686_kernel_mprotect(debian_kernel, no_leaks):
     assert g["errors"] == 0 and g["iterations"] == ITERATIONS and g["sigsegv"] == ITERATIONS
     # every SIGSEGV went out through force_sig_fault, once
     assert hits(res, "signal forced") == g["sigsegv"]
-    # user faults never search the exception table (the 2.1-series fix, still there in 6.1)
-    assert hits(res, "exception search") == g["efault"] == 0
+    # user faults never search the exception table (the 2.1-series fix, still there in 6.1);
+    # the kernel may search it for its own faults (6.1: when mmap_read_trylock fails)
+    assert res["user_fault_searches"] == 0
+    assert sum(p["count"] for p in res["paths"] if "signal forced" in p["events"]) == g["sigsegv"]
     # faults per iteration are measured, not assumed (1 on 6.1; a few stray faults allowed)
     entry = hits(res, "fault entry")
     assert ITERATIONS <= entry <= ITERATIONS + 20

@@ -107,8 +107,7 @@ def test_ground_truth_rules():
     assert van["exception search"] == 12 and pat["exception search"] == 2
     assert van["fault resolved"] == 13 and van["fault entry"] == 25
     assert expected_hits(guest, "generic") == {"signal forced": 10}
-    # after the 1997 patch (2.2, modern): only bad-pointer system calls search
-    assert expected_hits(guest, "linux-modern") == {"signal forced": 10, "exception search": 2}
+    assert expected_hits(guest, "linux-modern") == {"signal forced": 10}
     probes = [{"role": "signal forced", "symbol": "force_sig", "hits": {"boot": 0, "workload": 9}}]
     [row] = compare_with_guest(probes, guest, "generic")
     assert row["ok"] is False and row["expected"] == 10
