@@ -114,7 +114,7 @@ def _progress_bar(args):
 
 
 def _attach_running(args):
-    from gdbfault.run import attach_running, gdbstub_of_pid
+    from gdbfault.attach import attach_running, gdbstub_of_pid
     from gdbfault.locations import lab_kernel
     if args.pid is not None:
         address = gdbstub_of_pid(args.pid)

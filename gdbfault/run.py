@@ -23,7 +23,7 @@ from gdbfault.qemu import EXIT_CLEAN, Machine, MachineConfig, describe_exit, qem
 from gdbfault.symbols import is_elf, load_symbols
 from gdbfault.truth import compare_with_guest, parse_guest_output
 
-__all__ = ["RunSpec", "RunFailed", "run_qemu", "attach_running", "gdbstub_of_pid", "elf_entry", "SCHEMA"]
+__all__ = ["RunSpec", "RunFailed", "run_qemu", "read_counts", "elf_entry", "SCHEMA"]
 
 SCHEMA = "gdbfault.run/1"
 SNAPSHOT_EVERY_S = 1.0
@@ -106,7 +106,7 @@ class _Session:
             self.machine.close(keep_dir=keep_dir)
 
 
-def _prepare_debugger(dbg, kernel, probes, arm_address):
+def _prepare_debugger(dbg, kernel):
     for cmd in ("-gdb-set mi-async on", "-gdb-set pagination off", "-gdb-set confirm off",
                 "-gdb-set breakpoint pending off"):
         dbg.mi(cmd)
@@ -128,7 +128,7 @@ def _load_probe_engine(dbg, probes, arm_address):
     dbg.console(f"source {GDBSCRIPTS / 'faultprobe.py'}")
     dbg.console("help faultprobe")     # fails loudly if the script did not load
     for p in probes:
-        dbg.console(f"faultprobe add {mi_arg(p.role)} *{p.address:#x} {p.symbol}")
+        dbg.console(f"faultprobe add {mi_quote(p.role)} *{p.address:#x} {p.symbol}")
     if arm_address is not None:
         dbg.console(f"faultprobe arm *{arm_address:#x}")
 
@@ -141,13 +141,8 @@ def _start_tracer(dbg, probes, qmp_socket, sample):
         import qemu.qmp
         site = Path(qemu.qmp.__file__).resolve().parents[2]
         dbg.console(f"python import sys; sys.path.append({str(site)!r})")
-    dbg.console(f"faultprobe trace {mi_arg(str(qmp_socket)) if qmp_socket else '-'} {int(sample)}")
+    dbg.console(f"faultprobe trace {mi_quote(str(qmp_socket)) if qmp_socket else '-'} {int(sample)}")
     return True
-
-
-def mi_arg(text):
-    """Quote one argument for gdb.string_to_argv."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def read_counts(dbg, run_dir):
@@ -236,7 +231,7 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
         machine = session.machine
         machine.start()
         session.debugger = dbg = Debugger(spec.gdb)
-        _prepare_debugger(dbg, kernel, probes, arm)
+        _prepare_debugger(dbg, kernel)
         _connect(dbg, str(machine.gdb_socket))
         _load_probe_engine(dbg, probes, arm)
         if spec.trace:
@@ -412,119 +407,3 @@ def _salvage(result, session, t_start, spec):
     if machine is not None:
         result["run"]["exit_status"] = machine.poll()
         result["run"]["exit"] = describe_exit(machine.poll())
-
-
-# -- attaching to a QEMU that is already running ------------------------------
-
-def _detach(dbg, timeout=10.0):
-    """Stop the guest, remove our breakpoints, detach: it runs on untouched."""
-    from gdbfault.gdb import GdbCommandError
-    dbg.mi("-exec-interrupt")
-    dbg.wait_event(lambda r: r.get("message") == "stopped"
-                   and (r.get("payload") or {}).get("signal-name") == "SIGINT", timeout)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            dbg.console("faultprobe clear")
-            break
-        except GdbCommandError as exc:
-            # The interrupt can land while GDB steps over a probe; it settles.
-            if "while the target is running" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    dbg.mi("-target-detach")
-
-
-def gdbstub_of_pid(pid):
-    """The gdbstub address of a running QEMU, read from its command line."""
-    import psutil
-    try:
-        cmdline = psutil.Process(pid).cmdline()
-    except psutil.NoSuchProcess:
-        raise GdbfaultError(f"no process with pid {pid}")
-    except psutil.AccessDenied:
-        raise GdbfaultError(f"cannot read the command line of pid {pid} (permission denied)")
-    if not cmdline or "qemu-system" not in Path(cmdline[0]).name:
-        raise GdbfaultError(f"pid {pid} is not a QEMU system emulator ({cmdline[:1]})")
-    for i, word in enumerate(cmdline):
-        if word == "-s":             # (their QEMU listens on every interface; we only read it)
-            return "localhost:1234"
-        if word == "-gdb" and i + 1 < len(cmdline):
-            dev = cmdline[i + 1].split(",")[0]
-            if dev.startswith("unix:"):
-                return dev[len("unix:"):]
-            if dev.startswith("tcp:"):
-                host, _, port = dev[len("tcp:"):].rpartition(":")
-                return f"{host or 'localhost'}:{port}"
-            raise GdbfaultError(f"QEMU pid {pid} has a gdbstub on '{dev}', which gdbfault cannot reach")
-    raise GdbfaultError(f"QEMU pid {pid} has no gdbstub", "start it with -gdb unix:PATH,server=on,wait=off "
-                        "or -gdb tcp:127.0.0.1:PORT")
-
-
-def _check_reachable(address):
-    """Fail early, in one line, when nothing listens at a gdbstub address."""
-    import socket
-    if ":" in address and not address.startswith("/"):
-        host, _, port = address.rpartition(":")
-        try:
-            socket.create_connection((host, int(port)), timeout=2).close()
-        except (OSError, ValueError):
-            raise GdbfaultError(f"nothing is listening on {address} (no gdbstub there)")
-    elif not Path(address).exists():
-        raise GdbfaultError(f"no gdbstub socket at {address}")
-
-
-def attach_running(address, kernel, system_map=None, profile=None, extra_probes=(),
-                   duration=None, gdb="gdb"):
-    """Count on a QEMU that is already running, then detach and leave it running.
-
-    address: 'host:port' or a unix socket path. Counts until `duration`
-    seconds have passed or Ctrl-C; returns a RunResult dict.
-    """
-    kernel = Path(kernel)
-    symbols = load_symbols(kernel, system_map)
-    prof = load_profile(profile) if profile else pick_profile(symbols)
-    probes = resolve_probes(prof, symbols, extra_probes)
-    _check_reachable(address)
-    spec = RunSpec(kernel=str(kernel), system_map=system_map, workload=None, gdb=gdb, trace=False)
-    result = _new_result(spec, kernel, symbols, prof, probes, None)
-    result["tool"]["qemu"] = "unknown (attached)"
-    result["workload"]["attached_to"] = address
-    result["mode"].update({"accel": "unknown", "icount": False, "replay": False})
-    import tempfile
-    work = Path(tempfile.mkdtemp(prefix="gdbfault-attach-"))
-    session = _Session()
-    t_start = None
-    try:
-        session.debugger = dbg = Debugger(gdb)
-        _prepare_debugger(dbg, kernel, probes, None)
-        _connect(dbg, address)
-        _load_probe_engine(dbg, probes, None)
-        t_start = time.monotonic()
-        dbg.mi("-exec-continue")
-        deadline = t_start + duration if duration else None
-        interrupted = False
-        try:
-            while deadline is None or time.monotonic() < deadline:
-                if dbg.wait_event(lambda r: r.get("message") in ("thread-group-exited",), 0.5):
-                    raise GuestError("the QEMU we attached to went away")
-                if not dbg.alive:
-                    raise GdbfaultError(f"GDB died; last message: {dbg.last_log() or 'none'}")
-        except KeyboardInterrupt:
-            interrupted = True
-        session.snapshot = read_counts(dbg, work)
-        _detach(dbg)
-        _fill(result, session, t_start, spec)
-        result["run"]["complete"] = True
-        result["run"]["exit"] = "interrupted; detached, guest left running" if interrupted \
-            else "detached, guest left running"
-        return result
-    except GdbfaultError as exc:
-        _salvage(result, session, t_start, spec)
-        result["run"]["error"] = str(exc)
-        raise RunFailed(exc, result) from None
-    finally:
-        if session.debugger is not None:
-            session.debugger.close()
-        import shutil
-        shutil.rmtree(work, ignore_errors=True)
