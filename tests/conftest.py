@@ -58,3 +58,19 @@ def no_leaks(monkeypatch):
         except psutil.NoSuchProcess:
             pass
     assert not names, f"processes left behind: {names}"
+
+
+def gdb_on_lab(script, variant="vanilla", iterations=3):
+    """Boot a lab kernel halted with the mprotect workload, run a Python script
+    in a plain `gdb -batch` attached to it, and return GDB's (stdout, stderr)."""
+    from gdbfault.locations import lab_kernel, workload_binary
+    from gdbfault.qemu import Machine, MachineConfig
+    kernel, _ = lab_kernel(variant)
+    with Machine(MachineConfig(kernel=kernel, initrd=[workload_binary("mprotect")],
+                               append=f"iterations={iterations}")) as m:
+        m.start()
+        out = subprocess.run(["gdb", "-batch", "-nx", "-ex", "set architecture i386",
+                              "-ex", f"file {kernel}", "-ex", f"target remote {m.gdb_socket}",
+                              "-ex", f"python exec({script!r})"],
+                             capture_output=True, text=True, timeout=120)
+    return out.stdout, out.stderr

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from conftest import gdb_on_lab
+
 from gdbfault.locations import lab_kernel, workload_binary
 from gdbfault.paths import (KERNEL_FIXUP, RESOLVED_SHAPE, USER_SEARCH_SIGNAL, USER_SIGNAL, classify,
                             cost_stats, summarise_paths)
@@ -87,7 +89,6 @@ def test_no_observer_effect_on_the_guests_own_cycles(lab_built, no_leaks, varian
 
 def _single_step_cost(variant):
     """Instructions from do_page_fault's first hit to its return, by single-stepping."""
-    kernel, _ = lab_kernel(variant)
     script = r'''
 import gdb
 gdb.execute("break do_page_fault", to_string=True)
@@ -101,13 +102,7 @@ while int(gdb.parse_and_eval("$pc")) != ret or int(gdb.parse_and_eval("$esp")) !
     n += 1
 print("STEPPED", n)
 '''
-    with Machine(MachineConfig(kernel=kernel, initrd=[workload_binary("mprotect")],
-                               append="iterations=5")) as m:
-        m.start()
-        out = subprocess.run(["gdb", "-batch", "-nx", "-ex", "set architecture i386",
-                              "-ex", f"file {kernel}", "-ex", f"target remote {m.gdb_socket}",
-                              "-ex", f"python exec({script!r})"],
-                             capture_output=True, text=True, timeout=120).stdout
+    out, _ = gdb_on_lab(script, variant, iterations=5)
     line = next(l for l in out.splitlines() if l.startswith("STEPPED"))
     return int(line.split()[1])
 

@@ -1,10 +1,8 @@
 """The in-GDB probe engine itself (gdbscripts/faultprobe.py), in a real GDB at a real stop."""
-import subprocess
-
 import pytest
 
-from gdbfault.locations import GDBSCRIPTS, lab_kernel, workload_binary
-from gdbfault.qemu import Machine, MachineConfig
+from conftest import gdb_on_lab
+from gdbfault.locations import GDBSCRIPTS
 
 pytestmark = pytest.mark.qemu
 
@@ -29,15 +27,7 @@ gdb.execute("faultprobe stats")
 
 
 def test_duplicate_reports_are_spotted_by_registers_and_icount(lab_built, no_leaks):
-    kernel, _ = lab_kernel("vanilla")
-    with Machine(MachineConfig(kernel=kernel, initrd=[workload_binary("mprotect")],
-                               append="iterations=3")) as m:
-        m.start()
-        script = SCRIPT % {"script": GDBSCRIPTS / "faultprobe.py"}
-        out = subprocess.run(["gdb", "-batch", "-nx", "-ex", "set architecture i386",
-                              "-ex", f"file {kernel}", "-ex", f"target remote {m.gdb_socket}",
-                              "-ex", f"python exec({script!r})"],
-                             capture_output=True, text=True, timeout=120).stdout
+    out, _ = gdb_on_lab(SCRIPT % {"script": GDBSCRIPTS / "faultprobe.py"})
     line = next(l for l in out.splitlines() if l.startswith("RESULT"))
     # The probe counted its hit; asking again at the same stop is a duplicate,
     # unless the previous stop's instruction count is known and has moved.
@@ -72,16 +62,8 @@ print("RESULT", sorted((tuple(p["events"]), p["count"]) for p in tracer.snapshot
 
 
 def test_tracer_nests_faults_and_matches_returns_by_stack(lab_built, no_leaks):
-    kernel, _ = lab_kernel("vanilla")
-    with Machine(MachineConfig(kernel=kernel, initrd=[workload_binary("mprotect")],
-                               append="iterations=3")) as m:
-        m.start()
-        script = NESTING % {"script": GDBSCRIPTS / "faultprobe.py"}
-        out = subprocess.run(["gdb", "-batch", "-nx", "-ex", "set architecture i386",
-                              "-ex", f"file {kernel}", "-ex", f"target remote {m.gdb_socket}",
-                              "-ex", f"python exec({script!r})"],
-                             capture_output=True, text=True, timeout=120)
-    line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT")), out.stderr[-500:])
+    out, err = gdb_on_lab(NESTING % {"script": GDBSCRIPTS / "faultprobe.py"})
+    line = next((l for l in out.splitlines() if l.startswith("RESULT")), err[-500:])
     # outer path keeps its own events around the nested one; the lost inner return is counted
     assert line == ("RESULT [((), 1), (('exception search', 'signal forced'), 1), "
                     "(('fault resolved',), 1)] 1 0"), line
