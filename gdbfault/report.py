@@ -99,6 +99,12 @@ def _text(result, tablefmt):
     gdb = f" · gdb {t['gdb']}" if t.get("gdb") else ""
     lines.append(f"{kernel_label(result)} · qemu-system-i386 {t['qemu']} TCG{icount}{gdb}"
                  f" · probes: {result['kernel']['profile']} profile · backend: {mode['backend']}")
+    k = result["kernel"]
+    if k.get("profile_reason") and not k.get("lab"):
+        lines.append(f"profile {k['profile']}: {k['profile_reason']}"
+                     + (f" · banner: {k['banner_form']}" if k.get("banner_form") else ""))
+    for note in k.get("profile_notes") or []:
+        lines.append(f"note: {note}")
     w = result["workload"]
     lines.append(f"workload {w['name']}" + (f" × {w['iterations']}" if w.get("iterations") else "")
                  + (f"  (kernel command line: {w['command_line']})" if w.get("command_line") else ""))
@@ -144,9 +150,15 @@ def _text(result, tablefmt):
             lines.append(f"counts match the guest's own summary ✓ ({len(checks)} probes checked; "
                          f"duplicate stop reports filtered: {dups})")
         else:
+            others = {p["role"]: p.get("alternatives") or [] for p in result["probes"]}
             for c in bad:
+                hint = ""
+                if c["counted"] == 0 and others.get(c["role"]):
+                    names = others[c["role"]]
+                    hint = (f" — this kernel also has {', '.join(names)}: try "
+                            f"--probe '{c['role']}={names[0]}'")
                 lines.append(f"✗ {c['role']} ({c['symbol']}): counted {c['counted']}, "
-                             f"the guest's summary implies {c['expected']}")
+                             f"the guest's summary implies {c['expected']}{hint}")
     lines.append("")
 
     verify = result.get("verify")

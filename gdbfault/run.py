@@ -17,8 +17,9 @@ from gdbfault.errors import GdbfaultError, GuestError
 from gdbfault.gdb import Debugger, gdb_version, mi_quote
 from gdbfault.locations import GDBSCRIPTS, lab_kernel, workload_binary
 from gdbfault.paths import cost_stats, summarise_paths, user_fault_searches
-from gdbfault.profiles import ENTRY, load_profile, pick_profile, resolve_probes
-from gdbfault.realkernel import apply_boot
+from gdbfault.bootimage import read_image
+from gdbfault.profiles import ENTRY, load_profile, pick_profile, resolve_probes, role_alternatives
+from gdbfault.realkernel import apply_boot, truth_model
 from gdbfault.qemu import EXIT_CLEAN, Machine, MachineConfig, describe_exit, qemu_version
 from gdbfault.symbols import is_elf, load_symbols
 from gdbfault.truth import compare_with_guest, parse_guest_output
@@ -159,7 +160,11 @@ def run_qemu(spec, progress=None):
     """
     kernel, system_map = spec.kernel_files()
     symbols = load_symbols(kernel, system_map)
-    profile = load_profile(spec.profile) if spec.profile else pick_profile(symbols)
+    image = None if spec.kernel == "lab" else read_image(kernel)
+    profile = load_profile(spec.profile) if spec.profile else \
+        pick_profile(symbols, image.release if image else None)
+    if spec.profile:
+        profile.reason = "chosen with --profile"
     probes = resolve_probes(profile, symbols, spec.extra_probes)
     initrd = [workload_binary(spec.workload)] if spec.workload else []
     arm = elf_entry(initrd[0]) if initrd else None
@@ -171,6 +176,12 @@ def run_qemu(spec, progress=None):
         boot = prepare_boot(kernel, symbols, initrd[0] if initrd else None, spec.command_line(),
                             spec.memory_mb)
     result = _new_result(spec, kernel, symbols, profile, probes, boot)
+    result["kernel"]["profile_reason"] = profile.reason
+    result["kernel"]["profile_notes"] = list(profile.notes)
+    if boot:
+        result["kernel"]["model"] = truth_model(profile.name, boot.image)
+    for p in result["probes"]:
+        p["alternatives"] = role_alternatives(p["role"], symbols, p["symbol"])
     config = MachineConfig(kernel=kernel, initrd=initrd, append=spec.command_line(),
                            icount=spec.icount, memory_mb=spec.memory_mb, qemu=spec.qemu)
     apply_boot(config, boot)
@@ -239,7 +250,9 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
                           spec.cost_sample)
         if boot:                         # stops once at the workload's entry: is the map right?
             from gdbfault.realkernel import check_banner
-            result["kernel"]["banner"] = check_banner(dbg, symbols, boot.image, arm, spec.timeout_s)
+            banner = check_banner(dbg, symbols, boot.image, arm, spec.timeout_s, machine)
+            if banner:
+                result["kernel"]["banner"], result["kernel"]["banner_form"] = banner["text"], banner["form"]
         t_start = time.monotonic()
         dbg.mi("-exec-continue")
         status = _supervise(spec, session, t_start, progress)
