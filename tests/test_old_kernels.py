@@ -1,0 +1,101 @@
+"""A 2.x-era kernel as users bring it, end to end, with no download.
+
+The fixture is the lab kernel packaged the way Linux 2.2 shipped
+(qemu/kernel/variants/oldboot*, `make -C qemu/kernel`): a bzImage with our
+own real-mode setup (boot protocol 2.01), no ELF symbols, only its
+System.map, `linux_banner` as a `const char *`, and /init read from an ext2
+initrd. gdbfault boots it through GRUB linux16 under record/replay, checks
+the map against the running kernel by following the banner pointer, picks
+the probe profile, and must count exactly what the guest's own summary
+implies — vanilla and patched fault orders alike.
+"""
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gdbfault.grubboot import grub_available
+from gdbfault.run import RunFailed, RunSpec, run_qemu
+
+pytestmark = [pytest.mark.qemu,
+              pytest.mark.skipif(not grub_available(), reason="GRUB i386-pc files are not installed")]
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD = REPO / "qemu" / "kernel" / "build"
+ITERATIONS = 20
+
+
+def oldboot(variant):
+    folder = BUILD / variant
+    return folder / "bzImage", folder / "System.map"
+
+
+@pytest.fixture(scope="module")
+def fixture_built(lab_built):
+    for variant in ("oldboot", "oldboot-patched"):
+        image, system_map = oldboot(variant)
+        assert image.is_file() and system_map.is_file()
+    return BUILD
+
+
+def hits(result, role):
+    return next(p["hits"]["workload"] for p in result["probes"] if p["role"] == role)
+
+
+@pytest.mark.parametrize("variant,model,shape", [
+    ("oldboot", "lab-vanilla", "user bad area → exception search → signal"),
+    ("oldboot-patched", "lab-patched", "user bad area → signal"),
+])
+def test_bzimage_with_system_map_counts_exactly(fixture_built, no_leaks, variant, model, shape):
+    image, system_map = oldboot(variant)
+    res = run_qemu(RunSpec(kernel=str(image), system_map=str(system_map), workload="mixed",
+                           iterations=ITERATIONS, timeout_s=300))
+    k = res["kernel"]
+    assert k["symbols"].startswith("System.map")            # no ELF symbols to lean on
+    assert k["boot"]["format"] == "bzImage" and k["boot"]["boot_protocol"] == "2.01"
+    assert k["boot"]["boot_path"] == "grub" and k["boot"]["root"].startswith("ext2 initrd")
+    assert k["banner_form"] == "const char *" and k["banner"].startswith("Linux version 2.2.26-lab")
+    assert k["profile"] == "lab" and k["model"] == model and "lab_trigger_oops" in k["profile_reason"]
+    assert res["mode"]["replay"] and res["record"]["exit_status"] == 0
+    g = res["guest"]
+    assert g["errors"] == 0 and g["sigsegv"] == ITERATIONS and g["efault"] == ITERATIONS
+    # every probe the lab's ground truth predicts, exactly (4 roles)
+    assert len(res["checks"]) == 4 and all(c["ok"] for c in res["checks"]), res["checks"]
+    assert hits(res, "exception search") == (2 if model == "lab-vanilla" else 1) * ITERATIONS
+    shapes = {p["shape"]: p["count"] for p in res["paths"]}
+    assert shapes[shape] == ITERATIONS
+    assert shapes["kernel fault → exception search → fixup"] == ITERATIONS
+    assert res["user_fault_searches"] == (ITERATIONS if model == "lab-vanilla" else 0)
+    assert res["run"]["complete"]
+
+
+def test_map_of_another_build_is_refused(fixture_built, tmp_path, no_leaks):
+    """A plausible map of another build (every address 16 bytes off): at its
+    linux_banner the guest holds no banner, nor a pointer to one."""
+    image, system_map = oldboot("oldboot")
+    bad = tmp_path / "System.map"
+    bad.write_text("".join(f"{int(line.split()[0], 16) + 16:08x} {line.split(' ', 1)[1]}"
+                           for line in system_map.read_text().splitlines(keepends=True)))
+    done = subprocess.run([sys.executable, "-m", "gdbfault", "attach", "--qemu", "--kernel", str(image),
+                           "--system-map", str(bad), "--iterations", "3", "--no-trace", "-q"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert len(err) == 1 and "does not match the running kernel" in err[0]
+    assert "2.2.26-lab" in err[0]                               # what the image says
+
+
+def test_kernel_that_panics_before_init_is_reported_at_once(fixture_built, no_leaks):
+    """init= names a file the initrd lacks: the kernel panics at boot. The
+    report says so (exit 3, the panic line) instead of waiting the timeout."""
+    image, system_map = oldboot("oldboot")
+    t0 = time.monotonic()
+    with pytest.raises(RunFailed) as failed:
+        run_qemu(RunSpec(kernel=str(image), system_map=str(system_map), workload="mprotect",
+                         iterations=3, append="init=/nosuch", trace=False, timeout_s=300))
+    assert failed.value.exit_code == 3
+    message = str(failed.value)
+    assert "never started the workload" in message and "No init found" in message
+    assert time.monotonic() - t0 < 250          # far from the 300 s timeout, on a loaded machine too
