@@ -120,3 +120,106 @@ def test_profiles_split_2_0_and_2_2():
     assert pick_profile(t(["exc_page_fault", "search_exception_tables",
                            "force_sig_fault"])).name == "linux-modern"
     assert load_profile("linux-2.x").name == "linux-2.2"       # the old name still loads
+
+
+# -- linux_banner in both forms, profiles per era -------------------------------------------
+
+BANNER_22 = b"Linux version 2.2.26 (root@lab) (gcc version 2.7.2.3) #1 Mon Jan 1 1999\n\0"
+
+
+def test_banner_array_form_is_read_in_place():
+    from gdbfault.realkernel import decode_banner
+    text, form, pointer = decode_banner(BANNER_22, lambda a: pytest.fail("no pointer to follow"))
+    assert text.startswith("Linux version 2.2.26") and form == "const char []" and pointer is None
+
+
+def test_banner_pointer_form_is_followed():
+    from gdbfault.realkernel import decode_banner
+    memory = {0xC01F3A40: BANNER_22}
+    at_symbol = struct.pack("<I", 0xC01F3A40) + b"\x00\x01garbage"
+    text, form, pointer = decode_banner(at_symbol, memory.__getitem__)
+    assert text.startswith("Linux version 2.2.26") and form == "const char *" and pointer == 0xC01F3A40
+    assert banner_matches(text, V22.replace("(root@lab) #1 Mon Jan 1 00:00:00 UTC 1999",
+                                            "(root@lab) #1 Mon Jan 1 1999"))
+    # a pointer to something else is no banner: the check then refuses the map
+    text, form, _ = decode_banner(at_symbol, lambda a: b"\x90\x90\x90\x90\0")
+    assert not banner_matches(text, V22)
+
+
+def _map(names):
+    return SymbolTable("m", "System.map", {n: 0xc0100000 + 16 * i for i, n in enumerate(names)})
+
+
+ERA_MAPS = {
+    # release: (symbols a kernel of that era has, profile, signal symbol)
+    "2.0.40": (["do_page_fault", "force_sig", "do_wp_page", "linux_banner"], "linux-2.0", "force_sig"),
+    "2.2.26": (["do_page_fault", "search_exception_table", "force_sig", "handle_mm_fault"],
+               "linux-2.2", "force_sig"),
+    "2.4.37": (["do_page_fault", "search_exception_table", "force_sig", "force_sig_info",
+                "handle_mm_fault"], "linux-2.4", "force_sig_info"),
+    "2.6.32": (["do_page_fault", "search_exception_tables", "force_sig", "force_sig_info",
+                "handle_mm_fault"], "linux-2.6", "force_sig_info"),
+    "4.9.0": (["do_page_fault", "__do_page_fault", "search_exception_tables", "force_sig_info",
+               "handle_mm_fault"], "linux-2.6", "force_sig_info"),
+    "6.1.0-50-686": (["exc_page_fault", "do_user_addr_fault", "search_exception_tables",
+                      "force_sig_fault", "force_sig_info", "handle_mm_fault"], "linux-modern",
+                     "force_sig_fault"),
+}
+
+
+@pytest.mark.parametrize("release", list(ERA_MAPS))
+def test_profile_per_era_by_release_and_by_symbols(release):
+    from gdbfault.profiles import SIGNAL, resolve_probes
+    names, expected, signal = ERA_MAPS[release]
+    syms = _map(names)
+    by_release = pick_profile(syms, release)
+    assert by_release.name == expected and release in by_release.reason
+    assert pick_profile(syms).name == expected               # the symbols alone agree
+    probes = {p.role: p.symbol for p in resolve_probes(by_release, syms)}
+    assert probes[SIGNAL] == signal
+
+
+def test_2_0_has_no_exception_search_and_says_so():
+    from gdbfault.profiles import SEARCH, resolve_probes
+    syms = _map(ERA_MAPS["2.0.40"][0])
+    prof = pick_profile(syms, "2.0.40")
+    assert SEARCH not in {p.role for p in resolve_probes(prof, syms)}
+    assert any("no exception table" in n for n in prof.notes)
+
+
+def test_release_whose_symbols_do_not_fit_falls_back_and_says_why():
+    syms = _map(ERA_MAPS["2.2.26"][0])
+    prof = pick_profile(syms, "6.1.0")           # a release string that lies about the map
+    assert prof.name == "linux-2.2"
+    assert "6.1.0" in prof.reason and "lacks search_exception_tables" in prof.reason
+
+
+def test_role_alternatives_and_the_report_hint():
+    from gdbfault.profiles import SIGNAL, role_alternatives
+    from gdbfault.report import render
+    syms = _map(ERA_MAPS["2.4.37"][0])
+    assert role_alternatives(SIGNAL, syms, "force_sig") == ["force_sig_info"]
+    result = {"schema": "gdbfault.run/1", "tool": {"gdbfault": "x", "qemu": "7.2", "gdb": "13.1"},
+              "kernel": {"path": "bzImage", "lab": False, "profile": "linux-2.2", "model": "linux-2.2",
+                         "profile_reason": "chosen with --profile", "profile_notes": []},
+              "workload": {"name": "mprotect", "iterations": 5, "command_line": ""},
+              "mode": {"backend": "gdb", "icount": True},
+              "probes": [{"role": SIGNAL, "symbol": "force_sig", "address": 0xc0100020,
+                          "hits": {"boot": 0, "workload": 0}, "total": 0, "duplicates": 0,
+                          "per_iteration": 0.0, "alternatives": ["force_sig_info"]}],
+              "guest": {"iterations": 5, "sigsegv": 5}, "paths": [],
+              "checks": [{"role": SIGNAL, "symbol": "force_sig", "expected": 5, "counted": 0, "ok": False}],
+              "run": {"complete": True, "wall_s": 1.0, "hits": 0, "exit": "guest powered off cleanly"}}
+    text = render(result, "table")
+    assert "profile linux-2.2: chosen with --profile" in text
+    assert "also has force_sig_info: try --probe 'signal forced=force_sig_info'" in text
+
+
+def test_truth_model_of_the_packaged_lab_kernel():
+    from gdbfault.realkernel import truth_model
+    image = lambda build: parse_image(synthetic_header((2, 1), f"2.2.26-lab (gdbfault@lab) "
+                                                               f"(gdbfault lab kernel) #1 {build}"))
+    assert truth_model("lab", image("oldboot")) == "lab-vanilla"
+    assert truth_model("lab", image("oldboot-patched")) == "lab-patched"
+    assert truth_model("linux-2.2", image("oldboot")) == "linux-2.2"
+    assert truth_model("lab", parse_image(synthetic_header((2, 1), V22))) == "lab"
