@@ -22,7 +22,9 @@ def _add_run_options(p):
     p.add_argument("--variant", default="vanilla", choices=VARIANTS,
                    help="lab kernel build (default: vanilla, the 1997 order)")
     p.add_argument("--system-map", metavar="FILE", help="System.map for a kernel without ELF symbols")
-    p.add_argument("--workload", default="mprotect", choices=WORKLOADS, help="guest workload (default: mprotect)")
+    p.add_argument("--workload", default="mprotect", metavar="NAME|FILE",
+                   help=f"guest workload: {', '.join(WORKLOADS)} (default: mprotect), or your own "
+                        "static i386 ELF file, run as init")
     p.add_argument("--iterations", type=int, metavar="N", help="workload iterations (default: the workload's)")
     p.add_argument("--append", default="", metavar="CMDLINE", help="extra kernel command line words")
     p.add_argument("--profile", metavar="NAME|FILE", help="probe profile (default: picked from the symbols)")

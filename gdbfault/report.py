@@ -140,7 +140,8 @@ def _text(result, tablefmt):
         if mode.get("icount"):
             lines.append("(under -icount shift=0 one guest instruction is one cycle, 1 ns of guest time)")
     else:
-        lines.append("guest says: nothing (no GDBFAULT-RESULT line)")
+        lines.append("guest says: nothing (no GDBFAULT-RESULT line)"
+                     + ("; your workload's counts are not checked" if w.get("own") else ""))
 
     checks = result.get("checks") or []
     dups = result["run"].get("duplicates", 0)
