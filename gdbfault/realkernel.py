@@ -31,9 +31,18 @@ from gdbfault.errors import GdbfaultError, GuestError
 from gdbfault.qemu import describe_exit
 
 __all__ = ["BootSetup", "prepare_boot", "apply_boot", "check_banner", "banner_matches", "root_kind",
-           "decode_banner", "truth_model", "MIN_MEMORY_MB"]
+           "decode_banner", "truth_model", "icount_shift", "MIN_MEMORY_MB", "OLD_KERNEL_SHIFT"]
 
 MIN_MEMORY_MB = 256        # a modern distribution kernel wants >= 128 MB; 256 leaves room
+# -icount shift for pre-2.6 kernels and the GRUB path: 2**5 = 32 ns of guest
+# time per instruction (a ~31 MHz CPU, as 2.x kernels ran on). Old boots
+# busy-wait on time (GRUB's TSC calibration against the PIT, BogoMIPS-
+# calibrated udelay, IDE probe timeouts), and at shift=0 every guest
+# nanosecond of waiting is one emulated instruction: GRUB + the oldboot
+# fixture to power-off took 4.7 s of host CPU at shift=0, 1.6 at shift=5
+# (1.2 with no icount). Path costs stay in instructions (query-replay counts
+# instructions whatever the shift); the guest's rdtsc counts 32 per one.
+OLD_KERNEL_SHIFT = 5
 BANNER_SYMBOL = "linux_banner"
 BANNER_PREFIX = b"Linux version "
 ARRAY, POINTER = "const char []", "const char *"
@@ -59,7 +68,8 @@ class BootSetup:
     def describe(self):
         return {"format": self.image.format, "boot_protocol": self.image.protocol_text,
                 "version": self.image.version, "boot_path": self.plan.path,
-                "boot_reason": self.plan.reason, "root": self.root, "command_line": self.append}
+                "boot_reason": self.plan.reason, "root": self.root, "command_line": self.append,
+                "icount": self.rr_icount}
 
 
 def root_kind(image, symbols):
@@ -112,8 +122,16 @@ def prepare_boot(kernel, symbols, workload_elf, command_line, memory_mb, root=No
         grub, disk = build_grub_image(kernel, setup.initrd[0] if setup.initrd else None,
                                       setup.append, work)
         setup.kernel, setup.initrd, setup.extra_args = grub, [], disk_args(disk)
-        setup.rr_icount = "shift=0"
+        setup.rr_icount = f"shift={OLD_KERNEL_SHIFT}"
+    elif kind == "ext2":
+        setup.rr_icount = f"shift={OLD_KERNEL_SHIFT},sleep=off"
     return setup
+
+
+def icount_shift(options):
+    """The shift N of an -icount option string ('shift=5,sleep=off' -> 5; 0 if none)."""
+    m = re.search(r"(?:^|,)shift=(\d+)", options or "")
+    return int(m.group(1)) if m else 0
 
 
 def banner_matches(banner, version):

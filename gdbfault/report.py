@@ -95,7 +95,8 @@ def _seconds(ticks, hz):
 def _text(result, tablefmt):
     lines = []
     t, mode = result["tool"], result["mode"]
-    icount = ", -icount shift=0" if mode.get("icount") else ""
+    shift = mode.get("icount_shift", 0)
+    icount = f", -icount shift={shift}" if mode.get("icount") else ""
     gdb = f" · gdb {t['gdb']}" if t.get("gdb") else ""
     lines.append(f"{kernel_label(result)} · qemu-system-i386 {t['qemu']} TCG{icount}{gdb}"
                  f" · probes: {result['kernel']['profile']} profile · backend: {mode['backend']}")
@@ -137,7 +138,10 @@ def _text(result, tablefmt):
             parts.append(f"real {_seconds(g.get('real_ticks', 0), hz)}  user {_seconds(g.get('user_ticks', 0), hz)}"
                          f"  sys {_seconds(g.get('sys_ticks', 0), hz)}")
         lines.append("guest says: " + " · ".join(parts))
-        if mode.get("icount"):
+        if mode.get("icount") and shift:
+            lines.append(f"(under -icount shift={shift} one guest instruction is {2 ** shift} ns of guest "
+                         f"time and {2 ** shift} rdtsc cycles; path costs below are in instructions)")
+        elif mode.get("icount"):
             lines.append("(under -icount shift=0 one guest instruction is one cycle, 1 ns of guest time)")
     else:
         lines.append("guest says: nothing (no GDBFAULT-RESULT line)"

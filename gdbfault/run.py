@@ -19,7 +19,7 @@ from gdbfault.locations import GDBSCRIPTS, lab_kernel
 from gdbfault.paths import cost_stats, summarise_paths, user_fault_searches
 from gdbfault.bootimage import read_image
 from gdbfault.profiles import ENTRY, load_profile, pick_profile, resolve_probes, role_alternatives
-from gdbfault.realkernel import apply_boot, truth_model
+from gdbfault.realkernel import apply_boot, icount_shift, truth_model
 from gdbfault.qemu import EXIT_CLEAN, Machine, MachineConfig, describe_exit, qemu_version
 from gdbfault.symbols import is_elf, load_symbols
 from gdbfault.truth import compare_with_guest, parse_guest_output
@@ -181,6 +181,8 @@ def run_qemu(spec, progress=None):
     result["kernel"]["profile_notes"] = list(profile.notes)
     if boot:
         result["kernel"]["model"] = truth_model(profile.name, boot.image)
+        if spec.replay and spec.icount:
+            result["mode"]["icount_shift"] = icount_shift(boot.rr_icount)
     for p in result["probes"]:
         p["alternatives"] = role_alternatives(p["role"], symbols, p["symbol"])
     config = MachineConfig(kernel=kernel, initrd=initrd, append=spec.command_line(),

@@ -7,7 +7,9 @@ System.map, `linux_banner` as a `const char *`, and /init read from an ext2
 initrd. gdbfault boots it through GRUB linux16 under record/replay, checks
 the map against the running kernel by following the banner pointer, picks
 the probe profile, and must count exactly what the guest's own summary
-implies — vanilla and patched fault orders alike.
+implies — vanilla and patched fault orders alike. A third build mimics 2.4
+(release 2.4.37-lab, SIGSEGV through force_sig_info) for the per-era
+profile choice.
 """
 import subprocess
 import sys
@@ -34,7 +36,7 @@ def oldboot(variant):
 
 @pytest.fixture(scope="module")
 def fixture_built(lab_built):
-    for variant in ("oldboot", "oldboot-patched"):
+    for variant in ("oldboot", "oldboot-patched", "oldboot-24"):
         image, system_map = oldboot(variant)
         assert image.is_file() and system_map.is_file()
     return BUILD
@@ -69,6 +71,24 @@ def test_bzimage_with_system_map_counts_exactly(fixture_built, no_leaks, variant
     assert shapes["kernel fault → exception search → fixup"] == ITERATIONS
     assert res["user_fault_searches"] == (ITERATIONS if model == "lab-vanilla" else 0)
     assert res["run"]["complete"]
+
+
+def test_2_4_style_kernel_gets_the_2_4_profile(fixture_built, no_leaks):
+    """A 2.4-style build (release 2.4.37-lab, SIGSEGV through force_sig_info,
+    force_sig untouched by user faults): the release picks the linux-2.4
+    profile, whose user-signal role is force_sig_info, and a user fault is
+    the user-signal path."""
+    image, system_map = oldboot("oldboot-24")
+    res = run_qemu(RunSpec(kernel=str(image), system_map=str(system_map), workload="mprotect",
+                           iterations=ITERATIONS, timeout_s=300))
+    k = res["kernel"]
+    assert k["profile"] == "linux-2.4" and "release 2.4.37-lab is of the 2.4 era" in k["profile_reason"]
+    signal = next(p for p in res["probes"] if p["role"] == "signal forced")
+    assert signal["symbol"] == "force_sig_info" and signal["alternatives"] == ["force_sig"]
+    assert signal["hits"]["workload"] == res["guest"]["sigsegv"] == ITERATIONS
+    assert res["checks"] and all(c["ok"] for c in res["checks"])
+    shapes = {p["shape"]: p["count"] for p in res["paths"]}
+    assert shapes["user bad area → signal"] == ITERATIONS and res["user_fault_searches"] == 0
 
 
 def test_map_of_another_build_is_refused(fixture_built, tmp_path, no_leaks):
