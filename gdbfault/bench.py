@@ -7,11 +7,20 @@ the ratio gdbfault/anchor (1.0 = no per-hit cost added over bare GDB).
 Timings are wall clock on a shared machine: trust the ratio, not the seconds.
 
     python -m gdbfault.bench [--iterations N] [--repeat K] [--variant V] [--workload W]
-                             [--part anchor|plugin|all] [--plugin-iterations N]
+                             [--part anchor|plugin|old-kernel|all] [--plugin-iterations N]
+                             [--image BZIMAGE --system-map MAP]
 
 The plugin part runs the zero-stop backend against an uninstrumented run of
 the same guest (100,000 iterations by default) and puts the GDB backend's
 time beside it.
+
+The old-kernel part times a kernel brought as an image: from the image to
+the report (`gdbfault attach --qemu --kernel IMAGE --system-map MAP`, all
+of it: GRUB image, initrd, record, replay under GDB) against one plain
+uninstrumented boot-to-power-off of the same image with the same workload
+(QEMU's life only, plain TCG, no icount, no debugger). The image is the
+lab kernel packaged as a 2.2-style bzImage (qemu/kernel/variants/oldboot),
+or any image given with --image.
 """
 import argparse
 import json
@@ -24,7 +33,7 @@ from tabulate import tabulate
 from gdbfault.locations import REPO, lab_kernel, workload_binary
 from gdbfault.run import RunSpec, run_qemu
 
-__all__ = ["anchor_script", "run_anchor", "run_gdbfault", "main"]
+__all__ = ["anchor_script", "run_anchor", "run_gdbfault", "plain_boot", "bench_old_kernel", "main"]
 
 SYMBOLS = ("do_page_fault", "search_exception_table", "force_sig", "handle_mm_fault")
 
@@ -97,6 +106,54 @@ def bench_plugin(variant, workload, iterations, gdb_iterations, repeat):
           "the plugin")
 
 
+def plain_boot(image, system_map, workload, iterations):
+    """Seconds of one plain boot-to-power-off of a kernel image (QEMU's life only)."""
+    import shutil
+    import time
+    from gdbfault.qemu import Machine, MachineConfig
+    from gdbfault.realkernel import apply_boot, prepare_boot
+    from gdbfault.symbols import load_symbols
+    boot = prepare_boot(image, load_symbols(image, system_map), workload_binary(workload),
+                        f"iterations={iterations}", 64)
+    try:
+        config = apply_boot(MachineConfig(kernel=image, halted=False, icount=False), boot)
+        with Machine(config) as m:
+            t0 = time.monotonic()
+            m.start()
+            status = m.wait(1800)
+            wall = time.monotonic() - t0
+    finally:
+        shutil.rmtree(boot.work_dir, ignore_errors=True)
+    if status != 0:
+        raise RuntimeError(f"plain boot of {image} failed: status {status}")
+    return wall
+
+
+def bench_old_kernel(image, system_map, workload, iterations, repeat):
+    """Image → report against one plain boot of the same image; returns the median ratio."""
+    import time
+    rows, ratios = [], []
+    for i in range(repeat):
+        plain = plain_boot(image, system_map, workload, iterations)
+        t0 = time.monotonic()
+        res = run_qemu(RunSpec(kernel=str(image), system_map=str(system_map), workload=workload,
+                               iterations=iterations))
+        full = time.monotonic() - t0
+        ratios.append(full / plain)
+        rows.append([i + 1, f"{plain:.2f}", f"{full:.2f}", f"{full / plain:.2f}",
+                     res["record"]["wall_s"], res["run"]["hits"],
+                     "yes" if res["checks"] and all(c["ok"] for c in res["checks"]) else "NO"])
+    boot = res["kernel"]["boot"]
+    print(f"\nold kernel: {image} ({boot['format']}, protocol {boot['boot_protocol']}, "
+          f"{boot['boot_path']}, {res['kernel']['profile']} profile), {workload} × {iterations}; "
+          f"gdbfault under -icount {boot['icount']}")
+    print(tabulate(rows, headers=["run", "plain boot s", "image→report s", "ratio", "record s", "hits",
+                                  "exact"]))
+    median = statistics.median(ratios)
+    print(f"median ratio image→report / plain boot-to-power-off: {median:.2f} (target ≤ 1.0)")
+    return median
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=2000)
@@ -104,9 +161,19 @@ def main(argv=None):
     ap.add_argument("--variant", default="vanilla")
     ap.add_argument("--workload", default="mprotect")
     ap.add_argument("--no-icount", dest="icount", action="store_false")
-    ap.add_argument("--part", choices=("anchor", "plugin", "all"), default="all")
+    ap.add_argument("--part", choices=("anchor", "plugin", "old-kernel", "all"), default="all")
     ap.add_argument("--plugin-iterations", type=int, default=100000)
+    ap.add_argument("--image", help="old-kernel part: a kernel image (default: the oldboot fixture)")
+    ap.add_argument("--system-map", help="old-kernel part: the image's System.map")
+    ap.add_argument("--old-iterations", type=int, default=50,
+                    help="old-kernel part: workload iterations (default 50: the boot is what is timed)")
     a = ap.parse_args(argv)
+    if a.part in ("old-kernel", "all"):
+        image = a.image or REPO / "qemu" / "kernel" / "build" / "oldboot" / "bzImage"
+        system_map = a.system_map or (None if a.image else image.parent / "System.map")
+        bench_old_kernel(image, system_map, a.workload, a.old_iterations, a.repeat)
+        if a.part == "old-kernel":
+            return 0
     if a.part in ("plugin", "all"):
         from gdbfault.plugin_backend import PluginUnavailable, plugin_library
         try:
