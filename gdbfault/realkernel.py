@@ -20,6 +20,7 @@ serial console's last words, instead of waiting for the timeout.
 """
 import os
 import re
+import shutil
 import struct
 import tempfile
 import time
@@ -91,15 +92,25 @@ def _has_word(cmdline, key):
 
 def prepare_boot(kernel, symbols, workload_elf, command_line, memory_mb, root=None):
     """A BootSetup for a non-lab kernel; root='initramfs'|'ext2'|None (auto)."""
-    from gdbfault.guestroot import write_initramfs, write_initrd_ext2
     image = read_image(kernel)
     plan = boot_plan(image)
     if os.environ.get("GDBFAULT_BOOT_PATH") == GRUB and plan.path != GRUB:
         # testing aid: send a modern image down the old-kernel (GRUB) path
         plan = BootPlan(GRUB, f"{plan.reason}; GRUB forced by GDBFAULT_BOOT_PATH", plan.kaslr_possible)
     work = Path(tempfile.mkdtemp(prefix="gdbfault-boot-"))
-    setup = BootSetup(kernel=Path(kernel), initrd=[], append="", memory_mb=memory_mb,
-                      work_dir=work, image=image, plan=plan)
+    try:
+        return _fill_setup(BootSetup(kernel=Path(kernel), initrd=[], append="", memory_mb=memory_mb,
+                                     work_dir=work, image=image, plan=plan),
+                           symbols, workload_elf, command_line, memory_mb, root)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)      # nothing half-built is left behind
+        raise
+
+
+def _fill_setup(setup, symbols, workload_elf, command_line, memory_mb, root):
+    """prepare_boot's work, into `setup` (its work_dir exists)."""
+    from gdbfault.guestroot import write_initramfs, write_initrd_ext2
+    image, plan, work, kernel = setup.image, setup.plan, setup.work_dir, setup.kernel
     words = ["console=ttyS0", "panic=-1"]
     if plan.kaslr_possible and not _has_word(command_line, "kaslr"):
         words.append("nokaslr")
