@@ -208,9 +208,45 @@ def workload_marks(workload_elf):
     return [(elf_entry(workload_elf), "before"), (rdtsc[0], "after"), (rdtsc[1], "after")]
 
 
-def write_ranges(path, funcs, base, marks):
+def uaccess_sites(kernel, funcs):
+    """Kernel instructions allowed to fault (the ELF's __ex_table), [address].
+
+    The plugin counts blocks holding one per instruction, so a fault there
+    (a bad user pointer) still leaves exact counts. Absolute 2.x-style
+    entries (insn, fixup) and relative 6.x-style ones (insn, fixup, data as
+    offsets) are recognised; anything else (or a System.map-only kernel)
+    gives none, and such faults are reported as inexact blocks.
+    """
+    import struct
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    from gdbfault.symbols import is_elf
+    if not Path(kernel).is_file() or not is_elf(kernel):
+        return []
+    lo, hi = min(f["address"] for f in funcs), max(f["end"] for f in funcs)
+    try:
+        with open(kernel, "rb") as fh:
+            section = ELFFile(fh).get_section_by_name("__ex_table")
+            if section is None:
+                return []
+            data, start = section.data(), section["sh_addr"]
+    except ELFError:
+        return []
+    words = struct.unpack(f"<{len(data) // 4}I", data[:len(data) // 4 * 4])
+    absolute = list(words[0::2])
+    if absolute and len(words) % 2 == 0 and all(lo <= a < hi for a in absolute):
+        return sorted(set(absolute))
+    signed = struct.unpack(f"<{len(data) // 4}i", data[:len(data) // 4 * 4])
+    relative = [(start + 12 * i + signed[3 * i]) & 0xFFFFFFFF for i in range(len(signed) // 3)]
+    if relative and len(signed) % 3 == 0 and all(lo <= a < hi for a in relative):
+        return sorted(set(relative))
+    return []
+
+
+def write_ranges(path, funcs, base, marks, uaccess=()):
     """The plugin's ranges file (format in kprofile.c)."""
     lines = ["# gdbfault kernel profile ranges", f"base {base:#x}"]
+    lines += [f"uaccess {a:#x}" for a in uaccess]
     for f in funcs:
         if f["address"] < base:
             continue
@@ -264,6 +300,31 @@ def _folded(data, phase, names):
     return sorted(rows, key=lambda r: (-r[1], r[0]))
 
 
+def _accounting(counted, cycles, left, inexact):
+    """kernel + user against the guest's cycles (one instruction = one cycle).
+
+    The window is the guest's own (its two rdtsc), so the only differences
+    are blocks left early: a block counted per instruction that faults
+    counts the faulting instruction's attempt, which -icount does not (+1
+    each, `left_early_blocks`); a block counted whole that faults counts its
+    unexecuted rest too (`inexact_blocks`, none unless the kernel faults
+    outside its exception table). A fault on a block's last instruction
+    looks finished and also adds 1 (`unexplained`, rare).
+    """
+    if cycles is None:
+        return {"counted": counted, "guest_cycles": None, "left_early_blocks": left,
+                "inexact_blocks": inexact, "difference": None, "unexplained": None, "exact": None,
+                "agree": None}
+    diff = counted - cycles
+    # agree: what is left is no more than the inexact blocks' unexecuted
+    # rests (at most 511 each: QEMU's largest block is 512 instructions) and
+    # the rare fault on a block's last instruction
+    slack = 511 * inexact + max(1, left // 100000)
+    return {"counted": counted, "guest_cycles": cycles, "left_early_blocks": left,
+            "inexact_blocks": inexact, "difference": diff, "unexplained": diff - left,
+            "exact": diff == left and not inexact, "agree": 0 <= diff - left <= slack}
+
+
 def build_profile(data, guest, meta, funcs, top_boot=15):
     """The profile dict (module docstring) from the plugin's result."""
     w = PHASES.index("workload")
@@ -300,14 +361,8 @@ def build_profile(data, guest, meta, funcs, top_boot=15):
                        key=lambda r: -r["instructions"])[:top_boot]
     total = {"kernel": kernel_total, "user": user[w], "boot": phase_total(0),
              "setup": phase_total(1), "exit": phase_total(3)}
-    cycles = (guest or {}).get("cycles")
-    counted = kernel_total + user[w]
-    left = data["left_early"][w]
-    accounting = {"counted": counted, "guest_cycles": cycles, "left_early_blocks": left,
-                  "difference": counted - cycles if cycles is not None else None,
-                  "explained": (counted - left == cycles) if cycles is not None else None,
-                  "note": "each block left early (a faulting instruction, retried after the "
-                          "fault) counts one instruction that -icount does not"}
+    accounting = _accounting(kernel_total + user[w], (guest or {}).get("cycles"),
+                             data["left_early"][w], data.get("inexact_left_early", [0] * 4)[w])
     return {"schema": SCHEMA, **meta, "guest": guest, "iterations": iterations,
             "functions": rows, "total": total, "folded": [list(r) for r in folded],
             "boot_functions": boot_rows, "accounting": accounting,
@@ -378,7 +433,7 @@ def run_profile(spec):
         config, boot = _machine_config(spec, kernel, funcs, cleanup)
         machine = Machine(config)
         ranges, out = machine.run_dir / "ranges.txt", machine.run_dir / "kprofile.json"
-        write_ranges(ranges, funcs, kernel_base(funcs), marks)
+        write_ranges(ranges, funcs, kernel_base(funcs), marks, uaccess_sites(kernel, funcs))
         config.extra_args = list(config.extra_args) + [
             "-plugin", f"file={_qemu_opt_escape(library)},ranges={_qemu_opt_escape(ranges)},"
                        f"out={_qemu_opt_escape(out)}"]
@@ -395,6 +450,9 @@ def run_profile(spec):
         data = read_kprofile_result(out)
         profile = build_profile(data, guest, _meta(spec, kernel, system_map, boot), funcs)
         profile["run"] = {"wall_s": round(wall, 3), "exit_status": status, "exit": describe_exit(status)}
+        if not spec.icount:          # the guest's rdtsc is then host time, not instructions
+            profile["accounting"] = dict(profile["accounting"], guest_cycles=None, difference=None,
+                                         unexplained=None, exact=None, agree=None)
         return profile
     finally:
         if machine is not None:

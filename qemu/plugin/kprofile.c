@@ -82,6 +82,10 @@ struct tb_desc {
     uint32_t n;                 /* instructions */
     uint8_t kind;               /* enum last_kind */
     uint8_t user;               /* starts below base */
+    uint8_t exact;              /* counted per instruction (may fault mid-TB) */
+    uint8_t simple;             /* one kernel function, no call/ret/iret/trap/mark */
+    uint8_t entry_start;        /* starts an entry (vector) function */
+    uint32_t cache_top, cache_leaf;     /* call-tree node of group 0 under cache_top */
     int8_t mark;                /* index of a mark inside, or -1 */
     uint32_t mark_insn;         /* the marked instruction's index */
     uint32_t mark_split;        /* instructions before the boundary */
@@ -106,14 +110,19 @@ static int nmarks;
 static char *out_path;
 
 static int phase;
-static uint64_t insn_counter;          /* inline: +1 per instruction started */
-static uint64_t counter_at_prev;       /* insn_counter at the previous TB's entry */
+static uint64_t insn_counter;          /* exact TBs: +1 per instruction started */
+static uint64_t done_counter;          /* other TBs: +1 at their last instruction */
+static uint64_t counter_at_prev, done_at_prev;   /* both at the previous TB's entry */
+static uint64_t *uaccess;              /* sorted: kernel instructions allowed to fault */
+static size_t nuaccess, capuaccess;
+static uint64_t inexact_left_early[NPHASES];
 static struct tb_desc *prev;
 static uint64_t user_insns[NPHASES], unknown_insns[NPHASES];
 static uint64_t left_early[NPHASES], tb_execs[NPHASES];
 static uint64_t ret_mismatch, iret_mismatch, overflow_drops, unbalanced_to_user;
 static int max_depth_seen;
 static int debug_left;
+static int bench_mode;
 
 static struct frame stack[MAX_DEPTH];
 static int depth;
@@ -199,6 +208,29 @@ static uint32_t func_of(uint64_t addr)
     return F_UNKNOWN;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int is_uaccess(uint64_t addr)
+{
+    size_t lo = 0, hi = nuaccess;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (uaccess[mid] == addr) {
+            return 1;
+        }
+        if (uaccess[mid] < addr) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return 0;
+}
+
 static void add_func(uint64_t start, uint64_t end, int entry, const char *name)
 {
     if (nfuncs == capfuncs) {
@@ -247,6 +279,12 @@ static int load_ranges(const char *path)
                 return -1;
             }
             add_func(s, e, atoi(w[3]), w[4]);
+        } else if (strcmp(w[0], "uaccess") == 0 && n == 2) {
+            if (nuaccess == capuaccess) {
+                capuaccess = capuaccess ? 2 * capuaccess : 256;
+                uaccess = realloc(uaccess, capuaccess * sizeof(*uaccess));
+            }
+            uaccess[nuaccess++] = strtoull(w[1], NULL, 16);
         } else if (strcmp(w[0], "mark") == 0 && n == 3 && nmarks < MAX_MARKS &&
                    (strcmp(w[2], "before") == 0 || strcmp(w[2], "after") == 0)) {
             mark_addr[nmarks] = strtoull(w[1], NULL, 16);
@@ -261,6 +299,7 @@ static int load_ranges(const char *path)
         }
     }
     fclose(f);
+    qsort(uaccess, nuaccess, sizeof(*uaccess), cmp_u64);
     /* Without marks everything is one phase: the "workload". */
     phase = nmarks ? 0 : 2;
     return 0;
@@ -424,7 +463,21 @@ static void pop_iret(void)
 }
 
 /* Attribute instructions [from, to) of TB d to the current phase. */
-static void attribute(const struct tb_desc *d, uint32_t from, uint32_t to)
+/* leaf_node() for group g of TB d, cached in d for the first group */
+static inline uint32_t tb_leaf(struct tb_desc *d, uint32_t g, uint32_t f)
+{
+    uint32_t top = depth ? stack[depth - 1].node : 0;
+    if (g != 0) {
+        return leaf_node(f);
+    }
+    if (d->cache_top != top) {
+        d->cache_leaf = leaf_node(f);
+        d->cache_top = top;
+    }
+    return d->cache_leaf;
+}
+
+static void attribute(struct tb_desc *d, uint32_t from, uint32_t to)
 {
     uint32_t pos = 0;
     if (from >= to) {
@@ -446,54 +499,91 @@ static void attribute(const struct tb_desc *d, uint32_t from, uint32_t to)
             unknown_insns[phase] += c;
         }
         funcs[f].insns[phase] += c;
-        nodes[leaf_node(f)].insns[phase] += c;
+        nodes[tb_leaf(d, g, f)].insns[phase] += c;
     }
 }
 
-static void account_prev(uint64_t now)
+/* How many of the previous TB's instructions started; *finished says
+ * whether it ran to its last one.  Only "exact" TBs (user mode, or holding a
+ * kernel instruction allowed to fault) count per instruction; any other TB
+ * left early is counted whole and reported as inexact. */
+static uint32_t prev_started(int *finished)
 {
     const struct tb_desc *p = prev;
-    uint64_t started = now - counter_at_prev;
-    if (!p) {
-        return;
+    if (p->exact) {
+        uint64_t started = insn_counter - counter_at_prev;
+        if (started > p->n) {
+            started = p->n;         /* cannot happen; keep sums sane */
+        }
+        *finished = started == p->n;
+        return (uint32_t)started;
     }
-    if (started > p->n) {
-        started = p->n;             /* cannot happen; keep sums sane */
-    }
+    *finished = p->n == 1 || done_counter != done_at_prev;
+    return p->n;
+}
+
+static void account_prev(uint32_t started, int finished)
+{
+    struct tb_desc *p = prev;
     tb_execs[phase]++;
-    if (started < p->n) {
-        left_early[phase]++;
+    if (!finished) {
+        if (p->exact) {
+            left_early[phase]++;
+        } else {
+            inexact_left_early[phase]++;
+        }
     }
     if (p->mark >= 0 && p->mark == phase && started > p->mark_insn) {
         attribute(p, 0, p->mark_split);
         phase++;
-        attribute(p, p->mark_split, (uint32_t)started);
+        attribute(p, p->mark_split, started);
     } else {
-        attribute(p, 0, (uint32_t)started);
+        attribute(p, 0, started);
     }
 }
 
 static void tb_exec(unsigned int vcpu_index, void *udata)
 {
     struct tb_desc *t = udata;
-    const struct tb_desc *p = prev;
-    uint64_t now = insn_counter;
+    struct tb_desc *p = prev;
+    int completed = 0;
     (void)vcpu_index;
+    if (bench_mode == 1) {
+        return;
+    }
+    if (p && p->simple && !t->user && !t->entry_start) {
+        /* the common case: straight-line kernel code, no stack change */
+        uint32_t f = p->groups[0].func;
+        if (p->n > 1 && done_counter == done_at_prev) {
+            inexact_left_early[phase]++;
+        }
+        tb_execs[phase]++;
+        funcs[f].insns[phase] += p->n;
+        if (f == F_UNKNOWN) {
+            unknown_insns[phase] += p->n;
+        }
+        nodes[tb_leaf(p, 0, f)].insns[phase] += p->n;
+        prev = t;
+        done_at_prev = done_counter;
+        counter_at_prev = insn_counter;
+        return;
+    }
 
-    account_prev(now);
+    if (p) {
+        uint32_t started = prev_started(&completed);
+        account_prev(started, completed);
+    }
     if (debug_left > 0 && phase == 2 && p) {
         debug_left--;
         fprintf(stderr, "P %#" PRIx64 "-%#" PRIx64 " n=%u kind=%d tgt=%#" PRIx64 " started=%" PRIu64
                 " -> T %#" PRIx64 " (%s) depth=%d\n", p->start, p->end, p->n, p->kind, p->target,
-                now - counter_at_prev, t->start, funcs[t->ngroups ? t->groups[0].func : 0].name, depth);
+                insn_counter - counter_at_prev, t->start, funcs[t->ngroups ? t->groups[0].func : 0].name, depth);
     }
     if (p) {
-        int completed = now - counter_at_prev >= p->n;
         uint32_t tf = t->ngroups ? t->groups[0].func : F_USER;
         int direct = completed && p->target == t->start &&
                      (p->kind == L_CALL || p->kind == L_JUMP);
-        int trap = !t->user && (p->user || (funcs[tf].entry && funcs[tf].start == t->start &&
-                                            !direct));
+        int trap = !t->user && (p->user || (t->entry_start && !direct));
         if (p->user) {
             /* user-mode calls and returns are not the kernel's stack */
         } else if (completed && p->kind == L_CALL) {
@@ -518,7 +608,8 @@ static void tb_exec(unsigned int vcpu_index, void *udata)
         }
     }
     prev = t;
-    counter_at_prev = now;
+    counter_at_prev = insn_counter;
+    done_at_prev = done_counter;
 }
 
 static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
@@ -543,6 +634,7 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         if (i == 0) {
             d->start = va;
             d->user = va < base;
+            d->exact = d->user;
         }
         if (d->ngroups && d->groups[d->ngroups - 1].func == f) {
             d->groups[d->ngroups - 1].count++;
@@ -563,10 +655,28 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
             d->end = va + sz;
             d->kind = (uint8_t)classify(bytes, sz, d->end, &d->target);
         }
-        qemu_plugin_register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64,
-                                                   &insn_counter, 1);
+        if (!d->exact && is_uaccess(va)) {
+            d->exact = 1;
+        }
     }
-    qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_exec, QEMU_PLUGIN_CB_NO_REGS, d);
+    /* Per-instruction counting only where a fault may leave the TB early;
+     * elsewhere one add at the last instruction says the TB finished. */
+    for (size_t i = 0; i < n; i++) {
+        struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+        if (d->exact) {
+            qemu_plugin_register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64,
+                                                       &insn_counter, 1);
+        } else if (i == n - 1 && n > 1) {
+            qemu_plugin_register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64,
+                                                       &done_counter, 1);
+        }
+    }
+    d->simple = !d->user && !d->exact && d->ngroups == 1 && d->mark < 0 &&
+                (d->kind == L_OTHER || d->kind == L_JUMP || d->kind == L_INDIRECT_JUMP);
+    d->entry_start = !d->user && funcs[d->groups[0].func].entry &&
+                     funcs[d->groups[0].func].start == d->start;
+    d->cache_top = UINT32_MAX;
+    if (bench_mode != 2) qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_exec, QEMU_PLUGIN_CB_NO_REGS, d);
 }
 
 /* ----------------------------------------------------------------- output */
@@ -614,7 +724,12 @@ static void write_output(qemu_plugin_id_t id, void *udata)
     (void)id;
     (void)udata;
 
-    account_prev(insn_counter);     /* the last TB ran to its end or to exit */
+    if (prev) {
+        int finished;
+        uint32_t started = prev_started(&finished);
+        account_prev(started, 1);   /* the last TB: ran until QEMU stopped */
+        (void)finished;
+    }
     prev = NULL;
     tmp = malloc(strlen(out_path) + 8);
     sprintf(tmp, "%s.tmp", out_path);
@@ -635,6 +750,8 @@ static void write_output(qemu_plugin_id_t id, void *udata)
     json_phases(f, unknown_insns);
     fprintf(f, ",\"left_early\":");
     json_phases(f, left_early);
+    fprintf(f, ",\"inexact_left_early\":");
+    json_phases(f, inexact_left_early);
     fprintf(f, ",\"tb_execs\":");
     json_phases(f, tb_execs);
     fprintf(f, ",\"insns_started\":%" PRIu64 ",\n\"stack\":{\"ret_mismatch\":%" PRIu64
@@ -698,6 +815,9 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
         fprintf(stderr, "kprofile: profiles one vCPU only (got -smp %d)\n",
                 info->system.max_vcpus);
         return -1;
+    }
+    if (getenv("KPROFILE_BENCH")) {
+        bench_mode = atoi(getenv("KPROFILE_BENCH"));
     }
     if (getenv("KPROFILE_DEBUG")) {
         debug_left = atoi(getenv("KPROFILE_DEBUG"));
