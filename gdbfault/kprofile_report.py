@@ -161,32 +161,64 @@ def plot_profile(profile, path, top=15):
     return path
 
 
+def _callers(*profiles):
+    """{function: set of the functions its frames sit under} from folded stacks."""
+    callers = {}
+    for profile in profiles:
+        for stack, _ in profile.get("folded", []):
+            names = stack.split(";")
+            for parent, name in zip(names, names[1:]):
+                callers.setdefault(name, set()).add(parent)
+    return callers
+
+
 def profile_changes(before, after, top=10):
-    """Functions whose instructions per iteration changed most, before → after:
-    [{symbol, before, after, delta, before_inclusive, after_inclusive}] (per iteration)."""
+    """Functions whose instructions per iteration changed most, before → after.
+
+    Ranked by the change of their inclusive cost (with everything they
+    call). A caller whose change one of its callees explains (90% or more:
+    page_fault and do_page_fault, around search_exception_table) is left
+    out, so the row is where the change is; a changed callee whose only
+    caller is a listed row is folded into it as a helper (search_one_table).
+    [{symbol, helpers, before, after, delta, before_self, after_self}], per iteration.
+    """
     def per_iter(profile):
         n = profile.get("iterations") or 1
         return {f["symbol"]: (f["instructions"] / n, (f.get("inclusive") or f["instructions"]) / n)
                 for f in profile["functions"]}
     b, a = per_iter(before), per_iter(after)
+    zero = (0.0, 0.0)
+    delta = {name: a.get(name, zero)[1] - b.get(name, zero)[1] for name in set(b) | set(a)}
+    changed = {name for name, d in delta.items()
+               if abs(d) > 1e-9 or a.get(name, zero)[0] != b.get(name, zero)[0]}
+    callers = _callers(before, after)
+    callees = {}
+    for name, parents in callers.items():
+        for parent in parents:
+            callees.setdefault(parent, set()).add(name)
+    explained = {name for name in changed
+                 if any(abs(delta.get(c, 0.0)) >= 0.9 * abs(delta[name]) > 0
+                        and delta.get(c, 0.0) * delta[name] > 0 for c in callees.get(name, ()))}
+    kept = changed - explained
+    helpers = {name: next(iter(callers[name])) for name in kept
+               if len(callers.get(name, ())) == 1 and next(iter(callers[name])) in kept}
     rows = []
-    for name in set(b) | set(a):
-        x, xi = b.get(name, (0.0, 0.0))
-        y, yi = a.get(name, (0.0, 0.0))
-        if x != y:
-            rows.append({"symbol": name, "before": round(x, 3), "after": round(y, 3),
-                         "delta": round(y - x, 3), "before_inclusive": round(xi, 3),
-                         "after_inclusive": round(yi, 3)})
+    for name in kept - set(helpers):
+        rows.append({"symbol": name, "helpers": sorted(h for h, p in helpers.items() if p == name),
+                     "before": round(b.get(name, zero)[1], 3), "after": round(a.get(name, zero)[1], 3),
+                     "delta": round(delta[name], 3),
+                     "before_self": round(b.get(name, zero)[0], 3), "after_self": round(a.get(name, zero)[0], 3)})
     rows.sort(key=lambda r: (-abs(r["delta"]), r["symbol"]))
     return rows[:top]
 
 
 def render_changes(rows, labels, fmt="table"):
     """The profile changes as a table/markdown block (for compare --profile)."""
-    table = [[r["symbol"], _f(r["before"]), _f(r["after"]), f"{r['delta']:+,.2f}",
-              f"{_f(r['before_inclusive'])} → {_f(r['after_inclusive'])}"] for r in rows]
-    text = tabulate(table, headers=["kernel function (instructions / iter)", labels["before"], labels["after"],
-                                    "change", "incl. before → after"],
+    table = [[r["symbol"] + (f" (+ {', '.join(r['helpers'])})" if r.get("helpers") else ""),
+              _f(r["before"]), _f(r["after"]), f"{r['delta']:+,.2f}",
+              f"{_f(r['before_self'])} → {_f(r['after_self'])}"] for r in rows]
+    text = tabulate(table, headers=["kernel function, with what it calls (instructions / iter)", labels["before"],
+                                    labels["after"], "change", "own code only"],
                     tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True,
                     colalign=("left", "right", "right", "right", "right"))
     return text + "\n"
