@@ -7,11 +7,14 @@ the ratio gdbfault/anchor (1.0 = no per-hit cost added over bare GDB).
 Timings are wall clock on a shared machine: trust the ratio, not the seconds.
 
     python -m gdbfault.bench [--iterations N] [--repeat K] [--variant V] [--workload W]
-                             [--part anchor|plugin|all] [--plugin-iterations N]
+                             [--part anchor|plugin|profile|all] [--plugin-iterations N]
+                             [--profile-iterations N]
 
 The plugin part runs the zero-stop backend against an uninstrumented run of
 the same guest (100,000 iterations by default) and puts the GDB backend's
-time beside it.
+time beside it. The profile part runs `gdbfault profile` (the kernel-profile
+plugin) against an uninstrumented run of the same guest at 1,000,000
+iterations (target: at most 1.5× its time).
 """
 import argparse
 import json
@@ -97,6 +100,28 @@ def bench_plugin(variant, workload, iterations, gdb_iterations, repeat):
           "the plugin")
 
 
+def bench_profile(variant, workload, iterations, repeat):
+    """The kernel-profile plugin vs no instrumentation, same guest, alternating."""
+    from gdbfault.kprofile import ProfileSpec, run_profile
+    rows, ratios = [], []
+    for i in range(repeat):
+        plain = run_uninstrumented(variant, workload, iterations)
+        prof = run_profile(ProfileSpec(variant=variant, workload=workload, iterations=iterations,
+                                       timeout_s=1800))
+        wall = prof["run"]["wall_s"]        # QEMU start to exit, plugin loaded
+        ratios.append(wall / plain)
+        acc = prof["accounting"]
+        rows.append([i + 1, f"{plain:.2f}", f"{wall:.2f}", f"{wall / plain:.2f}",
+                     f"{prof['total']['kernel']:,}", f"{acc['unexplained']:+,}" if acc["unexplained"] is not None
+                     else "-"])
+    print(f"\nkernel profile (gdbfault profile): lab kernel ({variant}), {workload} × {iterations:,}, "
+          "-icount shift=0, wall seconds of the QEMU process (boot included)")
+    print(tabulate(rows, headers=["run", "uninstrumented s", "profile s", "ratio", "kernel insns",
+                                  "vs guest cycles"]))
+    print(f"median ratio profile/uninstrumented: {statistics.median(ratios):.2f} (target ≤ 1.5)")
+    return statistics.median(ratios)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=2000)
@@ -104,9 +129,20 @@ def main(argv=None):
     ap.add_argument("--variant", default="vanilla")
     ap.add_argument("--workload", default="mprotect")
     ap.add_argument("--no-icount", dest="icount", action="store_false")
-    ap.add_argument("--part", choices=("anchor", "plugin", "all"), default="all")
+    ap.add_argument("--part", choices=("anchor", "plugin", "profile", "all"), default="all")
     ap.add_argument("--plugin-iterations", type=int, default=100000)
+    ap.add_argument("--profile-iterations", type=int, default=1000000)
     a = ap.parse_args(argv)
+    if a.part in ("profile", "all"):
+        from gdbfault.kprofile import profile_library
+        from gdbfault.plugin_backend import PluginUnavailable
+        try:
+            profile_library()
+            bench_profile(a.variant, a.workload, a.profile_iterations, a.repeat)
+        except PluginUnavailable as exc:
+            print(f"kernel profile: skipped ({exc})")
+        if a.part == "profile":
+            return 0
     if a.part in ("plugin", "all"):
         from gdbfault.plugin_backend import PluginUnavailable, plugin_library
         try:

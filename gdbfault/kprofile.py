@@ -325,6 +325,14 @@ def _accounting(counted, cycles, left, inexact):
             "exact": diff == left and not inexact, "agree": 0 <= diff - left <= slack}
 
 
+def _stack_health(stack, phase):
+    """The shadow stack's counters for one phase (the plugin keeps one per phase)."""
+    out = {}
+    for key, value in stack.items():
+        out[key] = value[phase] if isinstance(value, list) else value
+    return out
+
+
 def build_profile(data, guest, meta, funcs, top_boot=15):
     """The profile dict (module docstring) from the plugin's result."""
     w = PHASES.index("workload")
@@ -367,7 +375,8 @@ def build_profile(data, guest, meta, funcs, top_boot=15):
             "functions": rows, "total": total, "folded": [list(r) for r in folded],
             "boot_functions": boot_rows, "accounting": accounting,
             "phase_reached": data.get("phase_at_exit"),
-            "stack": data.get("stack"), "unknown_kernel": data["unknown_kernel"][w]}
+            "stack": _stack_health(data.get("stack") or {}, w),
+            "unknown_kernel": data["unknown_kernel"][w]}
 
 
 # -- running -----------------------------------------------------------------

@@ -90,7 +90,7 @@ def _summary_lines(profile):
     if st.get("ret_mismatch") or st.get("overflow") or st.get("iret_mismatch"):
         lines.append(f"shadow call stack: {st.get('ret_mismatch', 0)} unmatched returns, "
                      f"{st.get('iret_mismatch', 0)} unmatched irets, {st.get('overflow', 0)} frames beyond "
-                     f"depth {st.get('limit')} (whole run): call chains near them may be off")
+                     f"depth {st.get('limit')}: call chains near them may be off")
     lines.append(ICOUNT_NOTE)
     return lines
 

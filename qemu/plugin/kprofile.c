@@ -42,7 +42,9 @@
  *     own function as leaf, giving folded "a;b;c count" lines.
  *
  * Output: JSON written to "out" at exit, via a temporary file renamed into
- * place.  This file is gdbfault's own code.
+ * place.  KPROFILE_DEBUG=N in QEMU's environment prints the first N block
+ * transitions of the workload phase to stderr (for checking the stack).
+ * This file is gdbfault's own code.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -76,16 +78,25 @@ struct func {
 
 struct group { uint32_t func; uint32_t count; };
 
+/* One per translated TB, 64-byte aligned, the fields the common case reads
+ * first (one cache line); the callback's udata is its address tagged with
+ * TAG_USER / TAG_ENTRY, so the common case never reads the new TB's own. */
+#define TAG_USER    ((uintptr_t)1)
+#define TAG_ENTRY   ((uintptr_t)2)
+#define TAG_MASK    ((uintptr_t)63)
+
 struct tb_desc {
-    uint64_t start, end;        /* [start, end): the TB's bytes */
-    uint64_t target;            /* direct branch/call target or NO_TARGET */
     uint32_t n;                 /* instructions */
+    uint32_t func0;             /* groups[0].func */
+    uint32_t cache_top, cache_leaf;     /* call-tree node of group 0 under cache_top */
+    uint8_t simple;             /* one kernel function, no call/ret/iret/trap/mark */
     uint8_t kind;               /* enum last_kind */
     uint8_t user;               /* starts below base */
     uint8_t exact;              /* counted per instruction (may fault mid-TB) */
-    uint8_t simple;             /* one kernel function, no call/ret/iret/trap/mark */
     uint8_t entry_start;        /* starts an entry (vector) function */
-    uint32_t cache_top, cache_leaf;     /* call-tree node of group 0 under cache_top */
+    uint64_t start, end;        /* [start, end): the TB's bytes */
+    uint64_t target;            /* direct branch/call target or NO_TARGET */
+    uint32_t call_top, call_func, call_node;  /* last call made from here: its frame's node */
     int8_t mark;                /* index of a mark inside, or -1 */
     uint32_t mark_insn;         /* the marked instruction's index */
     uint32_t mark_split;        /* instructions before the boundary */
@@ -119,10 +130,10 @@ static uint64_t inexact_left_early[NPHASES];
 static struct tb_desc *prev;
 static uint64_t user_insns[NPHASES], unknown_insns[NPHASES];
 static uint64_t left_early[NPHASES], tb_execs[NPHASES];
-static uint64_t ret_mismatch, iret_mismatch, overflow_drops, unbalanced_to_user;
+static uint64_t ret_mismatch[NPHASES], iret_mismatch[NPHASES], overflow_drops[NPHASES],
+    unbalanced_to_user[NPHASES];
 static int max_depth_seen;
 static int debug_left;
-static int bench_mode;
 
 static struct frame stack[MAX_DEPTH];
 static int depth;
@@ -407,17 +418,28 @@ static uint32_t leaf_node(uint32_t f)
     return np->leaf_cache_node;
 }
 
-/* caller: the function the call instruction is in (UINT32_MAX for a trap) */
-static void push(uint32_t func, uint64_t ret, int trap, uint32_t caller)
+/* caller: the function the call instruction is in (UINT32_MAX for a trap);
+ * from: the calling TB, whose descriptor caches the node */
+static void push(uint32_t func, uint64_t ret, int trap, uint32_t caller, struct tb_desc *from)
 {
+    uint32_t top = depth ? stack[depth - 1].node : 0, node;
     funcs[func].entries[phase]++;
     if (depth == MAX_DEPTH) {
         overflow++;
-        overflow_drops++;
+        overflow_drops[phase]++;
         return;
     }
-    uint32_t parent = caller == UINT32_MAX ? (depth ? stack[depth - 1].node : 0) : leaf_node(caller);
-    stack[depth].node = child(parent, func);
+    if (from && from->call_top == top && from->call_func == func) {
+        node = from->call_node;
+    } else {
+        node = child(caller == UINT32_MAX ? top : leaf_node(caller), func);
+        if (from) {
+            from->call_top = top;
+            from->call_func = func;
+            from->call_node = node;
+        }
+    }
+    stack[depth].node = node;
     stack[depth].ret = ret;
     stack[depth].trap = trap;
     depth++;
@@ -441,7 +463,7 @@ static void pop_ret(uint64_t to)
             break;              /* never return past a trap frame */
         }
     }
-    ret_mismatch++;
+    ret_mismatch[phase]++;
     if (depth && !stack[depth - 1].trap) {
         depth--;
     }
@@ -457,7 +479,7 @@ static void pop_iret(void)
         }
     }
     if (depth) {
-        iret_mismatch++;
+        iret_mismatch[phase]++;
     }
     depth = 0;
 }
@@ -495,10 +517,6 @@ static void attribute(struct tb_desc *d, uint32_t from, uint32_t to)
             user_insns[phase] += c;
             continue;
         }
-        if (f == F_UNKNOWN) {
-            unknown_insns[phase] += c;
-        }
-        funcs[f].insns[phase] += c;
         nodes[tb_leaf(d, g, f)].insns[phase] += c;
     }
 }
@@ -544,25 +562,18 @@ static void account_prev(uint32_t started, int finished)
 
 static void tb_exec(unsigned int vcpu_index, void *udata)
 {
-    struct tb_desc *t = udata;
+    struct tb_desc *t = (struct tb_desc *)((uintptr_t)udata & ~TAG_MASK);
     struct tb_desc *p = prev;
     int completed = 0;
     (void)vcpu_index;
-    if (bench_mode == 1) {
-        return;
-    }
-    if (p && p->simple && !t->user && !t->entry_start) {
-        /* the common case: straight-line kernel code, no stack change */
-        uint32_t f = p->groups[0].func;
+    if (p && p->simple && !((uintptr_t)udata & (TAG_USER | TAG_ENTRY))) {
+        /* the common case: straight-line kernel code, no stack change
+         * (flat per-function counts are the call tree's, summed at exit) */
         if (p->n > 1 && done_counter == done_at_prev) {
             inexact_left_early[phase]++;
         }
         tb_execs[phase]++;
-        funcs[f].insns[phase] += p->n;
-        if (f == F_UNKNOWN) {
-            unknown_insns[phase] += p->n;
-        }
-        nodes[tb_leaf(p, 0, f)].insns[phase] += p->n;
+        nodes[tb_leaf(p, 0, p->func0)].insns[phase] += p->n;
         prev = t;
         done_at_prev = done_counter;
         counter_at_prev = insn_counter;
@@ -588,9 +599,9 @@ static void tb_exec(unsigned int vcpu_index, void *udata)
             /* user-mode calls and returns are not the kernel's stack */
         } else if (completed && p->kind == L_CALL) {
             if (!trap) {
-                push(tf, p->end, 0, p->groups[p->ngroups - 1].func);
+                push(tf, p->end, 0, p->groups[p->ngroups - 1].func, p);
             } else if (p->target != NO_TARGET) {
-                push(func_of(p->target), p->end, 0, p->groups[p->ngroups - 1].func);   /* an interrupt before the callee ran */
+                push(func_of(p->target), p->end, 0, p->groups[p->ngroups - 1].func, NULL);   /* an interrupt before the callee ran */
             }
         } else if (completed && p->kind == L_RET) {
             pop_ret(t->start);
@@ -599,12 +610,12 @@ static void tb_exec(unsigned int vcpu_index, void *udata)
         }
         if (t->user) {
             if (depth || overflow) {
-                unbalanced_to_user++;
+                unbalanced_to_user[phase]++;
             }
             depth = 0;
             overflow = 0;
         } else if (trap) {
-            push(tf, 0, 1, UINT32_MAX);
+            push(tf, 0, 1, UINT32_MAX, t);
         }
     }
     prev = t;
@@ -621,7 +632,9 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     if (n == 0) {
         return;
     }
-    d = calloc(1, sizeof(*d) + n * sizeof(struct group));
+    size_t bytes = (sizeof(*d) + n * sizeof(struct group) + 63) & ~(size_t)63;
+    d = aligned_alloc(64, bytes);
+    memset(d, 0, bytes);
     d->n = (uint32_t)n;
     d->mark = -1;
     d->target = NO_TARGET;
@@ -676,7 +689,11 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     d->entry_start = !d->user && funcs[d->groups[0].func].entry &&
                      funcs[d->groups[0].func].start == d->start;
     d->cache_top = UINT32_MAX;
-    if (bench_mode != 2) qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_exec, QEMU_PLUGIN_CB_NO_REGS, d);
+    d->call_top = UINT32_MAX;
+    d->func0 = d->groups[0].func;
+    qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_exec, QEMU_PLUGIN_CB_NO_REGS,
+                                         (void *)((uintptr_t)d | (d->user ? TAG_USER : 0) |
+                                                  (d->entry_start ? TAG_ENTRY : 0)));
 }
 
 /* ----------------------------------------------------------------- output */
@@ -731,6 +748,14 @@ static void write_output(qemu_plugin_id_t id, void *udata)
         (void)finished;
     }
     prev = NULL;
+    /* flat counts: every kernel instruction went to a call-tree node of its
+     * own function */
+    for (uint32_t i = 1; i < nnodes; i++) {
+        for (int ph = 0; ph < NPHASES; ph++) {
+            funcs[nodes[i].func].insns[ph] += nodes[i].insns[ph];
+        }
+    }
+    memcpy(unknown_insns, funcs[F_UNKNOWN].insns, sizeof(unknown_insns));
     tmp = malloc(strlen(out_path) + 8);
     sprintf(tmp, "%s.tmp", out_path);
     f = fopen(tmp, "w");
@@ -754,11 +779,15 @@ static void write_output(qemu_plugin_id_t id, void *udata)
     json_phases(f, inexact_left_early);
     fprintf(f, ",\"tb_execs\":");
     json_phases(f, tb_execs);
-    fprintf(f, ",\"insns_started\":%" PRIu64 ",\n\"stack\":{\"ret_mismatch\":%" PRIu64
-            ",\"iret_mismatch\":%" PRIu64 ",\"overflow\":%" PRIu64 ",\"to_user_unbalanced\":%"
-            PRIu64 ",\"max_depth\":%d,\"limit\":%d},\n\"functions\":[",
-            insn_counter, ret_mismatch, iret_mismatch, overflow_drops, unbalanced_to_user,
-            max_depth_seen, MAX_DEPTH);
+    fprintf(f, ",\"insns_started\":%" PRIu64 ",\n\"stack\":{\"ret_mismatch\":", insn_counter);
+    json_phases(f, ret_mismatch);
+    fprintf(f, ",\"iret_mismatch\":");
+    json_phases(f, iret_mismatch);
+    fprintf(f, ",\"overflow\":");
+    json_phases(f, overflow_drops);
+    fprintf(f, ",\"to_user_unbalanced\":");
+    json_phases(f, unbalanced_to_user);
+    fprintf(f, ",\"max_depth\":%d,\"limit\":%d},\n\"functions\":[", max_depth_seen, MAX_DEPTH);
     first = 1;
     for (uint32_t i = 1; i < nfuncs; i++) {
         if (!any(funcs[i].insns) && !any(funcs[i].entries)) {
@@ -815,9 +844,6 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
         fprintf(stderr, "kprofile: profiles one vCPU only (got -smp %d)\n",
                 info->system.max_vcpus);
         return -1;
-    }
-    if (getenv("KPROFILE_BENCH")) {
-        bench_mode = atoi(getenv("KPROFILE_BENCH"));
     }
     if (getenv("KPROFILE_DEBUG")) {
         debug_left = atoi(getenv("KPROFILE_DEBUG"));
