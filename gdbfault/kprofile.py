@@ -449,13 +449,24 @@ def run_profile(spec):
         t0 = time.monotonic()
         machine.start()
         status = machine.wait(spec.timeout_s)
-        if status is None:
-            raise GuestError(f"the guest did not finish within {spec.timeout_s:.0f} s (hung?)")
-        wall = time.monotonic() - t0
-        machine.check_exit(status)
-        guest = parse_guest_output(machine.serial_output())["result"]
-        if guest is None:
-            raise GuestError("the workload printed no GDBFAULT-RESULT line")
+        try:
+            if status is None:
+                raise GuestError(f"the guest did not finish within {spec.timeout_s:.0f} s (hung?)")
+            wall = time.monotonic() - t0
+            machine.check_exit(status)
+            guest = parse_guest_output(machine.serial_output())["result"]
+            if guest is None:
+                raise GuestError("the workload printed no GDBFAULT-RESULT line")
+        except GdbfaultError as exc:
+            # the plugin writes its counts whenever QEMU exits: keep them for --output
+            if out.is_file():
+                try:
+                    exc.partial = build_profile(read_kprofile_result(out), None,
+                                                _meta(spec, kernel, system_map, boot), funcs)
+                    exc.partial.update(complete=False, error=str(exc))
+                except GdbfaultError:
+                    pass
+            raise
         data = read_kprofile_result(out)
         profile = build_profile(data, guest, _meta(spec, kernel, system_map, boot), funcs)
         profile["run"] = {"wall_s": round(wall, 3), "exit_status": status, "exit": describe_exit(status)}

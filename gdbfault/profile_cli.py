@@ -58,7 +58,13 @@ def cmd_profile(args):
     spec = ProfileSpec(kernel=args.kernel, variant=args.variant, system_map=args.system_map,
                        workload=args.workload, iterations=args.iterations, append=args.append,
                        icount=args.icount, timeout_s=args.timeout, keep_run_dir=args.keep_run_dir)
-    profile = run_profile(spec)
+    try:
+        profile = run_profile(spec)
+    except GdbfaultError as exc:
+        if args.output and getattr(exc, "partial", None) is not None:
+            save_profile(exc.partial, args.output)
+            exc.args = (f"{exc} (the counts until then are saved to {args.output})",)
+        raise
     if args.output:
         save_profile(profile, args.output)
     if args.plot:

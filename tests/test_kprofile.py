@@ -253,3 +253,18 @@ def test_compare_profile_puts_the_search_on_top(lab_built, no_leaks):
     rows = json.loads(r.stdout)["profile_changes"]["rows"]
     assert rows[0]["symbol"] == "search_exception_table"
     assert rows[0]["before"] == SEARCH_PER_ITERATION and rows[0]["after"] == 0
+
+
+@pytest.mark.qemu
+def test_profile_guest_oops_exits_3_and_saves_counts(lab_built, tmp_path, no_leaks):
+    _need_plugin()
+    out = tmp_path / "oops.json"
+    r = subprocess.run([sys.executable, "-m", "gdbfault", "profile", "--qemu", "--append", "labtest=oops",
+                        "--output", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "oops" in lines[0].lower() and str(out) in lines[0]
+    saved = json.loads(out.read_text())
+    assert saved["complete"] is False and saved["total"]["boot"] > 0
+    # the oops hits at init's first system call: the measured loop never started
+    assert saved["phase_reached"] == "setup" and saved["total"]["kernel"] == 0
