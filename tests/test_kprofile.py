@@ -85,14 +85,16 @@ def test_recorded_table_layout():
     text = render_profile(recorded("vanilla"), "table", top=5)
     lines = text.splitlines()
     assert lines[0].startswith("kernel profile: lab kernel (vanilla), workload mprotect × 20")
-    header = lines[2].split()
+    assert lines[1].startswith("kernel instructions in the workload: 44,685 (88.0%, 2,234.2 per iteration)")
+    assert "user: 6,076" in lines[1] and "boot (apart): " in lines[1]
+    header = lines[3].split()
     assert header[:2] == ["function", "instructions"] and "entries" in header and "load" in header
-    body = lines[4:9]
+    body = lines[5:10]
     # most instructions first (the first iteration's demand-zero memset leads at 20 iterations)
     counts = [int(line.split()[1].replace(",", "")) for line in body]
     assert len(body) == 5 and counts == sorted(counts, reverse=True)
-    assert any(line.startswith("kernel ") and "user " in line and "boot " in line for line in lines)
-    assert any("-icount shift=0" in line for line in lines)
+    assert any("-icount shift=0" in line and "204 page_fault" in line for line in lines)
+    assert any(line.startswith("kernel + user = 50,761 = the guest's cycles 50,721 + 40 ") for line in lines)
     md = render_profile(recorded("vanilla"), "markdown", top=3)
     assert "| function" in md and md.count("\n|") >= 4
 
