@@ -89,7 +89,8 @@ struct tb_desc {
     uint32_t n;                 /* instructions */
     uint32_t func0;             /* groups[0].func */
     uint32_t cache_top, cache_leaf;     /* call-tree node of group 0 under cache_top */
-    uint8_t simple;             /* one kernel function, no call/ret/iret/trap/mark */
+    uint8_t simple;             /* plain, and no call/ret/iret/trap at its end */
+    uint8_t plain;              /* one kernel function, counted whole, no mark */
     uint8_t kind;               /* enum last_kind */
     uint8_t user;               /* starts below base */
     uint8_t exact;              /* counted per instruction (may fault mid-TB) */
@@ -129,7 +130,7 @@ static size_t nuaccess, capuaccess;
 static uint64_t inexact_left_early[NPHASES];
 static struct tb_desc *prev;
 static uint64_t user_insns[NPHASES], unknown_insns[NPHASES];
-static uint64_t left_early[NPHASES], tb_execs[NPHASES];
+static uint64_t left_early[NPHASES];
 static uint64_t ret_mismatch[NPHASES], iret_mismatch[NPHASES], overflow_drops[NPHASES],
     unbalanced_to_user[NPHASES];
 static int max_depth_seen;
@@ -543,7 +544,6 @@ static uint32_t prev_started(int *finished)
 static void account_prev(uint32_t started, int finished)
 {
     struct tb_desc *p = prev;
-    tb_execs[phase]++;
     if (!finished) {
         if (p->exact) {
             left_early[phase]++;
@@ -560,30 +560,39 @@ static void account_prev(uint32_t started, int finished)
     }
 }
 
+static void stack_update(struct tb_desc *p, struct tb_desc *t, int completed);
+
 static void tb_exec(unsigned int vcpu_index, void *udata)
 {
     struct tb_desc *t = (struct tb_desc *)((uintptr_t)udata & ~TAG_MASK);
     struct tb_desc *p = prev;
     int completed = 0;
     (void)vcpu_index;
-    if (p && p->simple && !((uintptr_t)udata & (TAG_USER | TAG_ENTRY))) {
-        /* the common case: straight-line kernel code, no stack change
+    if (p && p->plain) {
+        /* kernel code of one function: its node under the current stack
          * (flat per-function counts are the call tree's, summed at exit) */
-        if (p->n > 1 && done_counter == done_at_prev) {
+        completed = p->n == 1 || done_counter != done_at_prev;
+        if (!completed) {
             inexact_left_early[phase]++;
         }
-        tb_execs[phase]++;
         nodes[tb_leaf(p, 0, p->func0)].insns[phase] += p->n;
-        prev = t;
-        done_at_prev = done_counter;
-        counter_at_prev = insn_counter;
-        return;
-    }
-
-    if (p) {
+        if (p->simple && !((uintptr_t)udata & (TAG_USER | TAG_ENTRY))) {
+            /* the common case: no stack change */
+            prev = t;
+            done_at_prev = done_counter;
+            counter_at_prev = insn_counter;
+            return;
+        }
+    } else if (p) {
         uint32_t started = prev_started(&completed);
         account_prev(started, completed);
     }
+    stack_update(p, t, completed);
+}
+
+/* The shadow stack after the transition p -> t (p ran to its end if completed). */
+static void __attribute__((noinline)) stack_update(struct tb_desc *p, struct tb_desc *t, int completed)
+{
     if (debug_left > 0 && phase == 2 && p) {
         debug_left--;
         fprintf(stderr, "P %#" PRIx64 "-%#" PRIx64 " n=%u kind=%d tgt=%#" PRIx64 " started=%" PRIu64
@@ -684,7 +693,8 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
                                                        &done_counter, 1);
         }
     }
-    d->simple = !d->user && !d->exact && d->ngroups == 1 && d->mark < 0 &&
+    d->plain = !d->user && !d->exact && d->ngroups == 1 && d->mark < 0;
+    d->simple = d->plain &&
                 (d->kind == L_OTHER || d->kind == L_JUMP || d->kind == L_INDIRECT_JUMP);
     d->entry_start = !d->user && funcs[d->groups[0].func].entry &&
                      funcs[d->groups[0].func].start == d->start;
@@ -777,8 +787,6 @@ static void write_output(qemu_plugin_id_t id, void *udata)
     json_phases(f, left_early);
     fprintf(f, ",\"inexact_left_early\":");
     json_phases(f, inexact_left_early);
-    fprintf(f, ",\"tb_execs\":");
-    json_phases(f, tb_execs);
     fprintf(f, ",\"insns_started\":%" PRIu64 ",\n\"stack\":{\"ret_mismatch\":", insn_counter);
     json_phases(f, ret_mismatch);
     fprintf(f, ",\"iret_mismatch\":");
