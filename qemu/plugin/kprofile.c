@@ -5,7 +5,7 @@
  * and keeps a shadow call stack for inclusive call chains.
  *
  * Usage:
- *   qemu-system-i386 ... -plugin build/libkprofile.so,ranges=FILE,out=FILE
+ *   qemu-system-i386 ... -plugin build/libkprofile.so,ranges=FILE,out=FILE[,chains=off]
  *
  * Ranges file (written by gdbfault/kprofile.py), one item a line:
  *   base <hex>                      addresses below it are user mode
@@ -18,14 +18,20 @@
  *   - At translation each translation block (TB) gets a descriptor: its
  *     instructions grouped by containing function, its end address, how its
  *     last instruction leaves (call, ret, iret, jump and target), and any
- *     phase mark inside it.  One callback per executed TB (no registers)
- *     attributes the *previous* TB, and one inline add per instruction
- *     bumps a global counter, so the callback knows exactly how many of the
- *     previous TB's instructions started: a TB left early (a page-faulting
- *     access restoring state mid-TB) is attributed only the instructions
- *     that started, the faulting one included.  QEMU's -icount does not
- *     count that faulting attempt, so the plugin's totals exceed the guest's
- *     rdtsc difference by exactly the number of TBs left early (reported).
+ *     phase mark inside it.  A callback (no registers) on the TBs that can
+ *     change the stack or phase attributes the *previous* such TB; TBs that
+ *     may fault mid-way (user mode, or holding an __ex_table instruction)
+ *     also bump a global counter per instruction, so the callback knows
+ *     how many of their instructions started: a TB left early (a
+ *     page-faulting access restoring state mid-TB) is attributed only the
+ *     instructions that started, the faulting one included.  QEMU's -icount
+ *     does not count that faulting attempt, so the plugin's totals exceed
+ *     the guest's rdtsc difference by exactly the number of such TBs
+ *     (reported).  Other TBs add one at their last instruction: one left
+ *     early is counted whole and reported as inexact.
+ *   - Straight-line code inside one function ("chains", see chain_insns)
+ *     has no callback at all: inline adds only, attributed at the next
+ *     callback.  `chains=off` gives every TB a callback (same results).
  *   - Phases advance at marks: an "after" mark ends its phase right after
  *     the marked instruction (the workload's rdtsc, whose value includes
  *     itself), a "before" mark right before it (the workload's entry point).
@@ -91,6 +97,8 @@ struct tb_desc {
     uint32_t cache_top, cache_leaf;     /* call-tree node of group 0 under cache_top */
     uint8_t simple;             /* plain, and no call/ret/iret/trap at its end */
     uint8_t plain;              /* one kernel function, counted whole, no mark */
+    uint8_t chain;              /* no callback: counted inline (see chains) */
+    uint32_t end_func;          /* function of the fall-through address */
     uint8_t kind;               /* enum last_kind */
     uint8_t user;               /* starts below base */
     uint8_t exact;              /* counted per instruction (may fault mid-TB) */
@@ -111,7 +119,7 @@ struct node {
     uint64_t insns[NPHASES];
 };
 
-struct frame { uint32_t node; uint64_t ret; int trap; };
+struct frame { uint32_t node; uint32_t ret_func; uint64_t ret; int trap; };
 
 static struct func *funcs;
 static uint32_t nfuncs, capfuncs;
@@ -128,6 +136,18 @@ static uint64_t counter_at_prev, done_at_prev;   /* both at the previous TB's en
 static uint64_t *uaccess;              /* sorted: kernel instructions allowed to fault */
 static size_t nuaccess, capuaccess;
 static uint64_t inexact_left_early[NPHASES];
+/* Chains: a TB inside one function, not at its start, that can only go on
+ * within that function (fall-through and direct target there, no
+ * call/ret/iret/trap) has no callback; it adds its instructions, one TB (plus
+ * 2^32 if it has more than one instruction, taken back by its last one) and
+ * its function id to these.  Between two callbacks such TBs form one run in
+ * one function F = chain_fsum / TB count, under an unchanged stack, since
+ * entering a function at its start, calls, returns and traps all reach a
+ * TB with a callback. */
+static int use_chains = 1;
+static uint64_t chain_insns, chain_tbs, chain_fsum;
+#define CHAIN_TB_MASK   ((uint64_t)0xffffffffu)
+#define CHAIN_OPEN      ((uint64_t)1 << 32)
 static struct tb_desc *prev;
 static uint64_t user_insns[NPHASES], unknown_insns[NPHASES];
 static uint64_t left_early[NPHASES];
@@ -423,6 +443,7 @@ static uint32_t leaf_node(uint32_t f)
  * from: the calling TB, whose descriptor caches the node */
 static void push(uint32_t func, uint64_t ret, int trap, uint32_t caller, struct tb_desc *from)
 {
+    uint32_t ret_func = from && !trap ? from->end_func : F_UNKNOWN;
     uint32_t top = depth ? stack[depth - 1].node : 0, node;
     funcs[func].entries[phase]++;
     if (depth == MAX_DEPTH) {
@@ -442,6 +463,7 @@ static void push(uint32_t func, uint64_t ret, int trap, uint32_t caller, struct 
     }
     stack[depth].node = node;
     stack[depth].ret = ret;
+    stack[depth].ret_func = ret_func;
     stack[depth].trap = trap;
     depth++;
     if (depth > max_depth_seen) {
@@ -462,6 +484,29 @@ static void pop_ret(uint64_t to)
         }
         if (stack[i].trap) {
             break;              /* never return past a trap frame */
+        }
+    }
+    ret_mismatch[phase]++;
+    if (depth && !stack[depth - 1].trap) {
+        depth--;
+    }
+}
+
+/* A return whose target was not seen (it went on in a chain in function f):
+ * pop down to the frame returning into f. */
+static void pop_ret_func(uint32_t f)
+{
+    if (overflow) {
+        overflow--;
+        return;
+    }
+    for (int i = depth - 1; i >= 0 && i >= depth - 8; i--) {
+        if (stack[i].ret_func == f) {
+            depth = i;
+            return;
+        }
+        if (stack[i].trap) {
+            break;
         }
     }
     ret_mismatch[phase]++;
@@ -560,6 +605,24 @@ static void account_prev(uint32_t started, int finished)
     }
 }
 
+/* The chain run since the last callback, if any: attributed to its
+ * function under the current stack; returns that function or UINT32_MAX. */
+static uint32_t chain_function(void)
+{
+    uint64_t tbs = chain_tbs & CHAIN_TB_MASK;
+    if (tbs <= 1) {
+        return tbs ? (uint32_t)chain_fsum : UINT32_MAX;
+    }
+    return (uint32_t)(chain_fsum / tbs);
+}
+
+static void flush_chain(uint32_t f)
+{
+    inexact_left_early[phase] += chain_tbs >> 32;
+    nodes[leaf_node(f)].insns[phase] += chain_insns;
+    chain_insns = chain_tbs = chain_fsum = 0;
+}
+
 static void stack_update(struct tb_desc *p, struct tb_desc *t, int completed);
 
 static void tb_exec(unsigned int vcpu_index, void *udata)
@@ -577,7 +640,11 @@ static void tb_exec(unsigned int vcpu_index, void *udata)
         }
         nodes[tb_leaf(p, 0, p->func0)].insns[phase] += p->n;
         if (p->simple && !((uintptr_t)udata & (TAG_USER | TAG_ENTRY))) {
-            /* the common case: no stack change */
+            /* the common case: no stack change (a chain after p, if any,
+             * ran under the same stack) */
+            if (chain_tbs) {
+                flush_chain(chain_function());
+            }
             prev = t;
             done_at_prev = done_counter;
             counter_at_prev = insn_counter;
@@ -593,6 +660,32 @@ static void tb_exec(unsigned int vcpu_index, void *udata)
 /* The shadow stack after the transition p -> t (p ran to its end if completed). */
 static void __attribute__((noinline)) stack_update(struct tb_desc *p, struct tb_desc *t, int completed)
 {
+    uint32_t cf = chain_function();
+    if (cf != UINT32_MAX) {
+        /* p -> (a chain in function cf) -> t */
+        if (p && !p->user && completed) {
+            if (p->kind == L_CALL) {
+                push(p->target != NO_TARGET ? func_of(p->target) : cf, p->end, 0,
+                     p->groups[p->ngroups - 1].func, p);
+            } else if (p->kind == L_RET) {
+                pop_ret_func(cf);
+            } else if (p->kind == L_IRET) {
+                pop_iret();
+            }
+        }
+        flush_chain(cf);
+        if (t->user) {
+            unbalanced_to_user[phase] += depth || overflow;
+            depth = 0;
+            overflow = 0;
+        } else if (t->entry_start && !(cf == t->func0 && funcs[cf].start == t->start)) {
+            push(t->func0, 0, 1, UINT32_MAX, t);
+        }
+        prev = t;
+        counter_at_prev = insn_counter;
+        done_at_prev = done_counter;
+        return;
+    }
     if (debug_left > 0 && phase == 2 && p) {
         debug_left--;
         fprintf(stderr, "P %#" PRIx64 "-%#" PRIx64 " n=%u kind=%d tgt=%#" PRIx64 " started=%" PRIu64
@@ -681,6 +774,32 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
             d->exact = 1;
         }
     }
+    d->plain = !d->user && !d->exact && d->ngroups == 1 && d->mark < 0;
+    d->simple = d->plain &&
+                (d->kind == L_OTHER || d->kind == L_JUMP || d->kind == L_INDIRECT_JUMP);
+    d->entry_start = !d->user && funcs[d->groups[0].func].entry &&
+                     funcs[d->groups[0].func].start == d->start;
+    d->cache_top = UINT32_MAX;
+    d->call_top = UINT32_MAX;
+    d->func0 = d->groups[0].func;
+    d->end_func = func_of(d->end);
+    d->chain = use_chains && d->plain && d->func0 != F_UNKNOWN && !d->entry_start &&
+               d->start != funcs[d->func0].start && d->end_func == d->func0 &&
+               (d->kind == L_OTHER ||
+                (d->kind == L_JUMP && d->target != NO_TARGET && func_of(d->target) == d->func0));
+    if (d->chain) {
+        qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &chain_insns, n);
+        qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &chain_tbs,
+                                                 1 + (n > 1 ? CHAIN_OPEN : 0));
+        qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &chain_fsum,
+                                                 d->func0);
+        if (n > 1) {
+            qemu_plugin_register_vcpu_insn_exec_inline(qemu_plugin_tb_get_insn(tb, n - 1),
+                                                       QEMU_PLUGIN_INLINE_ADD_U64, &chain_tbs,
+                                                       (uint64_t)0 - CHAIN_OPEN);
+        }
+        return;
+    }
     /* Per-instruction counting only where a fault may leave the TB early;
      * elsewhere one add at the last instruction says the TB finished. */
     for (size_t i = 0; i < n; i++) {
@@ -693,14 +812,6 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
                                                        &done_counter, 1);
         }
     }
-    d->plain = !d->user && !d->exact && d->ngroups == 1 && d->mark < 0;
-    d->simple = d->plain &&
-                (d->kind == L_OTHER || d->kind == L_JUMP || d->kind == L_INDIRECT_JUMP);
-    d->entry_start = !d->user && funcs[d->groups[0].func].entry &&
-                     funcs[d->groups[0].func].start == d->start;
-    d->cache_top = UINT32_MAX;
-    d->call_top = UINT32_MAX;
-    d->func0 = d->groups[0].func;
     qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_exec, QEMU_PLUGIN_CB_NO_REGS,
                                          (void *)((uintptr_t)d | (d->user ? TAG_USER : 0) |
                                                   (d->entry_start ? TAG_ENTRY : 0)));
@@ -756,6 +867,9 @@ static void write_output(qemu_plugin_id_t id, void *udata)
         uint32_t started = prev_started(&finished);
         account_prev(started, 1);   /* the last TB: ran until QEMU stopped */
         (void)finished;
+    }
+    if (chain_function() != UINT32_MAX) {
+        flush_chain(chain_function());
     }
     prev = NULL;
     /* flat counts: every kernel instruction went to a call-tree node of its
@@ -838,6 +952,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             ranges = argv[i] + 7;
         } else if (strncmp(argv[i], "out=", 4) == 0) {
             out_path = strdup(argv[i] + 4);
+        } else if (strcmp(argv[i], "chains=off") == 0) {
+            use_chains = 0;             /* a callback for every TB (for checking) */
         } else {
             fprintf(stderr, "kprofile: unknown argument '%s' (known: ranges=FILE, out=FILE)\n",
                     argv[i]);
