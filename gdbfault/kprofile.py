@@ -67,11 +67,12 @@ class ProfileSpec:
 
     def __init__(self, kernel="lab", variant="vanilla", system_map=None, workload="mprotect",
                  iterations=None, append="", icount=True, timeout_s=600.0, memory_mb=64,
-                 qemu="qemu-system-i386", keep_run_dir=False):
+                 qemu="qemu-system-i386", keep_run_dir=False, chains=True):
         self.kernel, self.variant, self.system_map = kernel, variant, system_map
         self.workload, self.iterations, self.append = workload, iterations, append
         self.icount, self.timeout_s, self.memory_mb = icount, timeout_s, memory_mb
         self.qemu, self.keep_run_dir = qemu, keep_run_dir
+        self.chains = chains        # False: a plugin callback on every block (same counts; for checks)
 
     def command_line(self):
         words = [f"iterations={int(self.iterations)}"] if self.iterations is not None else []
@@ -445,7 +446,7 @@ def run_profile(spec):
         write_ranges(ranges, funcs, kernel_base(funcs), marks, uaccess_sites(kernel, funcs))
         config.extra_args = list(config.extra_args) + [
             "-plugin", f"file={_qemu_opt_escape(library)},ranges={_qemu_opt_escape(ranges)},"
-                       f"out={_qemu_opt_escape(out)}"]
+                       f"out={_qemu_opt_escape(out)}" + ("" if spec.chains else ",chains=off")]
         t0 = time.monotonic()
         machine.start()
         status = machine.wait(spec.timeout_s)

@@ -270,3 +270,15 @@ def test_profile_guest_oops_exits_3_and_saves_counts(lab_built, tmp_path, no_lea
     assert saved["complete"] is False and saved["total"]["boot"] > 0
     # the oops hits at init's first system call: the measured loop never started
     assert saved["phase_reached"] == "setup" and saved["total"]["kernel"] == 0
+
+
+@pytest.mark.qemu
+def test_profile_chains_change_nothing(profiles, no_leaks):
+    """Straight-line code attributed without a callback (the plugin's chains)
+    gives exactly what a callback on every block gives."""
+    every_block = run_profile(ProfileSpec(variant="vanilla", iterations=ITERATIONS, chains=False))
+    fast = profiles["vanilla"]
+    assert every_block["folded"] == fast["folded"]
+    assert every_block["functions"] == fast["functions"]
+    assert every_block["total"]["kernel"] == fast["total"]["kernel"]
+    assert every_block["accounting"] == fast["accounting"]
