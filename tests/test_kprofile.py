@@ -282,3 +282,13 @@ def test_profile_chains_change_nothing(profiles, no_leaks):
     assert every_block["functions"] == fast["functions"]
     assert every_block["total"]["kernel"] == fast["total"]["kernel"]
     assert every_block["accounting"] == fast["accounting"]
+
+
+def test_compare_profile_option_alone_or_with_a_probe_profile():
+    from gdbfault.cli import build_parser
+    from gdbfault.compare import KERNEL_PROFILE
+    parser = build_parser()
+    assert parser.parse_args(["compare", "--profile"]).profile is KERNEL_PROFILE
+    assert parser.parse_args(["compare", "--profile", "--iterations", "5"]).profile is KERNEL_PROFILE
+    assert parser.parse_args(["compare", "--profile", "linux-2.2"]).profile == "linux-2.2"   # probe profile
+    assert parser.parse_args(["compare"]).profile is None
