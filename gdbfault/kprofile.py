@@ -35,7 +35,7 @@ from pathlib import Path
 
 from gdbfault import __version__
 from gdbfault.errors import GdbfaultError, GuestError
-from gdbfault.plugin_backend import PLUGIN_DIR, BUILD_COMMAND, PluginUnavailable, _missing_parts
+from gdbfault.plugin_backend import PLUGIN_DIR, BUILD_COMMAND, PluginUnavailable
 
 __all__ = ["SCHEMA", "ProfileSpec", "profile_library", "kernel_functions", "workload_marks",
            "write_ranges", "run_profile", "build_profile", "read_kprofile_result",
@@ -79,13 +79,23 @@ class ProfileSpec:
         return " ".join(words + ([self.append] if self.append else []))
 
 
+def _qemu_opt(value):
+    """A QEMU option value: a comma is written twice."""
+    return str(value).replace(",", ",,")
+
+
 def profile_library(plugin_dir=None) -> Path:
     """build/libkprofile.so, or PluginUnavailable naming what is missing."""
     plugin_dir = Path(plugin_dir) if plugin_dir else PLUGIN_DIR
     lib = plugin_dir / "build" / "libkprofile.so"
     if lib.is_file():
         return lib
-    missing = _missing_parts(plugin_dir) or [f"the built plugin {lib}"]
+    missing = []
+    if not (plugin_dir / "build" / "include" / "qemu-plugin.h").is_file():
+        missing.append("QEMU's qemu-plugin.h header (fetched by qemu/plugin/fetch-header.sh)")
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        missing.append("a C compiler (apt-get install gcc)")
+    missing = missing or [f"the built plugin {lib}"]
     raise PluginUnavailable("the kernel-profile plugin is unavailable: missing " + "; ".join(missing),
                             f"build it with `{BUILD_COMMAND}`")
 
@@ -422,7 +432,6 @@ def _meta(spec, kernel, system_map, boot):
 def run_profile(spec):
     """Boot with the kernel-profile plugin, run the workload, return the profile dict."""
     from gdbfault.locations import lab_kernel, workload_binary
-    from gdbfault.plugin_backend import _qemu_opt_escape
     from gdbfault.qemu import Machine, describe_exit
     from gdbfault.truth import parse_guest_output
     if spec.iterations is not None and spec.iterations <= 0:
@@ -445,8 +454,8 @@ def run_profile(spec):
         ranges, out = machine.run_dir / "ranges.txt", machine.run_dir / "kprofile.json"
         write_ranges(ranges, funcs, kernel_base(funcs), marks, uaccess_sites(kernel, funcs))
         config.extra_args = list(config.extra_args) + [
-            "-plugin", f"file={_qemu_opt_escape(library)},ranges={_qemu_opt_escape(ranges)},"
-                       f"out={_qemu_opt_escape(out)}" + ("" if spec.chains else ",chains=off")]
+            "-plugin", f"file={_qemu_opt(library)},ranges={_qemu_opt(ranges)},"
+                       f"out={_qemu_opt(out)}" + ("" if spec.chains else ",chains=off")]
         t0 = time.monotonic()
         machine.start()
         status = machine.wait(spec.timeout_s)
