@@ -7,12 +7,14 @@ the ratio gdbfault/anchor (1.0 = no per-hit cost added over bare GDB).
 Timings are wall clock on a shared machine: trust the ratio, not the seconds.
 
     python -m gdbfault.bench [--iterations N] [--repeat K] [--variant V] [--workload W]
-                             [--part anchor|plugin|old-kernel|all] [--plugin-iterations N]
-                             [--image BZIMAGE --system-map MAP]
+                             [--part anchor|plugin|profile|old-kernel|all] [--plugin-iterations N]
+                             [--profile-iterations N] [--image BZIMAGE --system-map MAP]
 
 The plugin part runs the zero-stop backend against an uninstrumented run of
 the same guest (100,000 iterations by default) and puts the GDB backend's
-time beside it.
+time beside it. The profile part runs `gdbfault profile` (the kernel-profile
+plugin) against an uninstrumented run of the same guest at 1,000,000
+iterations (target: at most 1.5× its time).
 
 The old-kernel part times a kernel brought as an image: from the image to
 the report (`gdbfault attach --qemu --kernel IMAGE --system-map MAP`, all
@@ -154,6 +156,50 @@ def bench_old_kernel(image, system_map, workload, iterations, repeat):
     return median
 
 
+def _child_cpu():
+    """CPU seconds (user + system) of this process's waited-for children."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def bench_profile(variant, workload, iterations, repeat):
+    """The kernel-profile plugin vs no instrumentation, same guest, alternating.
+
+    Both wall time and QEMU's CPU time (user + system, from the children's
+    rusage: QEMU is the only child that does real work here) are shown; on a
+    machine shared with other jobs the wall ratio swings widely, the CPU
+    ratio much less, so the verdict uses the CPU ratio.
+    """
+    from gdbfault.kprofile import ProfileSpec, run_profile
+    rows, walls, cpus = [], [], []
+    for i in range(repeat):
+        c0 = _child_cpu()
+        plain = run_uninstrumented(variant, workload, iterations)
+        c1 = _child_cpu()
+        prof = run_profile(ProfileSpec(variant=variant, workload=workload, iterations=iterations,
+                                       timeout_s=1800))
+        c2 = _child_cpu()
+        wall = prof["run"]["wall_s"]        # QEMU start to exit, plugin loaded
+        plain_cpu, prof_cpu = c1 - c0, c2 - c1
+        walls.append(wall / plain)
+        cpus.append(prof_cpu / plain_cpu)
+        acc = prof["accounting"]
+        rows.append([i + 1, f"{plain:.2f}", f"{wall:.2f}", f"{wall / plain:.2f}",
+                     f"{plain_cpu:.2f}", f"{prof_cpu:.2f}", f"{prof_cpu / plain_cpu:.2f}",
+                     f"{prof['total']['kernel']:,}",
+                     f"{acc['unexplained']:+,}" if acc["unexplained"] is not None else "-"])
+    print(f"\nkernel profile (gdbfault profile): lab kernel ({variant}), {workload} × {iterations:,}, "
+          "-icount shift=0, seconds of the QEMU process (boot included)")
+    print(tabulate(rows, headers=["run", "plain wall", "profile wall", "ratio", "plain CPU", "profile CPU",
+                                  "ratio", "kernel insns", "vs guest cycles"]))
+    print(f"median ratio profile/uninstrumented: CPU {statistics.median(cpus):.2f} (target ≤ 1.5), "
+          f"wall {statistics.median(walls):.2f} (shared machine: wall time swings with other jobs)")
+    print("vs guest cycles: kernel + user − guest cycles − faulting blocks (0 = exact; +1 when a "
+          "fault hits a block's last instruction)")
+    return statistics.median(cpus)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=2000)
@@ -161,8 +207,9 @@ def main(argv=None):
     ap.add_argument("--variant", default="vanilla")
     ap.add_argument("--workload", default="mprotect")
     ap.add_argument("--no-icount", dest="icount", action="store_false")
-    ap.add_argument("--part", choices=("anchor", "plugin", "old-kernel", "all"), default="all")
+    ap.add_argument("--part", choices=("anchor", "plugin", "profile", "old-kernel", "all"), default="all")
     ap.add_argument("--plugin-iterations", type=int, default=100000)
+    ap.add_argument("--profile-iterations", type=int, default=1000000)
     ap.add_argument("--image", help="old-kernel part: a kernel image (default: the oldboot fixture)")
     ap.add_argument("--system-map", help="old-kernel part: the image's System.map")
     ap.add_argument("--old-iterations", type=int, default=50,
@@ -173,6 +220,16 @@ def main(argv=None):
         system_map = a.system_map or (None if a.image else image.parent / "System.map")
         bench_old_kernel(image, system_map, a.workload, a.old_iterations, a.repeat)
         if a.part == "old-kernel":
+            return 0
+    if a.part in ("profile", "all"):
+        from gdbfault.kprofile import profile_library
+        from gdbfault.plugin_backend import PluginUnavailable
+        try:
+            profile_library()
+            bench_profile(a.variant, a.workload, a.profile_iterations, a.repeat)
+        except PluginUnavailable as exc:
+            print(f"kernel profile: skipped ({exc})")
+        if a.part == "profile":
             return 0
     if a.part in ("plugin", "all"):
         from gdbfault.plugin_backend import PluginUnavailable, plugin_library

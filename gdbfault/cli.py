@@ -81,6 +81,8 @@ def build_parser():
     from gdbfault import checks, compare
     compare.add_parser(sub)
     checks.add_parser(sub)
+    from gdbfault import profile_cli      # `gdbfault profile`: the kernel profile (issue 13)
+    profile_cli.add_parser(sub)
     return ap
 
 

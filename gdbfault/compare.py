@@ -263,7 +263,8 @@ def add_parser(subparsers):
     p = subparsers.add_parser("compare", help="run two kernels with the same workload, side by side",
                               description="Run a kernel before and after a patch with the same workload "
                                           "and settings, and print hits, path costs and the guest's times "
-                                          "side by side with deltas and ratios.")
+                                          "side by side with deltas and ratios.",
+                              conflict_handler="resolve")     # --profile below takes over the run option
     p.add_argument("--before", default="vanilla", metavar="VARIANT|PATH",
                    help="kernel before the change: a lab kernel variant or a kernel image (default: vanilla)")
     p.add_argument("--after", default="patched", metavar="VARIANT|PATH",
@@ -271,6 +272,11 @@ def add_parser(subparsers):
     p.add_argument("--before-map", metavar="FILE", help="System.map of the --before kernel")
     p.add_argument("--after-map", metavar="FILE", help="System.map of the --after kernel")
     _add_run_options(p)
+    # Alone, --profile adds the kernel profile's biggest per-function changes
+    # (issue 13); with a value it is still the probe profile (NAME|FILE).
+    p.add_argument("--profile", nargs="?", const=KERNEL_PROFILE, metavar="NAME|FILE",
+                   help="alone: also profile both kernels (gdbfault profile) and list the functions whose "
+                        "instructions per iteration changed most; with a value: the probe profile")
     p.add_argument("--format", default="table", choices=FORMATS, help="output format (default: table)")
     p.add_argument("--output", "-o", metavar="FILE", help="save the comparison (both runs) as JSON")
     p.add_argument("--sequential", action="store_true", help="run one kernel after the other")
@@ -288,8 +294,37 @@ def _for_plot(result):
     return {**result, "paths": paths}
 
 
+KERNEL_PROFILE = object()     # `compare --profile` given alone
+
+
+def _profile_changes(before, after, labels, top=10):
+    """Profile both kernels with the kprofile plugin; their biggest per-function changes."""
+    from gdbfault.kprofile import ProfileSpec, run_profile
+    from gdbfault.kprofile_report import profile_changes
+
+    def profile(spec):
+        return run_profile(ProfileSpec(kernel=spec.kernel, variant=spec.variant, system_map=spec.system_map,
+                                       workload=spec.workload, iterations=spec.iterations, append=spec.append,
+                                       icount=spec.icount, timeout_s=spec.timeout_s))
+    b, a = profile(before), profile(after)
+    return {"labels": labels, "rows": profile_changes(b, a, top),
+            "totals": {side: {**p["total"], "iterations": p["iterations"]} for side, p in (("before", b),
+                                                                                            ("after", a))}}
+
+
+def _render_profile_changes(changes, fmt):
+    from gdbfault.kprofile_report import render_changes
+    if fmt in ("table", "markdown"):
+        return ("\nkernel profile (gdbfault profile): the functions whose instructions per iteration changed "
+                "most\n" + render_changes(changes["rows"], changes["labels"], fmt))
+    return ""
+
+
 def cmd_compare(args):
     from gdbfault.cli import _spec_from_args
+    want_profile = args.profile is KERNEL_PROFILE
+    if want_profile:
+        args.profile = None
     if args.kernel != "lab" or args.variant != "vanilla" or args.system_map:
         raise GdbfaultError("compare takes its kernels from --before and --after",
                             "drop --kernel/--variant/--system-map")
@@ -308,12 +343,21 @@ def cmd_compare(args):
                  **getattr(exc, "partial", {})}, indent=1) + "\n")
             exc.args = (f"{exc} (what was measured is saved to {args.output})",)
         raise
+    if want_profile:
+        cmp["profile_changes"] = _profile_changes(before, after, cmp["labels"])
+        if args.format == "csv":
+            cmp["rows"] += [{"metric": f"{r['symbol']} instructions / iter", "before": r["before"],
+                             "after": r["after"], "delta": r["delta"],
+                             "ratio": r["after"] / r["before"] if r["before"] else None, "unit": "",
+                             "source": "profile"} for r in cmp["profile_changes"]["rows"]]
     if args.output:
         Path(args.output).write_text(json.dumps(cmp, indent=1) + "\n")
     if args.plot:
         from gdbfault.plot import plot_paths
         plot_paths([(cmp["labels"][side], _for_plot(cmp[side])) for side in ("before", "after")], args.plot)
     sys.stdout.write(render_compare(cmp, args.format))
+    if want_profile:
+        sys.stdout.write(_render_profile_changes(cmp["profile_changes"], args.format))
     if args.format == "table":
         for what, f in (("plot", args.plot), ("comparison", args.output)):
             if f:

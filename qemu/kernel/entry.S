@@ -95,6 +95,10 @@ ret_from_exception:
 ret_from_intr:
 	testl $3, PT_CS(%esp)
 	jz restore_all
+/* Back to user mode: 2.x's ret_with_reschedule (where 2.1 also checked
+ * need_resched; this kernel runs one process and never reschedules).  A
+ * label only, so that profiles name this part as readprofile did in 1997. */
+ret_with_reschedule:
 	cli
 	movl current, %ebx
 	movl TSK_BLOCKED(%ebx), %ecx
