@@ -170,7 +170,7 @@ def _attach_running(args):
     if not args.quiet and args.duration is None:
         print(f"counting on {address}; Ctrl-C to stop and report", file=sys.stderr)
     return attach_running(address, kernel, system_map, args.profile,
-                          [parse_probe_option(p) for p in args.probe], args.duration)
+                          [parse_probe_option(p) for p in args.probe], args.duration, pid=args.pid)
 
 
 def cmd_attach(args):

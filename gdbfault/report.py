@@ -136,11 +136,17 @@ def _text(result, tablefmt):
     t, mode = result["tool"], result["mode"]
     icount = ", -icount shift=0" if mode.get("icount") else ""
     gdb = f" · gdb {t['gdb']}" if t.get("gdb") else ""
-    lines.append(f"{kernel_label(result)} · qemu-system-i386 {t['qemu']} TCG{icount}{gdb}"
+    accel = str(mode.get("accel") or "tcg").upper() if mode.get("accel") != "unknown" else "(accel unknown)"
+    lines.append(f"{kernel_label(result)} · qemu-system-i386 {t['qemu']} {accel}{icount}{gdb}"
                  f" · probes: {result['kernel']['profile']} profile · backend: {mode['backend']}")
     w = result["workload"]
-    lines.append(f"workload {w['name']}" + (f" × {w['iterations']}" if w.get("iterations") else "")
-                 + (f"  (kernel command line: {w['command_line']})" if w.get("command_line") else ""))
+    if w.get("attached_to") and not w.get("name"):     # a QEMU gdbfault did not start
+        lines.append(f"attached to the running QEMU at {w['attached_to']}"
+                     + (f" (pid {w['qemu_pid']})" if w.get("qemu_pid") else "")
+                     + (f"  (kernel command line: {w['command_line']})" if w.get("command_line") else ""))
+    else:
+        lines.append(f"workload {w['name']}" + (f" × {w['iterations']}" if w.get("iterations") else "")
+                     + (f"  (kernel command line: {w['command_line']})" if w.get("command_line") else ""))
     lines.append("")
 
     show_boot = any(p["hits"]["boot"] for p in result["probes"])
