@@ -74,7 +74,11 @@ def run_with_plugin(spec, result, config, probes, arm, deadline=None):
         result["run"]["exit_status"] = status
         result["run"]["exit"] = describe_exit(status)
         if status != EXIT_CLEAN and not out_file.is_file():
-            machine.check_exit(status)    # a killed QEMU writes no result: say what happened (exit 3)
+            try:                          # a killed QEMU writes no result: say what happened (exit 3)
+                machine.check_exit(status)
+            except GuestError as exc:
+                raise GuestError(f"{exc}; the plugin writes its counts when QEMU exits, "
+                                 "so this run has none") from None
         data = read_plugin_result(out_file)
         _fill_from_plugin(result, data, probes, machine, spec, wall, open_path_label(status))
         machine.check_exit(status)

@@ -184,7 +184,7 @@ def validate_spec(spec):
 def _end_label(exc):
     """Why gdbfault stopped a guest that was still running."""
     if isinstance(exc, Stopped):
-        return exc.label
+        return exc.label.replace(" (Ctrl-C)", ", Ctrl-C")
     if isinstance(exc, TimedOut):
         return "--timeout"
     return "after an error"
@@ -364,6 +364,7 @@ def _record(spec, config, result, cleanup, deadline):
             result["record"] = {"exit_status": rec.poll(), "exit": describe_exit(rec.poll()),
                                 "wall_s": round(time.monotonic() - t0, 3)}
             if rec.stopped_by_us:
+                result["record"]["exit"] = "stopped by gdbfault"
                 result["run"]["stopped_by_gdbfault"] = True
                 result["run"]["exit_status"] = rec.poll()
             elif status is not None and status != EXIT_CLEAN:
