@@ -135,7 +135,6 @@ class Machine:
 
     def command(self):
         """The full argv QEMU is started with."""
-        self.prepare()
         c = self.config
         kernel = Path(c.kernel)
         if not kernel.is_file():
@@ -165,6 +164,7 @@ class Machine:
         """Start QEMU and wait until its gdbstub socket exists (a stop signal ends the wait)."""
         argv = self.command()
         exe = find_tool(argv[0])
+        self.prepare()
         with open(self.stderr_log, "wb") as err:
             # A session of its own: the user's Ctrl-C reaches us, and we tear
             # QEMU down in order instead of racing its own SIGINT handler.

@@ -1,5 +1,6 @@
 """Shared fixtures: built lab kernels and workloads, and a process-leak check."""
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -37,6 +38,22 @@ def tagged_processes(tag, names=("qemu-system-i386", "gdb")):
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return found
+
+
+def temp_entries(base=None):
+    """gdbfault's own entries (run, record, boot, root, attach dirs) in a temp directory."""
+    base = Path(base or tempfile.gettempdir())
+    return {p.name for p in base.glob("gdbfault-*")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_temp_leaks():
+    """The whole suite leaves no gdbfault-* entry in its temp directory."""
+    before = temp_entries()
+    yield
+    time.sleep(0.5)                         # a subprocess's last rmtree
+    left = temp_entries() - before
+    assert not left, f"the test suite left temp entries behind in {tempfile.gettempdir()}: {sorted(left)}"
 
 
 @pytest.fixture
