@@ -23,7 +23,9 @@ EXIT_CODES = """exit codes:
   1    counts disagree with the guest's own summary (or a check failed)
   2    bad input, or a run that could not be carried out
   3    the guest went wrong (oops, panic, hang, QEMU killed)
-  130  stopped by Ctrl-C (SIGINT); 143 by SIGTERM; 129 by SIGHUP
+  130  stopped by Ctrl-C (SIGINT)
+  143  stopped by SIGTERM (a CI cancel, `timeout`)
+  129  stopped by SIGHUP (the terminal closed)
 with --output, what was measured is saved in every case."""
 
 
