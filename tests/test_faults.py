@@ -7,10 +7,12 @@ TMPDIR are checked. Each test here is a row of the README's fault matrix.
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,14 +28,19 @@ class Gdbfault:
     """One `python3 -m gdbfault ...` subprocess with a private TMPDIR, watched."""
 
     def __init__(self, tmp_path, *args, tmpdir=None):
-        self.tmp = Path(tmpdir) if tmpdir else tmp_path / "tmp"
+        # A short private TMPDIR: a long one (pytest's) would move run dirs to
+        # the /tmp fallback (unix socket paths are limited to 107 bytes).
+        self.tmp = Path(tmpdir) if tmpdir else Path(tempfile.mkdtemp(prefix="gf-test-"))
         self.tmp.mkdir(parents=True, exist_ok=True)
+        LIVE.append(self)
         env = dict(os.environ, TMPDIR=str(self.tmp), PYTHONPATH=str(REPO))
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-m", "gdbfault", *map(str, args)], env=env,
                                      cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self.seen = {}                   # pid -> psutil.Process of every QEMU/GDB it started
+        self.names = {}                  # pid -> its name
+        self.roles = {}                  # pid -> "record", "replay", "gdb", "qemu" (not --version)
 
     def parts(self):
         """Names of the live QEMU/GDB processes under gdbfault (and remember them)."""
@@ -46,7 +53,10 @@ class Gdbfault:
             try:
                 if c.name() in PART_NAMES and c.status() != psutil.STATUS_ZOMBIE:
                     self.seen.setdefault(c.pid, c)
-                    names.append(c.name())
+                    self.names.setdefault(c.pid, c.name())
+                    if "--version" not in c.cmdline():       # (gdbfault asks both their versions)
+                        self.roles.setdefault(c.pid, _role(c.cmdline()))
+                        names.append(c.name())
             except psutil.Error:
                 pass
         return names
@@ -62,6 +72,21 @@ class Gdbfault:
                 pytest.fail(f"gdbfault ended before the moment came: {self.proc.stderr.read()[-500:]}")
             time.sleep(0.05)
         pytest.fail("the moment never came")
+
+    def live(self, name):
+        """A running QEMU or GDB under gdbfault (not a short `--version` one)."""
+        self.parts()
+        found = [p for pid, p in self.seen.items() if self.names[pid] == name and _running(p)
+                 and pid in self.roles]
+        assert found, f"no running {name}"
+        return found[-1]
+
+    def wait_for_serial(self, text, timeout=120, then=0.0):
+        """Until the replay's (or live run's) serial console shows `text`."""
+        def shown(_):
+            return any(text in log.read_text(errors="replace")
+                       for log in self.tmp.glob("gdbfault-run-*/serial.log"))
+        self.wait_for(shown, timeout, then)
 
     def send(self, signum):
         self.signalled = time.monotonic()
@@ -80,7 +105,7 @@ class Gdbfault:
         while alive and time.monotonic() < deadline:
             time.sleep(0.1)
             alive = [p for p in alive if _running(p)]
-        assert not alive, f"processes left behind: {[(p.pid, p.name()) for p in alive]}"
+        assert not alive, f"processes left behind: {[(p.pid, self.names[p.pid]) for p in alive]}"
         left = sorted(p.name for p in self.tmp.iterdir())
         assert not left, f"left in TMPDIR: {left}"
 
@@ -88,6 +113,32 @@ class Gdbfault:
         lines = self.err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("gdbfault: error: "), self.err
         return lines[0]
+
+
+LIVE = []
+
+
+def _role(cmdline):
+    words = " ".join(cmdline)
+    if "--interpreter=mi" in words:
+        return "gdb"
+    return "record" if "rr=record" in words else "replay" if "rr=replay" in words else "qemu"
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_a_failed_test_left():
+    """A test that fails half-way still ends its gdbfault (in order) and removes its TMPDIR."""
+    yield
+    while LIVE:
+        g = LIVE.pop()
+        if g.proc.poll() is None:
+            g.proc.send_signal(signal.SIGTERM)
+            try:
+                g.proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                g.proc.kill()
+                g.proc.communicate()
+        shutil.rmtree(g.tmp, ignore_errors=True)
 
 
 def _running(p):
@@ -116,7 +167,7 @@ needs_plugin = pytest.mark.skipif(not _plugin_built(), reason="the TCG plugin is
 def test_signal_during_the_replay_saves_counts_and_leaves_nothing(lab_built, no_leaks, tmp_path, signum):
     out = tmp_path / "run.json"
     g = Gdbfault(tmp_path, "attach", "--qemu", "--iterations", 2000, "-o", out)
-    g.wait_for(lambda names: "gdb" in names, then=2.0)        # counting in the replay
+    g.wait_for_serial("GDBFAULT-START", then=1.0)            # counting the workload in the replay
     assert g.send(signum) == 128 + signum
     name = signal.Signals(signum).name
     line = g.one_line_error()
@@ -140,7 +191,7 @@ def test_signal_during_the_recording_stops_it(lab_built, no_leaks, tmp_path):
     res = json.loads(out.read_text())
     assert res["run"]["exit"] == "stopped by gdbfault (SIGTERM) while recording"
     assert res["record"]["exit"] == "stopped by gdbfault"
-    assert "gdb" not in {p.name() for p in g.seen.values()}
+    assert "gdb" not in g.roles.values()
     g.assert_nothing_left()
 
 
@@ -149,7 +200,8 @@ def test_ctrl_c_stops_both_runs_of_compare_and_saves_them(lab_built, no_leaks, t
     out = tmp_path / "cmp.json"
     g = Gdbfault(tmp_path, "compare", "--iterations", 3000, "-o", out)
     both = 2 if (os.cpu_count() or 1) > 1 else 1
-    g.wait_for(lambda names: names.count("gdb") >= both, timeout=180, then=1.5)
+    g.wait_for(lambda names: names.count("gdb") >= both, timeout=180)
+    g.wait_for_serial("GDBFAULT-START", then=1.5)
     assert g.send(signal.SIGINT) == 130
     assert time.monotonic() - g.signalled < 20           # not after both runs have finished
     assert "stopped by SIGINT" in g.one_line_error()
@@ -170,12 +222,12 @@ def test_qemu_killed_while_recording_is_a_guest_error_and_no_replay(lab_built, n
     out = tmp_path / "run.json"
     g = Gdbfault(tmp_path, "attach", "--qemu", "--iterations", 50_000_000, "-o", out)
     g.wait_for(lambda names: "qemu-system-i386" in names, then=0.5)
-    next(iter(g.seen.values())).kill()
+    g.live("qemu-system-i386").kill()
     assert g.finish() == 3
     assert "QEMU was killed (SIGKILL)" in g.one_line_error() and "no replay" in g.err
     res = json.loads(out.read_text())
     assert res["run"]["exit_status"] == -9 and res["record"]["exit_status"] == -9
-    assert "gdb" not in {p.name() for p in g.seen.values()}
+    assert "gdb" not in g.roles.values()
     g.assert_nothing_left()
 
 
@@ -187,7 +239,7 @@ def test_guest_oops_while_recording_is_reported_without_a_replay(lab_built, no_l
     assert "oopsed: Oops" in g.one_line_error()
     res = json.loads(out.read_text())
     assert res["record"]["exit"] == "guest kernel oopsed" and res["run"]["exit_status"] == 29
-    assert "gdb" not in {p.name() for p in g.seen.values()}
+    assert "gdb" not in g.roles.values()
     g.assert_nothing_left()
 
 
@@ -211,7 +263,7 @@ def test_plugin_qemu_killed_is_exit_3_with_its_status(lab_built, no_leaks, tmp_p
     out = tmp_path / "run.json"
     g = Gdbfault(tmp_path, "attach", "--qemu", "--backend", "plugin", "--iterations", 50_000_000, "-o", out)
     g.wait_for(lambda names: "qemu-system-i386" in names, then=1.0)
-    next(iter(g.seen.values())).kill()
+    g.live("qemu-system-i386").kill()
     assert g.finish() == 3
     assert "QEMU was killed (SIGKILL)" in g.one_line_error()
     assert json.loads(out.read_text())["run"]["exit_status"] == -9
@@ -244,7 +296,7 @@ def test_plugin_keeps_its_counts_when_stopped(lab_built, no_leaks, tmp_path, how
 @pytest.mark.qemu
 @pytest.mark.parametrize("odd", ["with space", "with,comma"])
 def test_a_temp_dir_with_a_space_or_a_comma_works(lab_built, no_leaks, tmp_path, odd):
-    tmpdir = tmp_path / odd
+    tmpdir = Path(tempfile.mkdtemp(prefix=odd))
     fallback_before = temp_entries("/tmp")
     g = Gdbfault(tmp_path, "attach", "--qemu", "--iterations", 5, "--format", "json", tmpdir=tmpdir)
     assert g.finish() == 0, g.err
