@@ -7,17 +7,20 @@ the ratio gdbfault/anchor (1.0 = no per-hit cost added over bare GDB).
 Timings are wall clock on a shared machine: trust the ratio, not the seconds.
 
     python -m gdbfault.bench [--iterations N] [--repeat K] [--variant V] [--workload W]
-                             [--part anchor|plugin|all] [--plugin-iterations N]
+                             [--part anchor|plugin|soak|all] [--plugin-iterations N] [--soak-runs N]
 
 The plugin part runs the zero-stop backend against an uninstrumented run of
 the same guest (100,000 iterations by default) and puts the GDB backend's
-time beside it.
+time beside it. The soak part (`--part soak`, not in `all`) runs 100 short
+runs in a row, half of them stopped by a signal or by killing QEMU or GDB,
+and counts what is left at the end: processes, file descriptors, temp entries.
 """
 import argparse
 import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 from tabulate import tabulate
 
@@ -97,6 +100,125 @@ def bench_plugin(variant, workload, iterations, gdb_iterations, repeat):
           "the plugin")
 
 
+# One soak round: how each run ends, and the exit code that says so.
+SOAK_PATTERN = (("complete", 0), ("complete", 0), ("SIGTERM", 143), ("complete", 0), ("SIGINT", 130),
+                ("complete", 0), ("kill QEMU", 3), ("complete", 0), ("SIGHUP", 129), ("kill GDB", 2))
+
+
+def _soak_parts(tag):
+    """Live QEMU/GDB processes started during the soak (tagged through their environment)."""
+    import psutil
+    found = []
+    for proc in psutil.process_iter(["name"]):
+        try:
+            if proc.info["name"] in ("qemu-system-i386", "gdb") and proc.status() != psutil.STATUS_ZOMBIE \
+                    and proc.environ().get("GDBFAULT_SOAK") == tag:
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def _soak_cli_run(how, iterations, env):
+    """A `python -m gdbfault attach --qemu` that gets a signal or loses QEMU or GDB mid-replay."""
+    import os
+    import signal
+    import time
+    import psutil
+    proc = subprocess.Popen([sys.executable, "-m", "gdbfault", "attach", "--qemu", "--quiet",
+                             "--iterations", str(iterations), "--format", "json"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    target = None
+    while time.monotonic() < deadline and proc.poll() is None and target is None:
+        try:
+            kids = psutil.Process(proc.pid).children(recursive=True)
+            for kid in kids:               # the replay: GDB attached to a QEMU under rr=replay
+                cmd = " ".join(kid.cmdline())
+                if "rr=replay" in cmd and how == "kill QEMU" or "--interpreter=mi" in cmd and how != "kill QEMU":
+                    target = kid
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    time.sleep(0.5)
+    if proc.poll() is None:
+        if how.startswith("SIG"):
+            proc.send_signal(getattr(signal, how))
+        elif target is not None:
+            try:
+                target.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                pass
+    try:
+        return proc.wait(120)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+
+def soak(runs=100, iterations=20, kill_iterations=2000, variant="vanilla"):
+    """Consecutive short runs, mixed with stopped and killed ones; 0 leaks expected. Exit 0/1."""
+    import collections
+    import os
+    import shutil
+    import tempfile
+    import time
+    import uuid
+    import psutil
+    tag = uuid.uuid4().hex
+    private = Path(tempfile.mkdtemp(prefix="gf-soak-"))
+    old_env = {k: os.environ.get(k) for k in ("TMPDIR", "GDBFAULT_SOAK")}
+    os.environ.update(TMPDIR=str(private), GDBFAULT_SOAK=tag)
+    tempfile.tempdir = None
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    me = psutil.Process()
+    fallback = set(Path("/tmp").glob("gdbfault-*"))
+    fds_before = me.num_fds()
+    tally = collections.Counter()
+    wrong = []
+    t0 = time.monotonic()
+    try:
+        for i in range(runs):
+            how, expected = SOAK_PATTERN[i % len(SOAK_PATTERN)]
+            if how == "complete":        # in this process: its fds must not grow
+                res = run_qemu(RunSpec(variant=variant, iterations=iterations))
+                code = 0 if all(c["ok"] for c in res["checks"]) else 1
+            else:
+                code = _soak_cli_run(how, kill_iterations, env)
+            tally[how] += 1
+            if code != expected:
+                wrong.append(f"run {i + 1} ({how}): exit {code}, expected {expected}")
+        wall = time.monotonic() - t0
+        time.sleep(1.0)
+        parts = _soak_parts(tag)
+        fds_after = me.num_fds()
+        entries = sorted(p.name for p in private.iterdir())
+        new_fallback = sorted(str(p) for p in set(Path("/tmp").glob("gdbfault-*")) - fallback)
+    finally:
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        tempfile.tempdir = None
+        for proc in _soak_parts(tag):        # (a leak is reported above, then cleaned)
+            proc.kill()
+        shutil.rmtree(private, ignore_errors=True)
+    print(f"\nsoak: {runs} runs in a row on the lab kernel ({variant}), {wall:.0f} s: "
+          + ", ".join(f"{n} {how}" for how, n in tally.items()))
+    print(tabulate([["QEMU/GDB processes left", len(parts)],
+                    ["file descriptors of this process, before → after", f"{fds_before} → {fds_after}"],
+                    ["entries left in the private TMPDIR", len(entries)],
+                    ["gdbfault-* entries left in /tmp", len(new_fallback)],
+                    ["runs with an unexpected exit code", len(wrong)]],
+                   headers=["leak check", "value"]))
+    for line in wrong[:10]:
+        print("  " + line)
+    leaked = parts or fds_after > fds_before or entries or new_fallback or wrong
+    print("soak: " + ("LEAKS OR WRONG EXIT CODES (see above)" if leaked else "0 leaks, every exit code as documented"))
+    return 1 if leaked else 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=2000)
@@ -104,9 +226,12 @@ def main(argv=None):
     ap.add_argument("--variant", default="vanilla")
     ap.add_argument("--workload", default="mprotect")
     ap.add_argument("--no-icount", dest="icount", action="store_false")
-    ap.add_argument("--part", choices=("anchor", "plugin", "all"), default="all")
+    ap.add_argument("--part", choices=("anchor", "plugin", "soak", "all"), default="all")
     ap.add_argument("--plugin-iterations", type=int, default=100000)
+    ap.add_argument("--soak-runs", type=int, default=100)
     a = ap.parse_args(argv)
+    if a.part == "soak":
+        return soak(a.soak_runs, variant=a.variant)
     if a.part in ("plugin", "all"):
         from gdbfault.plugin_backend import PluginUnavailable, plugin_library
         try:

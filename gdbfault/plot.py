@@ -36,7 +36,7 @@ def _rows(runs, shape):
 
 
 def _panel(ax, runs, shape):
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator, ScalarFormatter
     rows = list(_rows(runs, shape))
     all_costs = [c for _, _, costs, _ in rows for c in costs]
     all_counts = [n for _, _, _, counts in rows for n in counts]
@@ -53,15 +53,22 @@ def _panel(ax, runs, shape):
             if c >= median * OUTLIER or c * OUTLIER <= median:
                 ax.annotate(f"{c} ×{n}", (c, n), textcoords="offset points", xytext=(0, 5),
                             ha="center", fontsize=7, color=color)
+    distinct = sorted(set(all_costs))
     if log_x:
         ax.set_xscale("log")
         ax.set_xlim(min(all_costs) / 1.4, max(all_costs) * 1.4)
         fmt = ScalarFormatter()
         fmt.set_scientific(False)
         ax.xaxis.set_major_formatter(fmt)
+        ax.xaxis.set_minor_formatter(NullFormatter())
     else:
-        pad = max(1.0, (max(all_costs) - min(all_costs)) * 0.08)
+        pad = max(2.0, (max(all_costs) - min(all_costs)) * 0.08, max(all_costs) * 0.03)
         ax.set_xlim(min(all_costs) - pad, max(all_costs) + pad)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(distinct) <= 8:             # few costs: label each one where it is
+        ax.set_xticks(distinct)
+        ax.set_xticklabels([str(c) for c in distinct])
+        ax.xaxis.set_minor_locator(NullLocator())
     if log_y:
         ax.set_yscale("log")
         ax.set_ylim(base, max(all_counts) * 3)

@@ -307,14 +307,29 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
                              f"(serial log: {machine.serial_log})")
         result["run"]["complete"] = True
         return result
-    except (GdbfaultError, KeyboardInterrupt):
+    except (GdbfaultError, KeyboardInterrupt) as exc:
         with shielded():
             _salvage(result, session, t_start, spec)
+            died = _qemu_died(session.machine) if isinstance(exc, GdbfaultError) \
+                and not isinstance(exc, GuestError) else None
+        if died is not None:
+            # GDB's error (a broken pipe, "target disconnected") is the symptom: QEMU's end is the cause.
+            raise GuestError(f"{describe_exit(died)} (GDB then said: {exc})") from None
         raise
     finally:
         with shielded():
             session.close(keep_dir=spec.keep_run_dir)
             _note_teardown(result, session.machine)
+
+
+def _qemu_died(machine):
+    """QEMU's exit status if it ended by itself other than cleanly (given a moment), else None."""
+    if machine is None or machine.proc is None:
+        return None
+    status = machine.poll()
+    if status is None:
+        status = machine.wait(0.5)
+    return status if status not in (None, EXIT_CLEAN) else None
 
 
 def _note_teardown(result, machine):

@@ -232,6 +232,18 @@ def test_qemu_killed_while_recording_is_a_guest_error_and_no_replay(lab_built, n
 
 
 @pytest.mark.qemu
+def test_qemu_killed_while_gdb_sets_up_the_replay_is_a_guest_error(lab_built, no_leaks, tmp_path):
+    out = tmp_path / "run.json"
+    g = Gdbfault(tmp_path, "attach", "--qemu", "--iterations", 2000, "-o", out)
+    g.wait_for(lambda names: "replay" in g.roles.values())
+    g.live("qemu-system-i386").kill()                 # GDB's next command meets a dead target
+    assert g.finish() == 3
+    assert g.one_line_error().startswith("gdbfault: error: QEMU was killed (SIGKILL)")
+    assert json.loads(out.read_text())["run"]["exit_status"] == -9
+    g.assert_nothing_left()
+
+
+@pytest.mark.qemu
 def test_guest_oops_while_recording_is_reported_without_a_replay(lab_built, no_leaks, tmp_path):
     out = tmp_path / "run.json"
     g = Gdbfault(tmp_path, "attach", "--qemu", "--append", "labtest=oops", "-o", out)
