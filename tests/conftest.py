@@ -48,12 +48,29 @@ def temp_entries(base=None):
 
 @pytest.fixture(scope="session", autouse=True)
 def no_temp_leaks():
-    """The whole suite leaves no gdbfault-* entry in its temp directory."""
-    before = temp_entries()
-    yield
-    time.sleep(0.5)                         # a subprocess's last rmtree
-    left = temp_entries() - before
-    assert not left, f"the test suite left temp entries behind in {tempfile.gettempdir()}: {sorted(left)}"
+    """The whole suite leaves no gdbfault-* entry in its temp directory.
+
+    The session gets a temp directory of its own (inherited by every
+    subprocess through TMPDIR), so another test session on the machine
+    cannot make this check fail or pass."""
+    import os
+    import shutil
+    private = tempfile.mkdtemp(prefix="gfs-")
+    old = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = private
+    tempfile.tempdir = None
+    try:
+        yield private
+        time.sleep(0.5)                     # a subprocess's last rmtree
+        left = temp_entries(private)
+        assert not left, f"the test suite left temp entries behind in $TMPDIR: {sorted(left)}"
+    finally:
+        if old is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old
+        tempfile.tempdir = None
+        shutil.rmtree(private, ignore_errors=True)
 
 
 @pytest.fixture
