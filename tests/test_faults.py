@@ -215,6 +215,21 @@ def test_ctrl_c_stops_both_runs_of_compare_and_saves_them(lab_built, no_leaks, t
     g.assert_nothing_left()
 
 
+@pytest.mark.qemu
+def test_sigterm_stops_check_and_keeps_its_runs(lab_built, no_leaks, tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[runs.vanilla]\nvariant = "vanilla"\niterations = 3000\n\n'
+                    '[[expect]]\nname = "signals"\nleft = "vanilla.hits.force_sig"\nop = ">"\nright = 0\n')
+    g = Gdbfault(tmp_path, "check", spec, "--save-runs", tmp_path / "runs", "--junit", tmp_path / "j.xml")
+    g.wait_for_serial("GDBFAULT-START", then=1.0)
+    assert g.send(signal.SIGTERM) == 143
+    assert "stopped by SIGTERM" in g.one_line_error()
+    saved = json.loads((tmp_path / "runs" / "vanilla.json").read_text())
+    assert saved["run"]["exit"] == "stopped by gdbfault (SIGTERM)" and saved["run"]["hits"] > 0
+    assert "stopped by SIGTERM" in (tmp_path / "j.xml").read_text()
+    g.assert_nothing_left()
+
+
 # -- parts that die --------------------------------------------------------------------
 
 @pytest.mark.qemu
