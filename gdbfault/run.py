@@ -205,15 +205,22 @@ def run_qemu(spec, progress=None):
     initrd = [workload_binary(spec.workload)] if spec.workload else []
     arm = elf_entry(initrd[0]) if initrd else None
     boot = None
-    if spec.kernel != "lab":             # a kernel the user brings: root, boot path, cmdline
-        from gdbfault.realkernel import prepare_boot
-        boot = prepare_boot(kernel, symbols, initrd[0] if initrd else None, spec.command_line(),
-                            spec.memory_mb)
-    result = _new_result(spec, kernel, symbols, profile, probes, boot)
-    config = MachineConfig(kernel=kernel, initrd=initrd, append=spec.command_line(),
-                           icount=spec.icount, memory_mb=spec.memory_mb, qemu=spec.qemu)
-    apply_boot(config, boot)
-    cleanup = [boot.work_dir] if boot else []    # folders to remove at the end
+    cleanup = []                         # folders to remove at the end
+    try:
+        if spec.kernel != "lab":         # a kernel the user brings: root, boot path, cmdline
+            from gdbfault.realkernel import prepare_boot
+            boot = prepare_boot(kernel, symbols, initrd[0] if initrd else None, spec.command_line(),
+                                spec.memory_mb)
+            cleanup.append(boot.work_dir)
+        result = _new_result(spec, kernel, symbols, profile, probes, boot)
+        config = MachineConfig(kernel=kernel, initrd=initrd, append=spec.command_line(),
+                               icount=spec.icount, memory_mb=spec.memory_mb, qemu=spec.qemu)
+        apply_boot(config, boot)
+    except BaseException:
+        with shielded():
+            for folder in cleanup:
+                shutil.rmtree(folder, ignore_errors=True)
+        raise
     try:
         if spec.backend == "plugin":
             from gdbfault.plugin_run import run_with_plugin
