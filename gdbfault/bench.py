@@ -11,7 +11,7 @@ Timings are wall clock on a shared machine: trust the ratio, not the seconds.
 
 The plugin part runs the zero-stop backend against an uninstrumented run of
 the same guest (100,000 iterations by default) and puts the GDB backend's
-time beside it. The soak part (`--part soak`, not in `all`) runs 100 short
+time beside it. The soak part (last in `all`; alone with `--part soak`) runs 100 short
 runs in a row, half of them stopped by a signal or by killing QEMU or GDB,
 and counts what is left at the end: processes, file descriptors, temp entries.
 """
@@ -226,7 +226,8 @@ def main(argv=None):
     ap.add_argument("--variant", default="vanilla")
     ap.add_argument("--workload", default="mprotect")
     ap.add_argument("--no-icount", dest="icount", action="store_false")
-    ap.add_argument("--part", choices=("anchor", "plugin", "soak", "all"), default="all")
+    ap.add_argument("--part", choices=("anchor", "plugin", "soak", "all"), default="all",
+                    help="anchor: GDB throughput; plugin: zero-stop backend; soak: reliability; all: each")
     ap.add_argument("--plugin-iterations", type=int, default=100000)
     ap.add_argument("--soak-runs", type=int, default=100)
     a = ap.parse_args(argv)
@@ -243,6 +244,8 @@ def main(argv=None):
             return 0
     if anchor_script() is None:
         print("bench: ../shared/anchors/bare_gdb_count.py not found beside the repo", file=sys.stderr)
+        if a.part == "all":
+            soak(a.soak_runs, variant=a.variant)
         return 2
     rows = []
     rates = {"anchor": [], "count": [], "trace": []}
@@ -268,7 +271,7 @@ def main(argv=None):
     print(f"median ratio gdbfault/anchor, counting + path tracing (default): "
           f"{med['trace'] / med['anchor']:.2f} (tracing adds a stop at each fault's return)")
     print("gdbfault counts in a replay of a recording (zero observer effect); the anchor counts live.")
-    return 0
+    return soak(a.soak_runs, variant=a.variant) if a.part == "all" else 0
 
 
 if __name__ == "__main__":
