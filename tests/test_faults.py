@@ -94,7 +94,11 @@ class Gdbfault:
         return self.finish()
 
     def finish(self, timeout=120):
-        out, err = self.proc.communicate(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self.parts()                  # see every part it starts (its output fits the pipes)
+            time.sleep(0.05)
+        out, err = self.proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
         self.elapsed = time.monotonic() - self.t0
         self.out, self.err = out, err
         return self.proc.returncode
@@ -266,6 +270,7 @@ def test_guest_oops_while_recording_is_reported_without_a_replay(lab_built, no_l
     assert "oopsed: Oops" in g.one_line_error()
     res = json.loads(out.read_text())
     assert res["record"]["exit"] == "guest kernel oopsed" and res["run"]["exit_status"] == 29
+    assert res["run"]["exit"] == "guest kernel oopsed while recording"
     assert "gdb" not in g.roles.values()
     g.assert_nothing_left()
 
