@@ -5,8 +5,8 @@ command line with --pid), counts for a while with the same in-GDB probes, and
 then removes them and detaches, leaving the guest running as it was.
 """
 import shutil
+import signal
 import socket
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,8 +25,9 @@ __all__ = ["attach_running", "gdbstub_of_pid"]
 def _detach(dbg, timeout=10.0):
     """Stop the guest, remove our breakpoints, detach: it runs on untouched."""
     dbg.mi("-exec-interrupt")
-    dbg.wait_event(lambda r: r.get("message") == "stopped"
-                   and (r.get("payload") or {}).get("signal-name") == "SIGINT", timeout)
+    # Any stop will do: an interrupt that lands while GDB steps over a probe
+    # is not always reported as SIGINT, and waiting for one cost 10 s.
+    dbg.wait_event(lambda r: r.get("message") == "stopped", min(timeout, 2.0))
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -65,25 +66,93 @@ def gdbstub_of_pid(pid):
                         "or -gdb tcp:127.0.0.1:PORT")
 
 
-def _check_reachable(address):
-    """Fail early, in one line, when nothing listens at a gdbstub address."""
+def _check_reachable(address, timeout=3.0):
+    """Fail early, in one line, when nothing at a gdbstub address speaks GDB's
+    remote protocol (GDB itself would wait ~30 s on a silent listener)."""
     if ":" in address and not address.startswith("/"):
         host, _, port = address.rpartition(":")
         try:
-            socket.create_connection((host, int(port)), timeout=2).close()
+            sock = socket.create_connection((host, int(port)), timeout=2)
         except (OSError, ValueError):
-            raise GdbfaultError(f"nothing is listening on {address} (no gdbstub there)")
-    elif not Path(address).exists():
-        raise GdbfaultError(f"no gdbstub socket at {address}")
+            raise GdbfaultError(f"nothing is listening on {address} (no gdbstub there)") from None
+    else:
+        if not Path(address).exists():
+            raise GdbfaultError(f"no gdbstub socket at {address}")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(2)
+        try:
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            raise GdbfaultError(f"nothing is listening on {address} ({exc.strerror or exc})") from None
+    with sock:
+        try:
+            sock.settimeout(timeout)
+            sock.sendall(b"$?#3f")        # "why did you stop?": every gdbstub answers it
+            reply = sock.recv(1)
+        except OSError:
+            reply = b""
+    if reply not in (b"+", b"$"):
+        raise GdbfaultError(f"{address} does not answer GDB's remote protocol within {timeout:.0f} s "
+                            "(not a gdbstub, or another debugger is attached)")
+
+
+def qemu_process(address, pid=None):
+    """The running QEMU behind a gdbstub address (psutil.Process), or None."""
+    if pid is not None:
+        try:
+            return psutil.Process(pid)
+        except psutil.Error:
+            return None
+    port = address.rpartition(":")[2] if ":" in address and not address.startswith("/") else None
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            name, cmdline = proc.info["name"] or "", proc.info["cmdline"] or []
+        except psutil.Error:
+            continue
+        if not name.startswith("qemu-system"):
+            continue
+        for i, word in enumerate(cmdline):
+            nxt = cmdline[i + 1] if i + 1 < len(cmdline) else ""
+            if port is None and word == "-gdb" and nxt.split(",")[0] == f"unix:{address}":
+                return proc
+            if port is not None and ((word == "-s" and port == "1234") or (
+                    word == "-gdb" and nxt.split(",")[0].startswith("tcp:")
+                    and nxt.split(",")[0].rpartition(":")[2] == port)):
+                return proc
+    return None
+
+
+def describe_qemu(proc):
+    """{qemu version, accel, icount} of a running QEMU, from its binary and command line."""
+    from gdbfault.qemu import qemu_version
+    out = {"qemu": "unknown (attached)", "accel": "unknown", "icount": False}
+    if proc is None:
+        return out
+    try:
+        exe, cmdline = proc.exe(), proc.cmdline()
+    except psutil.Error:
+        return out
+    try:
+        out["qemu"] = qemu_version(exe)
+    except GdbfaultError:
+        pass
+    words = " ".join(cmdline)
+    out["accel"] = "kvm" if ("-enable-kvm" in cmdline or "accel=kvm" in words) else "tcg"
+    out["icount"] = "-icount" in cmdline
+    return out
 
 
 def attach_running(address, kernel, system_map=None, profile=None, extra_probes=(),
-                   duration=None, gdb="gdb"):
+                   duration=None, gdb="gdb", pid=None):
     """Count on a QEMU that is already running, then detach and leave it running.
 
-    address: 'host:port' or a unix socket path. Counts until `duration`
-    seconds have passed or Ctrl-C; returns a RunResult dict.
+    address: 'host:port' or a unix socket path (pid: the QEMU's, when known).
+    Counts until `duration` seconds have passed or Ctrl-C (then exit 0: that is
+    how the user ends the count); SIGTERM/SIGHUP save the counts and raise
+    RunFailed with the signal's exit code. Returns a RunResult dict.
     """
+    from gdbfault.lifecycle import Stopped
     kernel = Path(kernel)
     symbols = load_symbols(kernel, system_map)
     prof = load_profile(profile) if profile else pick_profile(symbols)
@@ -91,10 +160,15 @@ def attach_running(address, kernel, system_map=None, profile=None, extra_probes=
     _check_reachable(address)
     spec = RunSpec(kernel=str(kernel), system_map=system_map, workload=None, gdb=gdb, trace=False)
     result = _new_result(spec, kernel, symbols, prof, probes, None)
-    result["tool"]["qemu"] = "unknown (attached)"
+    proc = qemu_process(address, pid)
+    facts = describe_qemu(proc)
+    result["tool"]["qemu"] = facts["qemu"]
     result["workload"]["attached_to"] = address
-    result["mode"].update({"accel": "unknown", "icount": False, "replay": False})
-    work = Path(tempfile.mkdtemp(prefix="gdbfault-attach-"))
+    if proc is not None:
+        result["workload"]["qemu_pid"] = proc.pid
+    result["mode"].update({"accel": facts["accel"], "icount": facts["icount"], "replay": False})
+    from gdbfault.qemu import private_dir
+    work = private_dir("gdbfault-attach-")
     session = _Session()
     t_start = None
     try:
@@ -112,17 +186,29 @@ def attach_running(address, kernel, system_map=None, profile=None, extra_probes=
                     raise GuestError("the QEMU we attached to went away")
                 if not dbg.alive:
                     raise GdbfaultError(f"GDB died; last message: {dbg.last_log() or 'none'}")
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as exc:
+            interrupted = exc
         session.snapshot = read_counts(dbg, work)
+        _fill(result, session, t_start, spec)      # the window ends here, not after the detach
         _detach(dbg)
-        _fill(result, session, t_start, spec)
         result["run"]["complete"] = True
         result["run"]["exit"] = "interrupted; detached, guest left running" if interrupted \
             else "detached, guest left running"
+        if isinstance(interrupted, Stopped) and interrupted.signum != signal.SIGINT:
+            stop = GdbfaultError(str(interrupted))
+            stop.exit_code = interrupted.exit_code
+            result["run"]["error"] = str(stop)
+            result["run"]["exit"] = f"{interrupted}; detached, guest left running"
+            raise RunFailed(stop, result)
         return result
-    except GdbfaultError as exc:
+    except RunFailed:
+        raise
+    except (GdbfaultError, KeyboardInterrupt) as exc:
         _salvage(result, session, t_start, spec)
+        if isinstance(exc, KeyboardInterrupt):
+            stopped = exc if isinstance(exc, Stopped) else Stopped()
+            exc = GdbfaultError(str(stopped))
+            exc.exit_code = stopped.exit_code
         result["run"]["error"] = str(exc)
         raise RunFailed(exc, result) from None
     finally:

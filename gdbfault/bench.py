@@ -7,8 +7,8 @@ the ratio gdbfault/anchor (1.0 = no per-hit cost added over bare GDB).
 Timings are wall clock on a shared machine: trust the ratio, not the seconds.
 
     python -m gdbfault.bench [--iterations N] [--repeat K] [--variant V] [--workload W]
-                             [--part anchor|plugin|profile|old-kernel|all] [--plugin-iterations N]
-                             [--profile-iterations N] [--image BZIMAGE --system-map MAP]
+                             [--part anchor|plugin|profile|old-kernel|soak|all] [--plugin-iterations N]
+                             [--profile-iterations N] [--image BZIMAGE --system-map MAP] [--soak-runs N]
 
 The plugin part runs the zero-stop backend against an uninstrumented run of
 the same guest (100,000 iterations by default) and puts the GDB backend's
@@ -23,12 +23,17 @@ uninstrumented boot-to-power-off of the same image with the same workload
 (QEMU's life only, plain TCG, no icount, no debugger). The image is the
 lab kernel packaged as a 2.2-style bzImage (qemu/kernel/variants/oldboot),
 or any image given with --image.
+
+The soak part (last in `all`; alone with `--part soak`) runs 100 short
+runs in a row, half of them stopped by a signal or by killing QEMU or GDB,
+and counts what is left at the end: processes, file descriptors, temp entries.
 """
 import argparse
 import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 from tabulate import tabulate
 
@@ -200,6 +205,125 @@ def bench_profile(variant, workload, iterations, repeat):
     return statistics.median(cpus)
 
 
+# One soak round: how each run ends, and the exit code that says so.
+SOAK_PATTERN = (("complete", 0), ("complete", 0), ("SIGTERM", 143), ("complete", 0), ("SIGINT", 130),
+                ("complete", 0), ("kill QEMU", 3), ("complete", 0), ("SIGHUP", 129), ("kill GDB", 2))
+
+
+def _soak_parts(tag):
+    """Live QEMU/GDB processes started during the soak (tagged through their environment)."""
+    import psutil
+    found = []
+    for proc in psutil.process_iter(["name"]):
+        try:
+            if proc.info["name"] in ("qemu-system-i386", "gdb") and proc.status() != psutil.STATUS_ZOMBIE \
+                    and proc.environ().get("GDBFAULT_SOAK") == tag:
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def _soak_cli_run(how, iterations, env):
+    """A `python -m gdbfault attach --qemu` that gets a signal or loses QEMU or GDB mid-replay."""
+    import os
+    import signal
+    import time
+    import psutil
+    proc = subprocess.Popen([sys.executable, "-m", "gdbfault", "attach", "--qemu", "--quiet",
+                             "--iterations", str(iterations), "--format", "json"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    target = None
+    while time.monotonic() < deadline and proc.poll() is None and target is None:
+        try:
+            kids = psutil.Process(proc.pid).children(recursive=True)
+            for kid in kids:               # the replay: GDB attached to a QEMU under rr=replay
+                cmd = " ".join(kid.cmdline())
+                if "rr=replay" in cmd and how == "kill QEMU" or "--interpreter=mi" in cmd and how != "kill QEMU":
+                    target = kid
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    time.sleep(0.5)
+    if proc.poll() is None:
+        if how.startswith("SIG"):
+            proc.send_signal(getattr(signal, how))
+        elif target is not None:
+            try:
+                target.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                pass
+    try:
+        return proc.wait(120)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+
+def soak(runs=100, iterations=20, kill_iterations=2000, variant="vanilla"):
+    """Consecutive short runs, mixed with stopped and killed ones; 0 leaks expected. Exit 0/1."""
+    import collections
+    import os
+    import shutil
+    import tempfile
+    import time
+    import uuid
+    import psutil
+    tag = uuid.uuid4().hex
+    private = Path(tempfile.mkdtemp(prefix="gf-soak-"))
+    old_env = {k: os.environ.get(k) for k in ("TMPDIR", "GDBFAULT_SOAK")}
+    os.environ.update(TMPDIR=str(private), GDBFAULT_SOAK=tag)
+    tempfile.tempdir = None
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    me = psutil.Process()
+    fallback = set(Path("/tmp").glob("gdbfault-*"))
+    fds_before = me.num_fds()
+    tally = collections.Counter()
+    wrong = []
+    t0 = time.monotonic()
+    try:
+        for i in range(runs):
+            how, expected = SOAK_PATTERN[i % len(SOAK_PATTERN)]
+            if how == "complete":        # in this process: its fds must not grow
+                res = run_qemu(RunSpec(variant=variant, iterations=iterations))
+                code = 0 if all(c["ok"] for c in res["checks"]) else 1
+            else:
+                code = _soak_cli_run(how, kill_iterations, env)
+            tally[how] += 1
+            if code != expected:
+                wrong.append(f"run {i + 1} ({how}): exit {code}, expected {expected}")
+        wall = time.monotonic() - t0
+        time.sleep(1.0)
+        parts = _soak_parts(tag)
+        fds_after = me.num_fds()
+        entries = sorted(p.name for p in private.iterdir())
+        new_fallback = sorted(str(p) for p in set(Path("/tmp").glob("gdbfault-*")) - fallback)
+    finally:
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        tempfile.tempdir = None
+        for proc in _soak_parts(tag):        # (a leak is reported above, then cleaned)
+            proc.kill()
+        shutil.rmtree(private, ignore_errors=True)
+    print(f"\nsoak: {runs} runs in a row on the lab kernel ({variant}), {wall:.0f} s: "
+          + ", ".join(f"{n} {how}" for how, n in tally.items()))
+    print(tabulate([["QEMU/GDB processes left", len(parts)],
+                    ["file descriptors of this process, before → after", f"{fds_before} → {fds_after}"],
+                    ["entries left in the private TMPDIR", len(entries)],
+                    ["gdbfault-* entries left in /tmp", len(new_fallback)],
+                    ["runs with an unexpected exit code", len(wrong)]],
+                   headers=["leak check", "value"]))
+    for line in wrong[:10]:
+        print("  " + line)
+    leaked = parts or fds_after > fds_before or entries or new_fallback or wrong
+    print("soak: " + ("LEAKS OR WRONG EXIT CODES (see above)" if leaked else "0 leaks, every exit code as documented"))
+    return 1 if leaked else 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=2000)
@@ -207,14 +331,19 @@ def main(argv=None):
     ap.add_argument("--variant", default="vanilla")
     ap.add_argument("--workload", default="mprotect")
     ap.add_argument("--no-icount", dest="icount", action="store_false")
-    ap.add_argument("--part", choices=("anchor", "plugin", "profile", "old-kernel", "all"), default="all")
+    ap.add_argument("--part", choices=("anchor", "plugin", "profile", "old-kernel", "soak", "all"),
+                    default="all", help="anchor: GDB throughput; plugin: zero-stop backend; profile: kernel "
+                    "profile overhead; old-kernel: image to report vs a plain boot; soak: reliability; all: each")
     ap.add_argument("--plugin-iterations", type=int, default=100000)
     ap.add_argument("--profile-iterations", type=int, default=1000000)
     ap.add_argument("--image", help="old-kernel part: a kernel image (default: the oldboot fixture)")
     ap.add_argument("--system-map", help="old-kernel part: the image's System.map")
     ap.add_argument("--old-iterations", type=int, default=50,
                     help="old-kernel part: workload iterations (default 50: the boot is what is timed)")
+    ap.add_argument("--soak-runs", type=int, default=100)
     a = ap.parse_args(argv)
+    if a.part == "soak":
+        return soak(a.soak_runs, variant=a.variant)
     if a.part in ("old-kernel", "all"):
         image = a.image or REPO / "qemu" / "kernel" / "build" / "oldboot" / "bzImage"
         system_map = a.system_map or (None if a.image else image.parent / "System.map")
@@ -242,6 +371,8 @@ def main(argv=None):
             return 0
     if anchor_script() is None:
         print("bench: ../shared/anchors/bare_gdb_count.py not found beside the repo", file=sys.stderr)
+        if a.part == "all":
+            soak(a.soak_runs, variant=a.variant)
         return 2
     rows = []
     rates = {"anchor": [], "count": [], "trace": []}
@@ -267,7 +398,7 @@ def main(argv=None):
     print(f"median ratio gdbfault/anchor, counting + path tracing (default): "
           f"{med['trace'] / med['anchor']:.2f} (tracing adds a stop at each fault's return)")
     print("gdbfault counts in a replay of a recording (zero observer effect); the anchor counts live.")
-    return 0
+    return soak(a.soak_runs, variant=a.variant) if a.part == "all" else 0
 
 
 if __name__ == "__main__":

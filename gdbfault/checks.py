@@ -386,17 +386,17 @@ def run_specs(spec, names):
 def run_spec(spec, parallel=True, loaded=None):
     """{name: RunResult} for every run the expectations use; runs given in `loaded` are not run."""
     from gdbfault.compare import run_all
-    from gdbfault.run import RunFailed
     loaded = dict(loaded or {})
     todo = [n for n in spec.used_runs() if n not in loaded]
     specs = run_specs(spec, todo)
     try:
         results = run_all(specs, parallel=parallel) if specs else {}
-    except RunFailed as exc:
-        err = SpecError(f"a run could not be carried out: {exc}")
-        raise err from None
     except GdbfaultError as exc:
-        raise SpecError(f"a run could not be carried out: {exc}") from None
+        if getattr(exc, "exit_code", 2) >= 128:     # stopped by a signal: keep its exit code
+            raise
+        err = SpecError(f"a run could not be carried out: {exc}")
+        err.partial = getattr(exc, "partial", {})
+        raise err from None
     return {**loaded, **results}
 
 
@@ -534,8 +534,13 @@ def cmd_check(args):
             print(f"running {', '.join(todo)} …", file=sys.stderr)
     try:
         report = check(spec, parallel=not args.sequential, loaded=loaded)
-    except SpecError as exc:
-        if args.junit and "run could not" in str(exc):
+    except GdbfaultError as exc:
+        partial = getattr(exc, "partial", None)
+        if args.save_runs and partial:           # what the runs measured before they ended
+            Path(args.save_runs).mkdir(parents=True, exist_ok=True)
+            for name, result in partial.items():
+                save_run(result, Path(args.save_runs) / f"{name}.json")
+        if args.junit and ("run could not" in str(exc) or getattr(exc, "exit_code", 2) >= 128):
             Path(args.junit).write_text(junit_xml(_error_report(spec, str(exc))))
         raise
     if args.save_runs:

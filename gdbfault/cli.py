@@ -1,18 +1,48 @@
 """The `gdbfault` command line: attach, report (and compare, check).
 
 Every failure ends in one line on stderr, `gdbfault: error: ...`, and a
-non-zero exit code; with --output, whatever was measured is saved first.
+non-zero exit code (EXIT_CODES); with --output, whatever was measured is
+saved first. SIGINT, SIGTERM and SIGHUP end a run the same way (lifecycle.py).
 """
 import argparse
 import sys
+import time
 
 from gdbfault import __version__
 from gdbfault.errors import GdbfaultError
+from gdbfault.lifecycle import (Stopped, install_handlers, pending_signal, reset, restore_handlers,
+                                signal_label, stop_signal)
 from gdbfault.locations import VARIANTS, WORKLOADS
 from gdbfault.profiles import parse_probe_option
 from gdbfault.report import FORMATS, load_run, render, save_run
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "EXIT_CODES"]
+
+EXIT_CODES = """exit codes:
+  0    all good
+  1    counts disagree with the guest's own summary (or a check failed)
+  2    bad input, or a run that could not be carried out
+  3    the guest went wrong (oops, panic, hang, QEMU killed)
+  130  stopped by Ctrl-C (SIGINT)
+  143  stopped by SIGTERM (a CI cancel, `timeout`)
+  129  stopped by SIGHUP (the terminal closed)
+with --output, what was measured is saved in every case."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the problem and where to read more."""
+
+    def error(self, message):
+        print(f"gdbfault: error: {message} — see {self.prog} --help", file=sys.stderr)
+        sys.exit(2)
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:         # name the subcommand whose --help lists the real options
+            command = getattr(parsed, "command", None)
+            sub = self._subcommands.get(command, self) if hasattr(self, "_subcommands") else self
+            sub.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
 
 def _add_run_options(p):
@@ -49,16 +79,17 @@ def _add_run_options(p):
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(prog="gdbfault",
-                                 description="Live, exact instrumentation of a kernel's page-fault path "
-                                             "under QEMU + GDB.")
+    ap = _Parser(prog="gdbfault",
+                 description="Live, exact instrumentation of a kernel's page-fault path under QEMU + GDB.",
+                 epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"gdbfault {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     at = sub.add_parser("attach", help="count fault-path hits on a kernel under QEMU",
                         description="Start QEMU with a kernel (--qemu) and count hits on its fault path "
-                                    "while a workload runs.")
+                                    "while a workload runs.",
+                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     target = at.add_mutually_exclusive_group(required=True)
     target.add_argument("--qemu", action="store_true", help="start QEMU with the kernel and workload")
     target.add_argument("--port", type=int, metavar="N", help="attach to a running QEMU's gdbstub on 127.0.0.1:N")
@@ -81,24 +112,34 @@ def build_parser():
     from gdbfault import checks, compare
     compare.add_parser(sub)
     checks.add_parser(sub)
-    from gdbfault import profile_cli      # `gdbfault profile`: the kernel profile (issue 13)
+    from gdbfault import profile_cli      # `gdbfault profile`: the kernel profile
     profile_cli.add_parser(sub)
+    ap._subcommands = sub.choices
     return ap
 
 
+def check_outputs(args):
+    """Everything cheap about where results go, before any kernel boots."""
+    from gdbfault.report import check_writable
+    if getattr(args, "output", None):
+        check_writable(args.output, "--output")
+    if getattr(args, "plot", None):
+        from gdbfault.plot import require_matplotlib
+        check_writable(args.plot, "--plot")
+        require_matplotlib()
+
+
 def _spec_from_args(args):
-    from gdbfault.run import RunSpec
-    if args.iterations is not None and args.iterations <= 0:
-        raise GdbfaultError(f"--iterations must be positive, not {args.iterations}")
-    if args.cost_sample <= 0:
-        raise GdbfaultError(f"--cost-sample must be positive, not {args.cost_sample}")
-    return RunSpec(kernel=args.kernel, variant=args.variant, system_map=args.system_map,
+    from gdbfault.run import RunSpec, validate_spec
+    spec = RunSpec(kernel=args.kernel, variant=args.variant, system_map=args.system_map,
                    workload=args.workload, iterations=args.iterations, append=args.append,
                    profile=args.profile, extra_probes=[parse_probe_option(p) for p in args.probe],
                    icount=args.icount, timeout_s=args.timeout, trace=args.trace, replay=args.replay,
                    backend=args.backend,
                    cost_sample=args.cost_sample,
                    keep_run_dir=getattr(args, "keep_run_dir", False))
+    validate_spec(spec)
+    return spec
 
 
 def _progress_bar(args):
@@ -135,15 +176,18 @@ def _attach_running(args):
     if not args.quiet and args.duration is None:
         print(f"counting on {address}; Ctrl-C to stop and report", file=sys.stderr)
     return attach_running(address, kernel, system_map, args.profile,
-                          [parse_probe_option(p) for p in args.probe], args.duration)
+                          [parse_probe_option(p) for p in args.probe], args.duration, pid=args.pid)
 
 
 def cmd_attach(args):
     from gdbfault.run import RunFailed, run_qemu
+    check_outputs(args)
+    spec = _spec_from_args(args) if args.qemu else None
+    if not args.qemu and args.duration is not None and not args.duration > 0:
+        raise GdbfaultError(f"--duration must be positive, not {args.duration:g}")
     bar, update = (None, None) if not args.qemu else _progress_bar(args)
     try:
         if args.qemu:
-            spec = _spec_from_args(args)
             result = run_qemu(spec, progress=update)
             if args.verify_with:
                 result["verify"] = _verify(spec, result)
@@ -188,17 +232,52 @@ def _label(result):
 
 
 def cmd_report(args):
-    sys.stdout.write(render(load_run(args.run), args.format))
+    result = load_run(args.run)
+    try:
+        text = render(result, args.format)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise GdbfaultError(f"{args.run} is not a complete gdbfault run ({type(exc).__name__}: {exc})") from None
+    sys.stdout.write(text)
     return 0
+
+
+def _reap_children(since):
+    """Last line of defence after a stop signal: no QEMU or GDB we started survives us."""
+    import psutil
+    from gdbfault.qemu import kill_tree
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        try:
+            if child.create_time() >= since - 1 and (child.name().startswith("qemu-system")
+                                                     or child.name() in ("gdb", "setsid")):
+                kill_tree(child.pid, grace=2.0)
+        except psutil.Error:
+            pass
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    started = time.time()
+    reset()
+    previous = install_handlers()
     try:
-        return args.func(args)
+        code = args.func(args)
+        late = pending_signal()
+        if late is not None:        # a signal that came while a teardown was shielded
+            print(f"gdbfault: error: stopped by {signal_label(late)}", file=sys.stderr)
+            return 128 + late
+        return code
     except GdbfaultError as exc:
         print(f"gdbfault: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2) or 2
-    except KeyboardInterrupt:
-        print("gdbfault: error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        stopped = exc if isinstance(exc, Stopped) else Stopped()
+        print(f"gdbfault: error: {stopped}", file=sys.stderr)
+        return stopped.exit_code
+    finally:
+        if stop_signal() is not None:
+            _reap_children(started)
+        restore_handlers(previous)

@@ -17,13 +17,14 @@ delta = after - before; ratio = after / before (None when before is 0 or a
 value is missing). `render_compare(cmp, fmt)` prints it as a table, JSON,
 CSV or markdown.
 """
+import argparse
 import csv
 import dataclasses
 import io
 import json
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from gdbfault.errors import GdbfaultError
@@ -59,28 +60,57 @@ def _run(spec):
 
 
 def run_all(specs, parallel=True):
-    """{name: RunResult} for {name: RunSpec}; parallel when >1 core. RunFailed propagates."""
+    """{name: RunResult} for {name: RunSpec}; parallel when >1 core.
+
+    A failed run raises its error once every run has ended (no QEMU is left
+    behind), with `.partial` = what every run measured, for --output. A stop
+    signal (Ctrl-C, SIGTERM, SIGHUP) stops all runs at once; then the error
+    is the stop, with exit code 128 + its number.
+    """
+    from gdbfault.lifecycle import Stopped, request_stop
     names = list(specs)
     workers = min(len(names), os.cpu_count() or 1) if parallel else 1
+    outcomes, stopped = {}, None
     if workers <= 1:
-        return {name: _run(specs[name]) for name in names}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {name: pool.submit(_run, specs[name]) for name in names}
-        results, first_error = {}, None
-        for name in names:             # wait for every run: no QEMU is left behind
+        for name in names:
             try:
-                results[name] = futures[name].result()
-            except BaseException as exc:
-                first_error = first_error or (name, exc)
-                if getattr(exc, "result", None) is not None:    # a RunFailed's partial counts
-                    results[name] = exc.result
-        if first_error:
-            name, exc = first_error
-            if isinstance(exc, GdbfaultError):
-                exc.args = (f"run '{name}': {exc}",)
-            exc.partial = results          # what every run measured, for --output
-            raise exc
-        return results
+                outcomes[name] = ("ok", _run(specs[name]))
+            except BaseException as exc:        # noqa: B036 — kept to report it after teardown
+                outcomes[name] = ("error", exc)
+                break                           # a failed or stopped run ends the set
+    else:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            futures = {name: pool.submit(_run, specs[name]) for name in names}
+            while True:
+                try:
+                    if all(f.done() for f in futures.values()):
+                        break
+                    wait(list(futures.values()), timeout=0.5)
+                except KeyboardInterrupt as exc:   # the runs poll the stop flag and end
+                    stopped = stopped or (exc if isinstance(exc, Stopped) else Stopped())
+                    request_stop(stopped.signum)
+            for name, future in futures.items():
+                exc = future.exception()
+                outcomes[name] = ("ok", future.result()) if exc is None else ("error", exc)
+        finally:
+            pool.shutdown(wait=True)
+    results = {name: (value if kind == "ok" else getattr(value, "result", None))
+               for name, (kind, value) in outcomes.items()}
+    results = {name: r for name, r in results.items() if r is not None}
+    errors = [(name, value) for name, (kind, value) in outcomes.items() if kind == "error"]
+    if stopped is not None:
+        err = GdbfaultError(str(stopped))
+        err.exit_code = stopped.exit_code
+        err.partial = results
+        raise err
+    if errors:
+        name, exc = errors[0]
+        if isinstance(exc, GdbfaultError):
+            exc.args = (f"run '{name}': {exc}",)
+        exc.partial = results              # what every run measured, for --output
+        raise exc
+    return results
 
 
 def run_label(result):
@@ -113,7 +143,7 @@ def user_signal_path(result):
     for p in paths:
         if p["shape"] in USER_SIGNAL_SHAPES:
             return p
-    signalled = [p for p in paths if SIGNAL in p.get("events", []) and not p["shape"].startswith("never")]
+    signalled = [p for p in paths if SIGNAL in p.get("events", []) and not p["shape"].startswith(("never", "cut off"))]
     return max(signalled, key=lambda p: p["count"]) if signalled else None
 
 
@@ -231,7 +261,9 @@ def render_compare(cmp, fmt="table"):
              + (f" × {(b.get('guest') or {}).get('iterations') or b['workload']['iterations']}"
                 if b['workload'].get('iterations') or b.get('guest') else "")
              + f" · qemu-system-i386 {b['tool']['qemu']} TCG"
-             + (", -icount shift=0" if b["mode"].get("icount") else "") + f" · gdb {b['tool']['gdb']}", ""]
+             + (", -icount shift=0" if b["mode"].get("icount") else "")
+             + (f" · gdb {b['tool']['gdb']}" if b["tool"].get("gdb") else "")
+             + f" · backend: {b['mode'].get('backend', 'gdb')}", ""]
     measured = [r for r in cmp["rows"] if r.get("source") != "seed"]
     table = [[r["metric"], _cell(r, "before"), _cell(r, "after"), _change(r),
               "-" if r["ratio"] is None else f"{r['ratio']:.3f}"] for r in measured]
@@ -258,12 +290,18 @@ def render_compare(cmp, fmt="table"):
 
 # -- command line ----------------------------------------------------------------
 
+def _exit_codes():
+    from gdbfault.cli import EXIT_CODES
+    return EXIT_CODES
+
+
 def add_parser(subparsers):
     from gdbfault.cli import _add_run_options
     p = subparsers.add_parser("compare", help="run two kernels with the same workload, side by side",
                               description="Run a kernel before and after a patch with the same workload "
                                           "and settings, and print hits, path costs and the guest's times "
                                           "side by side with deltas and ratios.",
+                              epilog=_exit_codes(), formatter_class=argparse.RawDescriptionHelpFormatter,
                               conflict_handler="resolve")     # --profile below takes over the run option
     p.add_argument("--before", default="vanilla", metavar="VARIANT|PATH",
                    help="kernel before the change: a lab kernel variant or a kernel image (default: vanilla)")
@@ -321,13 +359,15 @@ def _render_profile_changes(changes, fmt):
 
 
 def cmd_compare(args):
-    from gdbfault.cli import _spec_from_args
+    from gdbfault.cli import _spec_from_args, check_outputs
+    from gdbfault.report import save_json
     want_profile = args.profile is KERNEL_PROFILE
     if want_profile:
         args.profile = None
     if args.kernel != "lab" or args.variant != "vanilla" or args.system_map:
         raise GdbfaultError("compare takes its kernels from --before and --after",
                             "drop --kernel/--variant/--system-map")
+    check_outputs(args)
     base = _spec_from_args(args)
     before = spec_for_kernel(base, args.before, args.before_map)
     after = spec_for_kernel(base, args.after, args.after_map)
@@ -338,9 +378,8 @@ def cmd_compare(args):
         cmp = compare_runs(before, after, parallel=not args.sequential)
     except GdbfaultError as exc:
         if args.output:
-            Path(args.output).write_text(json.dumps(
-                {"schema": "gdbfault.compare/1", "complete": False, "error": str(exc),
-                 **getattr(exc, "partial", {})}, indent=1) + "\n")
+            save_json({"schema": "gdbfault.compare/1", "complete": False, "error": str(exc),
+                       **getattr(exc, "partial", {})}, args.output)
             exc.args = (f"{exc} (what was measured is saved to {args.output})",)
         raise
     if want_profile:
@@ -351,7 +390,7 @@ def cmd_compare(args):
                              "ratio": r["after"] / r["before"] if r["before"] else None, "unit": "",
                              "source": "profile"} for r in cmp["profile_changes"]["rows"]]
     if args.output:
-        Path(args.output).write_text(json.dumps(cmp, indent=1) + "\n")
+        save_json(cmp, args.output)
     if args.plot:
         from gdbfault.plot import plot_paths
         plot_paths([(cmp["labels"][side], _for_plot(cmp[side])) for side in ("before", "after")], args.plot)

@@ -17,6 +17,7 @@ import time
 from pygdbmi.gdbcontroller import GdbController
 
 from gdbfault.errors import GdbfaultError
+from gdbfault.lifecycle import shielded
 from gdbfault.tools import find_tool, tool_version
 
 __all__ = ["Debugger", "GdbCommandError", "gdb_version", "mi_quote"]
@@ -188,20 +189,21 @@ class Debugger:
         return proc.pid if proc else None
 
     def close(self):
-        """Ask GDB to exit; kill it if it does not."""
-        proc = self._ctl.gdb_process
-        if proc is not None and proc.poll() is None:
+        """Ask GDB to exit; kill it if it does not. No signal cuts it short."""
+        with shielded():
+            proc = self._ctl.gdb_process
+            if proc is not None and proc.poll() is None:
+                try:
+                    self._ctl.write("-gdb-exit", read_response=False)
+                    proc.wait(3)
+                except Exception:
+                    pass
             try:
-                self._ctl.write("-gdb-exit", read_response=False)
-                proc.wait(3)
+                self._ctl.exit()
             except Exception:
                 pass
-        try:
-            self._ctl.exit()
-        except Exception:
-            pass
-        self._dead.set()
-        self._reader.join(2)
+            self._dead.set()
+            self._reader.join(2)
 
     def __enter__(self):
         return self

@@ -26,15 +26,17 @@ _KNOWN = {
 }
 
 
-def classify(events, returned=True):
+def classify(events, returned=True, open_label=None):
     """The shape name of one path, from its event roles in order.
 
     A "user fault" event (modern Linux's do_user_addr_fault, a step every
-    user-address fault takes) says nothing about the path's shape.
+    user-address fault takes) says nothing about the path's shape. A path
+    that did not return is named by `open_label` (what ended the run, e.g.
+    "cut off by the stop"), by default "never returned (oops?)".
     """
     events = tuple(e for e in events if e != USER_FAULT)
     if not returned:
-        return "never returned (oops?)" + (f": {' → '.join(events)}" if events else "")
+        return (open_label or "never returned (oops?)") + (f": {' → '.join(events)}" if events else "")
     if events in _KNOWN:
         return _KNOWN[events]
     if not events:
@@ -78,7 +80,7 @@ def hist_stats(hist):
             "max": items[-1][0]}
 
 
-def summarise_paths(trace, phase="workload"):
+def summarise_paths(trace, phase="workload", open_label=None):
     """RunResult 'paths' rows from a backend's trace snapshot.
 
     A backend gives each (phase, events) either a list of costs (GDB) or a
@@ -87,7 +89,7 @@ def summarise_paths(trace, phase="workload"):
     merged = {}
 
     def row_for(events, returned=True):
-        shape = classify(events, returned)
+        shape = classify(events, returned, open_label)
         return merged.setdefault(shape, {"shape": shape, "events": list(events), "count": 0,
                                          "costed": 0, "hist": {}})
     for p in trace.get("paths", []):

@@ -9,11 +9,12 @@ same RunResult, so reports, compare and check work unchanged.
 import time
 
 from gdbfault.errors import GdbfaultError, GuestError
+from gdbfault.lifecycle import shielded
 from gdbfault.paths import cost_stats, summarise_paths, user_fault_searches
 from gdbfault.plugin_backend import (fault_return_sites, plugin_library, qemu_plugin_args,
                                      read_plugin_result, write_probe_file)
 from gdbfault.profiles import ENTRY
-from gdbfault.qemu import Machine, describe_exit
+from gdbfault.qemu import EXIT_CLEAN, Machine, describe_exit
 from gdbfault.symbols import is_elf
 from gdbfault.truth import compare_with_guest, parse_guest_output
 
@@ -38,29 +39,48 @@ def plugin_probe_list(kernel, probes, arm):
     return out
 
 
-def run_with_plugin(spec, result, config, probes, arm):
-    """Boot with the plugin loaded, wait for the guest to end, fill `result`."""
+def run_with_plugin(spec, result, config, probes, arm, deadline=None):
+    """Boot with the plugin loaded, wait for the guest to end, fill `result`.
+
+    Stopped early (a signal, --timeout, an error), QEMU is asked to quit in
+    order (SIGTERM): the plugin writes its counts at exit and they are kept.
+    """
+    from gdbfault.run import TimedOut, _end_label, open_path_label
     library = plugin_library()            # PluginUnavailable names what is missing
+    if deadline is None:
+        deadline = time.monotonic() + spec.timeout_s
     machine = Machine(config)
+    machine.prepare()
     probe_file = machine.run_dir / "probes.txt"
     out_file = machine.run_dir / "plugin-result.json"
     plist = plugin_probe_list(config.kernel, probes, arm)
-    write_probe_file(probe_file, plist)
-    config.extra_args = list(config.extra_args) + qemu_plugin_args(library, probe_file, out_file)
-    config.halted = False
-    result["mode"].update({"backend": "plugin", "replay": False,
-                           "trace": any(kind == "ret" for _, kind, _ in plist)})
     t0 = time.monotonic()
     try:
-        machine.start()
-        status = machine.wait(spec.timeout_s)
-        if status is None:
-            raise GuestError(f"the guest did not finish within {spec.timeout_s:.0f} s (hung?)")
+        write_probe_file(probe_file, plist)
+        config.extra_args = list(config.extra_args) + qemu_plugin_args(library, probe_file, out_file)
+        config.halted = False
+        result["mode"].update({"backend": "plugin", "replay": False,
+                               "trace": any(kind == "ret" for _, kind, _ in plist)})
+        try:
+            machine.start(timeout=min(20.0, max(1.0, deadline - t0)))
+            status = machine.wait_until(deadline)
+            if status is None:
+                raise TimedOut(f"the guest did not finish within --timeout {spec.timeout_s:g} s (hung?)")
+        except (GdbfaultError, KeyboardInterrupt) as exc:
+            with shielded():
+                _salvage_plugin(result, machine, out_file, probes, spec, t0, _end_label(exc))
+            raise
         wall = time.monotonic() - t0
-        data = read_plugin_result(out_file)
-        _fill_from_plugin(result, data, probes, machine, spec, wall)
         result["run"]["exit_status"] = status
         result["run"]["exit"] = describe_exit(status)
+        if status != EXIT_CLEAN and not out_file.is_file():
+            try:                          # a killed QEMU writes no result: say what happened (exit 3)
+                machine.check_exit(status)
+            except GuestError as exc:
+                raise GuestError(f"{exc}; the plugin writes its counts when QEMU exits, "
+                                 "so this run has none") from None
+        data = read_plugin_result(out_file)
+        _fill_from_plugin(result, data, probes, machine, spec, wall, open_path_label(status))
         machine.check_exit(status)
         if result["guest"] is None and not result["workload"].get("own"):
             raise GuestError("the workload printed no GDBFAULT-RESULT line")
@@ -70,7 +90,21 @@ def run_with_plugin(spec, result, config, probes, arm):
         machine.close(keep_dir=spec.keep_run_dir)
 
 
-def _fill_from_plugin(result, data, probes, machine, spec, wall):
+def _salvage_plugin(result, machine, out_file, probes, spec, t0, why):
+    """Stop QEMU in order so the plugin writes what it counted, and keep it."""
+    running = machine.proc is not None and machine.poll() is None
+    status = machine.stop()
+    result["run"]["exit_status"] = status
+    result["run"]["exit"] = f"stopped by gdbfault ({why})" if running else describe_exit(status)
+    if out_file.is_file():
+        try:
+            _fill_from_plugin(result, read_plugin_result(out_file), probes, machine, spec,
+                              time.monotonic() - t0, "cut off by the stop" if running else None)
+        except GdbfaultError:
+            pass
+
+
+def _fill_from_plugin(result, data, probes, machine, spec, wall, open_label=None):
     by_symbol = {p.symbol: p.role for p in probes}
     for row in result["probes"]:
         h = data["hits"].get(row["symbol"], {"boot": 0, "workload": 0})
@@ -80,7 +114,7 @@ def _fill_from_plugin(result, data, probes, machine, spec, wall):
                         "cost_hist": p["cost_hist"]} for p in data["paths"]],
              "open": []}
     if result["mode"]["trace"]:
-        result["paths"] = summarise_paths(trace)
+        result["paths"] = summarise_paths(trace, open_label=open_label)
         result["user_fault_searches"] = user_fault_searches(result["paths"])
         result["trace"] = {"entries": sum(r["count"] for r in result["paths"]), "lost": data["unmatched_ret"],
                            "sample": 1, "costed": True, "open_at_exit": data["open_paths_at_exit"],

@@ -7,6 +7,8 @@ the first guest instruction runs, and `close()` always leaves no process
 behind, whatever happened.
 """
 import os
+import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -18,10 +20,11 @@ from pathlib import Path
 import psutil
 
 from gdbfault.errors import GdbfaultError, GuestError
+from gdbfault.lifecycle import check_stop, shielded
 from gdbfault.tools import find_tool, tool_version
 
-__all__ = ["MachineConfig", "Machine", "qemu_version", "describe_exit",
-           "EXIT_CLEAN", "EXIT_INIT_EXITED", "EXIT_OOPS", "EXIT_PANIC"]
+__all__ = ["MachineConfig", "Machine", "qemu_version", "describe_exit", "private_base", "private_dir",
+           "qemu_opt_escape", "EXIT_CLEAN", "EXIT_INIT_EXITED", "EXIT_OOPS", "EXIT_PANIC"]
 
 # QEMU exit statuses the lab kernel produces (qemu/README.md).
 EXIT_CLEAN = 0          # reboot() with -no-reboot
@@ -64,6 +67,42 @@ def describe_exit(status):
     }.get(status, f"QEMU exited with status {status}")
 
 
+# Characters a run directory may have: QEMU's option syntax reads ',' as a
+# separator and GDB's `target remote` stops at white space, so a temp dir with
+# either cannot hold the sockets. Unix socket paths are limited to 107 bytes.
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_./+-]+")
+_MAX_BASE = 64
+_FALLBACK_BASES = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def _usable_base(path):
+    return (_SAFE_PATH.fullmatch(str(path)) is not None and len(str(path)) <= _MAX_BASE
+            and os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK))
+
+
+def private_base():
+    """Where run directories go: the temp dir, or a plain fallback when its path
+    has characters QEMU or GDB cannot take (a space, a comma) or is too long."""
+    base = tempfile.gettempdir()
+    if _usable_base(base):
+        return Path(base)
+    for fallback in _FALLBACK_BASES:
+        if _usable_base(fallback):
+            return Path(fallback)
+    raise GdbfaultError(f"the temp directory {base!r} cannot hold QEMU's sockets (white space, a comma "
+                        "or a long path) and no plain fallback is writable", "set TMPDIR to a plain path")
+
+
+def private_dir(prefix):
+    """A new 0700 directory under private_base() (the caller removes it)."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=private_base()))
+
+
+def qemu_opt_escape(value):
+    """A QEMU option value escapes a comma by doubling it."""
+    return str(value).replace(",", ",,")
+
+
 def qemu_version(qemu="qemu-system-i386"):
     """'7.2.22' or similar; raises a clear error when QEMU is missing."""
     return tool_version(qemu, r"version (\S+)")
@@ -75,9 +114,10 @@ class Machine:
     def __init__(self, config, run_dir=None):
         self.config = config
         self._own_dir = run_dir is None
-        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="gdbfault-run-"))
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.run_dir, 0o700)
+        # The directory is named now and made by prepare()/start(): a Machine
+        # that is never started leaves nothing behind.
+        self.run_dir = Path(run_dir) if run_dir else private_base() / f"gdbfault-run-{secrets.token_hex(6)}"
+        self.stopped_by_us = False     # close() had to end a QEMU that was still running
         self.gdb_socket = self.run_dir / "gdb.sock"
         self.qmp_socket = self.run_dir / "qmp.sock"
         self.probe_qmp_socket = self.run_dir / "qmp-probes.sock"   # for the in-GDB path tracer
@@ -87,6 +127,12 @@ class Machine:
         self._qmp = None
 
     # -- launching ---------------------------------------------------------
+    def prepare(self):
+        """Make the private run directory (idempotent)."""
+        self.run_dir.mkdir(mode=0o700, parents=False, exist_ok=True)
+        os.chmod(self.run_dir, 0o700)
+        return self.run_dir
+
     def command(self):
         """The full argv QEMU is started with."""
         c = self.config
@@ -105,7 +151,7 @@ class Machine:
                 "-qmp", f"unix:{self.probe_qmp_socket},server=on,wait=off",
                 "-monitor", "none"]
         if c.initrd:
-            argv += ["-initrd", ",".join(str(p) for p in c.initrd)]
+            argv += ["-initrd", ",".join(qemu_opt_escape(p) for p in c.initrd)]
         if c.append:
             argv += ["-append", c.append]
         if c.icount:
@@ -115,9 +161,10 @@ class Machine:
         return argv + [str(a) for a in c.extra_args]
 
     def start(self, timeout=20.0):
-        """Start QEMU and wait until its gdbstub socket exists."""
+        """Start QEMU and wait until its gdbstub socket exists (a stop signal ends the wait)."""
         argv = self.command()
         exe = find_tool(argv[0])
+        self.prepare()
         with open(self.stderr_log, "wb") as err:
             # A session of its own: the user's Ctrl-C reaches us, and we tear
             # QEMU down in order instead of racing its own SIGINT handler.
@@ -131,6 +178,7 @@ class Machine:
                                     f"{self.stderr_tail() or 'no message'}")
             if self.gdb_socket.exists() and self.qmp_socket.exists():
                 return self
+            check_stop()
             time.sleep(0.02)
         raise GdbfaultError(f"QEMU did not open its gdbstub within {timeout:.0f} s")
 
@@ -149,6 +197,32 @@ class Machine:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+
+    def wait_until(self, deadline):
+        """Wait for QEMU to exit until time.monotonic() reaches `deadline`
+        (None when it did not); a stop signal raises `Stopped`."""
+        while True:
+            check_stop()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self.poll()
+            status = self.wait(min(left, 0.2))
+            if status is not None:
+                return status
+
+    def stop(self, grace=5.0):
+        """Ask a running QEMU to quit in order (SIGTERM: plugins write their
+        results at exit), kill it if it does not; its exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.stopped_by_us = True
+            kill_tree(self.proc.pid, grace=grace)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.proc.poll()
 
     def qmp(self):
         """A connected QMP client (qemu.qmp's synchronous one)."""
@@ -189,21 +263,17 @@ class Machine:
 
     # -- teardown ----------------------------------------------------------
     def close(self, keep_dir=False):
-        """Stop QEMU (if running) and remove the run directory."""
-        if self._qmp is not None:
-            try:
-                self._qmp.close()
-            except Exception:
-                pass
-            self._qmp = None
-        if self.proc is not None and self.proc.poll() is None:
-            kill_tree(self.proc.pid)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        if self._own_dir and not keep_dir:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+        """Stop QEMU (if running) and remove the run directory; no signal cuts it short."""
+        with shielded():
+            if self._qmp is not None:
+                try:
+                    self._qmp.close()
+                except Exception:
+                    pass
+                self._qmp = None
+            self.stop()
+            if self._own_dir and not keep_dir:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def __enter__(self):
         return self

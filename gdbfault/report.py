@@ -16,13 +16,15 @@ JSON output is that dict; CSV is one row per probe with the columns in CSV_FIELD
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 from tabulate import tabulate
 
 from gdbfault.errors import GdbfaultError
 
-__all__ = ["render", "load_run", "save_run", "FORMATS", "CSV_FIELDS"]
+__all__ = ["render", "load_run", "save_run", "save_json", "check_writable", "FORMATS", "CSV_FIELDS",
+           "REQUIRED_KEYS"]
 
 FORMATS = ("table", "json", "csv", "markdown")
 CSV_FIELDS = ("kernel", "variant", "workload", "iterations", "role", "symbol", "address",
@@ -30,22 +32,59 @@ CSV_FIELDS = ("kernel", "variant", "workload", "iterations", "role", "symbol", "
               "expected", "match")
 
 
-def save_run(result, path):
+# What a run file must hold for render() (the rest is optional).
+REQUIRED_KEYS = {"tool": dict, "kernel": dict, "workload": dict, "mode": dict, "probes": list, "run": dict}
+
+
+def check_writable(path, option="--output"):
+    """Fail before any run when `path` cannot be written (a directory, a missing
+    or read-only folder): one line, exit 2."""
+    path = Path(path)
+    if path.is_dir():
+        raise GdbfaultError(f"{option} {path} is a directory", "give a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise GdbfaultError(f"{option} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise GdbfaultError(f"{option} {path} is not writable (permission denied)")
+
+
+def save_json(data, path):
+    """Write JSON atomically (a temporary file renamed over it); never leaves the temporary."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1, sort_keys=False) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise GdbfaultError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def save_run(result, path):
+    save_json(result, path)
 
 
 def load_run(path):
+    """A saved run, checked enough to render; one-line GdbfaultError otherwise."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise GdbfaultError(f"run file not found: {path}")
+        raise GdbfaultError(f"run file not found: {path}") from None
+    except IsADirectoryError:
+        raise GdbfaultError(f"{path} is a directory, not a run file") from None
+    except UnicodeDecodeError:
+        raise GdbfaultError(f"{path} is not a gdbfault run (not text: a binary file?)") from None
+    except OSError as exc:
+        raise GdbfaultError(f"cannot read {path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
-        raise GdbfaultError(f"{path} is not a gdbfault run (invalid JSON: {exc})")
+        raise GdbfaultError(f"{path} is not a gdbfault run (invalid JSON: {exc})") from None
     if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("gdbfault.run/"):
         raise GdbfaultError(f"{path} is not a gdbfault run file (no gdbfault.run schema)")
+    for key, kind in REQUIRED_KEYS.items():
+        if not isinstance(data.get(key), kind):
+            raise GdbfaultError(f"{path} is not a complete gdbfault run: "
+                                f"'{key}' is {'missing' if key not in data else 'not a ' + kind.__name__}")
     return data
 
 
@@ -98,7 +137,8 @@ def _text(result, tablefmt):
     shift = mode.get("icount_shift", 0)
     icount = f", -icount shift={shift}" if mode.get("icount") else ""
     gdb = f" · gdb {t['gdb']}" if t.get("gdb") else ""
-    lines.append(f"{kernel_label(result)} · qemu-system-i386 {t['qemu']} TCG{icount}{gdb}"
+    accel = str(mode.get("accel") or "tcg").upper() if mode.get("accel") != "unknown" else "(accel unknown)"
+    lines.append(f"{kernel_label(result)} · qemu-system-i386 {t['qemu']} {accel}{icount}{gdb}"
                  f" · probes: {result['kernel']['profile']} profile · backend: {mode['backend']}")
     k = result["kernel"]
     if k.get("profile_reason") and not k.get("lab"):
@@ -107,8 +147,13 @@ def _text(result, tablefmt):
     for note in k.get("profile_notes") or []:
         lines.append(f"note: {note}")
     w = result["workload"]
-    lines.append(f"workload {w['name']}" + (f" × {w['iterations']}" if w.get("iterations") else "")
-                 + (f"  (kernel command line: {w['command_line']})" if w.get("command_line") else ""))
+    if w.get("attached_to") and not w.get("name"):     # a QEMU gdbfault did not start
+        lines.append(f"attached to the running QEMU at {w['attached_to']}"
+                     + (f" (pid {w['qemu_pid']})" if w.get("qemu_pid") else "")
+                     + (f"  (kernel command line: {w['command_line']})" if w.get("command_line") else ""))
+    else:
+        lines.append(f"workload {w['name']}" + (f" × {w['iterations']}" if w.get("iterations") else "")
+                     + (f"  (kernel command line: {w['command_line']})" if w.get("command_line") else ""))
     lines.append("")
 
     show_boot = any(p["hits"]["boot"] for p in result["probes"])

@@ -8,6 +8,8 @@ or GDB killed, Ctrl-C — the counts measured so far are kept in the result
 attached to the raised error, and no QEMU or GDB process is left behind.
 """
 import json
+import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,20 +17,26 @@ from pathlib import Path
 from gdbfault import __version__
 from gdbfault.errors import GdbfaultError, GuestError
 from gdbfault.gdb import Debugger, gdb_version, mi_quote
+from gdbfault.lifecycle import Stopped, check_stop, shielded
 from gdbfault.locations import GDBSCRIPTS, lab_kernel
 from gdbfault.paths import cost_stats, summarise_paths, user_fault_searches
 from gdbfault.bootimage import read_image
 from gdbfault.profiles import ENTRY, load_profile, pick_profile, resolve_probes, role_alternatives
 from gdbfault.realkernel import apply_boot, icount_shift, truth_model
-from gdbfault.qemu import EXIT_CLEAN, Machine, MachineConfig, describe_exit, qemu_version
+from gdbfault.qemu import (EXIT_CLEAN, EXIT_OOPS, EXIT_PANIC, Machine, MachineConfig, describe_exit,
+                           private_dir, qemu_version)
 from gdbfault.symbols import is_elf, load_symbols
 from gdbfault.truth import compare_with_guest, parse_guest_output
 from gdbfault.workloads import is_own_workload, workload_file
 
-__all__ = ["RunSpec", "RunFailed", "run_qemu", "read_counts", "elf_entry", "SCHEMA"]
+__all__ = ["RunSpec", "RunFailed", "TimedOut", "run_qemu", "validate_spec", "read_counts", "elf_entry",
+           "SCHEMA", "MAX_ITERATIONS"]
 
 SCHEMA = "gdbfault.run/1"
 SNAPSHOT_EVERY_S = 1.0
+# The workloads parse iterations=N into a u32 and refuse what could overflow
+# it (qemu/workloads/driver.c): the largest N they take.
+MAX_ITERATIONS = 4294967289
 
 
 @dataclass
@@ -74,6 +82,10 @@ class RunSpec:
         if self.append:
             words.append(self.append)
         return " ".join(words)
+
+
+class TimedOut(GuestError):
+    """The whole run (record, replay and all) did not end within --timeout."""
 
 
 class RunFailed(GdbfaultError):
@@ -154,11 +166,40 @@ def read_counts(dbg, run_dir):
     return json.loads(path.read_text())
 
 
+def validate_spec(spec):
+    """The cheap checks, before anything boots: one line, exit 2."""
+    if spec.iterations is not None and not 1 <= spec.iterations <= MAX_ITERATIONS:
+        raise GdbfaultError(f"--iterations must be between 1 and {MAX_ITERATIONS} (the guest counts in "
+                            f"32 bits), not {spec.iterations}")
+    if spec.cost_sample <= 0:
+        raise GdbfaultError(f"--cost-sample must be positive, not {spec.cost_sample}")
+    if not spec.timeout_s > 0:
+        raise GdbfaultError(f"--timeout must be positive, not {spec.timeout_s:g}")
+    if spec.kernel == "lab" and spec.system_map:
+        # The lab kernel's ELF carries its own symbols; a map would be ignored.
+        raise GdbfaultError("--system-map goes with a kernel you bring (--kernel PATH); the lab kernel "
+                            "has its own ELF symbols", "drop --system-map")
+    if spec.backend not in ("gdb", "plugin"):
+        raise GdbfaultError(f"unknown backend '{spec.backend}'", "choose gdb or plugin")
+
+
+def _end_label(exc):
+    """Why gdbfault stopped a guest that was still running."""
+    if isinstance(exc, Stopped):
+        return exc.label.replace(" (Ctrl-C)", ", Ctrl-C")
+    if isinstance(exc, TimedOut):
+        return "--timeout"
+    return "after an error"
+
+
 def run_qemu(spec, progress=None):
     """Boot, count, and return the RunResult dict; raise RunFailed on failure.
 
+    spec.timeout_s bounds the whole run (recording, replay and all).
     progress(done, total, hits) is called about once a second when given.
     """
+    validate_spec(spec)
+    deadline = time.monotonic() + spec.timeout_s
     kernel, system_map = spec.kernel_files()
     symbols = load_symbols(kernel, system_map)
     image = None if spec.kernel == "lab" else read_image(kernel)
@@ -169,41 +210,52 @@ def run_qemu(spec, progress=None):
     probes = resolve_probes(profile, symbols, spec.extra_probes)
     initrd = [workload_file(spec.workload)] if spec.workload else []
     arm = elf_entry(initrd[0]) if initrd else None
-    if spec.backend not in ("gdb", "plugin"):
-        raise GdbfaultError(f"unknown backend '{spec.backend}'", "choose gdb or plugin")
     boot = None
-    if spec.kernel != "lab":             # a kernel the user brings: root, boot path, cmdline
-        from gdbfault.realkernel import prepare_boot
-        boot = prepare_boot(kernel, symbols, initrd[0] if initrd else None, spec.command_line(),
-                            spec.memory_mb)
-    result = _new_result(spec, kernel, symbols, profile, probes, boot)
-    result["kernel"]["profile_reason"] = profile.reason
-    result["kernel"]["profile_notes"] = list(profile.notes)
-    if boot:
-        result["kernel"]["model"] = truth_model(profile.name, boot.image)
-        if spec.replay and spec.icount:
-            result["mode"]["icount_shift"] = icount_shift(boot.rr_icount)
-    for p in result["probes"]:
-        p["alternatives"] = role_alternatives(p["role"], symbols, p["symbol"])
-    config = MachineConfig(kernel=kernel, initrd=initrd, append=spec.command_line(),
-                           icount=spec.icount, memory_mb=spec.memory_mb, qemu=spec.qemu)
-    apply_boot(config, boot)
-    cleanup = [boot.work_dir] if boot else []    # folders to remove at the end
+    cleanup = []                         # folders to remove at the end
+    try:
+        if spec.kernel != "lab":         # a kernel the user brings: root, boot path, cmdline
+            from gdbfault.realkernel import prepare_boot
+            boot = prepare_boot(kernel, symbols, initrd[0] if initrd else None, spec.command_line(),
+                                spec.memory_mb)
+            cleanup.append(boot.work_dir)
+        result = _new_result(spec, kernel, symbols, profile, probes, boot)
+        result["kernel"]["profile_reason"] = profile.reason
+        result["kernel"]["profile_notes"] = list(profile.notes)
+        if boot:
+            result["kernel"]["model"] = truth_model(profile.name, boot.image)
+            if spec.replay and spec.icount:
+                result["mode"]["icount_shift"] = icount_shift(boot.rr_icount)
+        for p in result["probes"]:
+            p["alternatives"] = role_alternatives(p["role"], symbols, p["symbol"])
+        config = MachineConfig(kernel=kernel, initrd=initrd, append=spec.command_line(),
+                               icount=spec.icount, memory_mb=spec.memory_mb, qemu=spec.qemu)
+        apply_boot(config, boot)
+    except BaseException:
+        with shielded():
+            for folder in cleanup:
+                shutil.rmtree(folder, ignore_errors=True)
+        raise
     try:
         if spec.backend == "plugin":
             from gdbfault.plugin_run import run_with_plugin
-            return run_with_plugin(spec, result, config, probes, arm)
-        return _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress)
+            return run_with_plugin(spec, result, config, probes, arm, deadline)
+        return _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress, deadline)
     except (GdbfaultError, KeyboardInterrupt) as exc:
+        cause = exc
         if isinstance(exc, KeyboardInterrupt):
-            exc = GdbfaultError("interrupted (Ctrl-C)")
-            exc.exit_code = 130
-        result["run"]["error"] = str(exc)
-        raise RunFailed(exc, result) from None
+            stopped = exc if isinstance(exc, Stopped) else Stopped(signal.SIGINT)
+            cause = GdbfaultError(str(stopped))
+            cause.exit_code = stopped.exit_code
+        run = result["run"]
+        run["error"] = str(cause)
+        if run.pop("stopped_by_gdbfault", False):     # what really happened to QEMU
+            run["exit"] = f"stopped by gdbfault ({_end_label(exc)})" + (
+                " while recording" if run.get("phase") == "record" else "")
+        raise RunFailed(cause, result) from None
     finally:
-        import shutil
-        for folder in cleanup:
-            shutil.rmtree(folder, ignore_errors=True)
+        with shielded():
+            for folder in cleanup:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _new_result(spec, kernel, symbols, profile, probes, boot):
@@ -230,7 +282,7 @@ def _new_result(spec, kernel, symbols, profile, probes, boot):
     }
 
 
-def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress):
+def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress, deadline):
     """The GDB backend: record the guest, then count in its replay under GDB."""
     kernel = config.kernel
     session = _Session()
@@ -239,12 +291,13 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
     result["mode"]["replay"] = replay
     try:
         if replay:
-            record_file, recorded = _record(spec, config, result, cleanup)
+            record_file, recorded = _record(spec, config, result, cleanup, deadline)
             config.icount_options = f"{_rr_icount(config)},rr=replay,rrfile={record_file}"
             config.extra_args = config.extra_args + ["-net", "none"]
+        result["run"]["phase"] = "replay" if replay else "live"
         session.machine = Machine(config)
         machine = session.machine
-        machine.start()
+        machine.start(timeout=min(20.0, max(1.0, deadline - time.monotonic())))
         session.debugger = dbg = Debugger(spec.gdb)
         _prepare_debugger(dbg, kernel)
         _connect(dbg, str(machine.gdb_socket))
@@ -254,12 +307,13 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
                           spec.cost_sample)
         if boot:                         # stops once at the workload's entry: is the map right?
             from gdbfault.realkernel import check_banner
-            banner = check_banner(dbg, symbols, boot.image, arm, spec.timeout_s, machine)
+            banner = check_banner(dbg, symbols, boot.image, arm, max(1.0, deadline - time.monotonic()),
+                                  machine)
             if banner:
                 result["kernel"]["banner"], result["kernel"]["banner_form"] = banner["text"], banner["form"]
         t_start = time.monotonic()
         dbg.mi("-exec-continue")
-        status = _supervise(spec, session, t_start, progress)
+        status = _supervise(spec, session, deadline, progress)
         if dbg.alive:                    # else: keep the last snapshot
             try:
                 session.snapshot = read_counts(dbg, machine.run_dir)
@@ -277,14 +331,41 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
                              f"(serial log: {machine.serial_log})")
         result["run"]["complete"] = True
         return result
-    except (GdbfaultError, KeyboardInterrupt):
-        _salvage(result, session, t_start, spec)
+    except (GdbfaultError, KeyboardInterrupt) as exc:
+        with shielded():
+            _salvage(result, session, t_start, spec)
+            died = _qemu_died(session.machine) if isinstance(exc, GdbfaultError) \
+                and not isinstance(exc, GuestError) else None
+        if died is not None:
+            # GDB's error (a broken pipe, "target disconnected") is the symptom: QEMU's end is the cause.
+            raise GuestError(f"{describe_exit(died)} (GDB then said: {exc})") from None
         raise
     finally:
-        session.close(keep_dir=spec.keep_run_dir)
+        with shielded():
+            session.close(keep_dir=spec.keep_run_dir)
+            _note_teardown(result, session.machine)
 
 
-def _record(spec, config, result, cleanup):
+def _qemu_died(machine):
+    """QEMU's exit status if it ended by itself other than cleanly (given a moment), else None."""
+    if machine is None or machine.proc is None:
+        return None
+    status = machine.poll()
+    if status is None:
+        status = machine.wait(0.5)
+    return status if status not in (None, EXIT_CLEAN) else None
+
+
+def _note_teardown(result, machine):
+    """After teardown: QEMU's real exit status, and whether gdbfault had to stop it."""
+    if machine is None or machine.proc is None or result["run"].get("complete"):
+        return
+    result["run"]["exit_status"] = machine.poll()
+    result["run"]["exit"] = describe_exit(machine.poll())
+    result["run"]["stopped_by_gdbfault"] = machine.stopped_by_us
+
+
+def _record(spec, config, result, cleanup, deadline):
     """Run the guest once with no debugger attached, recording it for replay.
 
     Breakpoint stops move virtual time under -icount (while QEMU is stopped
@@ -293,26 +374,41 @@ def _record(spec, config, result, cleanup):
     every interrupt at its recorded instruction count: under GDB it executes
     exactly the instructions the unobserved run did.
     """
-    import tempfile
-    rec_dir = Path(tempfile.mkdtemp(prefix="gdbfault-rec-"))
+    rec_dir = private_dir("gdbfault-rec-")
+    cleanup.append(rec_dir)
     record_file = rec_dir / "guest.rr"
     rec = Machine(MachineConfig(kernel=config.kernel, initrd=config.initrd, append=config.append,
                                 memory_mb=config.memory_mb, qemu=config.qemu, halted=False,
                                 icount_options=f"{_rr_icount(config)},rr=record,rrfile={record_file}",
                                 extra_args=config.extra_args + ["-net", "none"]), run_dir=rec_dir)
     t0 = time.monotonic()
+    result["run"]["phase"] = "record"
+    status = None
     try:
-        rec.start()
-        status = rec.wait(spec.timeout_s)
+        rec.start(timeout=min(20.0, max(1.0, deadline - time.monotonic())))
+        status = rec.wait_until(deadline)
         if status is None:
-            raise GuestError(f"the guest did not finish within {spec.timeout_s:.0f} s (hung?) while "
-                             f"recording; serial log tail: {_tail(rec.serial_output())!r}")
+            raise TimedOut(f"the guest did not finish within --timeout {spec.timeout_s:g} s (hung?) while "
+                           f"recording; serial log tail: {_tail(rec.serial_output())!r}")
         serial = rec.serial_output()
+        if status != EXIT_CLEAN:
+            # A recording that died or whose guest failed has nothing to replay.
+            try:
+                rec.check_exit(status)
+            except GuestError as exc:
+                raise GuestError(f"the recording run failed, no replay attempted: {exc}") from None
     finally:
-        rec.close(keep_dir=True)     # the record file lives there until the replay is done
-        cleanup.append(rec_dir)
-    result["record"] = {"exit_status": status, "exit": describe_exit(status),
-                        "wall_s": round(time.monotonic() - t0, 3)}
+        with shielded():
+            rec.close(keep_dir=True)     # the record file lives there until the replay is done
+            result["record"] = {"exit_status": rec.poll(), "exit": describe_exit(rec.poll()),
+                                "wall_s": round(time.monotonic() - t0, 3)}
+            if rec.stopped_by_us:
+                result["record"]["exit"] = "stopped by gdbfault"
+                result["run"]["stopped_by_gdbfault"] = True
+                result["run"]["exit_status"] = rec.poll()
+            elif status is not None and status != EXIT_CLEAN:
+                result["run"]["exit_status"] = status
+                result["run"]["exit"] = describe_exit(status) + " while recording"
     return record_file, {"status": status, "serial": serial}
 
 
@@ -330,16 +426,16 @@ def _check_replay(result, recorded, machine):
         raise GdbfaultError("the replay diverged from the recording (the guest's summaries differ)")
 
 
-def _supervise(spec, session, t_start, progress):
+def _supervise(spec, session, deadline, progress):
     """Wait for QEMU to end the run; snapshot counts as it goes.
 
     When GDB goes away, QEMU is given a moment: a QEMU killed under GDB can
     take GDB down with it, and then QEMU's end is the cause to report.
     """
     machine, dbg = session.machine, session.debugger
-    deadline = t_start + spec.timeout_s
     next_snap = time.monotonic() + SNAPSHOT_EVERY_S
     while True:
+        check_stop()
         status = machine.wait(0.2)
         if status is not None:
             return status
@@ -347,8 +443,8 @@ def _supervise(spec, session, t_start, progress):
             return _gdb_gone(machine, dbg)
         now = time.monotonic()
         if now >= deadline:
-            raise GuestError(f"the guest did not finish within {spec.timeout_s:.0f} s (hung?); "
-                             f"serial log tail: {_tail(machine.serial_output())!r}")
+            raise TimedOut(f"the guest did not finish within --timeout {spec.timeout_s:g} s (hung?); "
+                           f"serial log tail: {_tail(machine.serial_output())!r}")
         if now >= next_snap:
             next_snap = now + SNAPSHOT_EVERY_S
             try:
@@ -378,8 +474,10 @@ def _tail(text, n=120):
     return text[-n:]
 
 
-def _fill(result, session, t_start, spec):
-    """Copy counts, the guest's summary and timings into the result."""
+def _fill(result, session, t_start, spec, open_label=None):
+    """Copy counts, the guest's summary and timings into the result.
+
+    open_label names paths still open at the end (default: never returned)."""
     snap = session.snapshot
     if snap:
         by_addr = {p["address"]: p for p in snap["probes"]}
@@ -389,7 +487,7 @@ def _fill(result, session, t_start, spec):
                 p["hits"], p["total"], p["duplicates"] = got["hits"], got["total"], got["duplicates"]
     if snap and snap.get("trace"):
         trace = snap["trace"]
-        result["paths"] = summarise_paths(trace)
+        result["paths"] = summarise_paths(trace, open_label=open_label)
         result["user_fault_searches"] = user_fault_searches(result["paths"])
         result["trace"] = {"entries": trace["entries"], "lost": trace["lost"],
                            "sample": trace["sample"], "costed": trace["icount"],
@@ -409,16 +507,26 @@ def _fill(result, session, t_start, spec):
                           "hits_per_s": round(hits / wall, 1) if wall else None})
 
 
+def open_path_label(status):
+    """How to name a fault path still open when the run ended with QEMU `status`."""
+    if status in (EXIT_OOPS, EXIT_PANIC):
+        return None                      # the default: never returned (oops?)
+    if status is None:                   # QEMU still running: gdbfault is stopping it
+        return "cut off by the stop"
+    return f"cut off ({describe_exit(status)})"
+
+
 def _salvage(result, session, t_start, spec):
     """Best effort: the freshest counts we can still get, after a failure."""
     dbg, machine = session.debugger, session.machine
     if dbg is not None and dbg.alive and machine is not None:
         try:
             session.snapshot = read_counts(dbg, machine.run_dir)
-        except Exception:
+        except BaseException:
             pass
     try:
-        _fill(result, session, t_start, spec)
+        _fill(result, session, t_start, spec,
+              open_label=open_path_label(machine.poll() if machine is not None else None))
     except Exception:
         pass
     if machine is not None:

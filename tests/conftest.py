@@ -1,5 +1,6 @@
 """Shared fixtures: built lab kernels and workloads, and a process-leak check."""
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -37,6 +38,39 @@ def tagged_processes(tag, names=("qemu-system-i386", "gdb")):
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return found
+
+
+def temp_entries(base=None):
+    """gdbfault's own entries (run, record, boot, root, attach dirs) in a temp directory."""
+    base = Path(base or tempfile.gettempdir())
+    return {p.name for p in base.glob("gdbfault-*")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_temp_leaks():
+    """The whole suite leaves no gdbfault-* entry in its temp directory.
+
+    The session gets a temp directory of its own (inherited by every
+    subprocess through TMPDIR), so another test session on the machine
+    cannot make this check fail or pass."""
+    import os
+    import shutil
+    private = tempfile.mkdtemp(prefix="gfs-")
+    old = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = private
+    tempfile.tempdir = None
+    try:
+        yield private
+        time.sleep(0.5)                     # a subprocess's last rmtree
+        left = temp_entries(private)
+        assert not left, f"the test suite left temp entries behind in $TMPDIR: {sorted(left)}"
+    finally:
+        if old is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old
+        tempfile.tempdir = None
+        shutil.rmtree(private, ignore_errors=True)
 
 
 @pytest.fixture

@@ -109,8 +109,9 @@ def test_nothing_listening_on_port(lab_built, no_leaks):
 
 
 def test_guest_oops_is_reported_and_counts_saved(lab_built, no_leaks, tmp_path):
+    # --live: counted in the guest itself (a recording that oopses is not replayed, test_faults.py)
     out = tmp_path / "run.json"
-    r = run_cli("attach", "--qemu", "--append", "labtest=oops", "--output", str(out))
+    r = run_cli("attach", "--qemu", "--live", "--append", "labtest=oops", "--output", str(out))
     assert r.returncode == 3
     one_line_error(r, "oops", str(out))
     saved = json.loads(out.read_text())
@@ -123,7 +124,7 @@ def test_guest_hang_times_out(lab_built, no_leaks, tmp_path):
     out = tmp_path / "run.json"
     r = run_cli("attach", "--qemu", "--append", "labtest=hang", "--timeout", "8", "--output", str(out))
     assert r.returncode == 3
-    one_line_error(r, "did not finish within 8 s")
+    one_line_error(r, "did not finish within --timeout 8 s")
     assert json.loads(out.read_text())["run"]["error"]
 
 
@@ -197,7 +198,7 @@ def test_nothing_listens_on_the_network_and_ctrl_c_cleans_up(lab_built, no_leaks
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 130, stderr
-        one_line_error(SimpleNamespace(stderr=stderr), "interrupted")
+        one_line_error(SimpleNamespace(stderr=stderr), "stopped by SIGINT (Ctrl-C)")
         assert json.loads(out.read_text())["run"]["hits"] > 0
     finally:
         if proc.poll() is None:

@@ -1,5 +1,6 @@
 """Unit tests for bringing your own kernel: image headers, boot paths, guest roots,
 the banner check and the 2.0 / 2.2 / modern profile split. Nothing is booted here."""
+import shutil
 import struct
 
 import pytest
@@ -85,11 +86,13 @@ def test_command_line_and_root_for_a_modern_kernel(tmp_path):
     init.write_bytes(b"\x7fELF")
     syms = SymbolTable(tmp_path / "System.map", "System.map", {"unpack_to_rootfs": 0xc1000000})
     boot = prepare_boot(img, syms, init, "iterations=5", 64)
+    shutil.rmtree(boot.work_dir)          # (the guest's root; a run removes it at its end)
     words = boot.append.split()
     assert {"console=ttyS0", "nokaslr", "panic=-1", "iterations=5"} <= set(words)
     assert boot.memory_mb >= 128 and boot.initrd[0].name == "root.cpio" and boot.kernel == img
     # the user's own words win
     boot = prepare_boot(img, syms, init, "console=ttyS1 kaslr", 64)
+    shutil.rmtree(boot.work_dir)
     assert "console=ttyS0" not in boot.append and "nokaslr" not in boot.append
 
 

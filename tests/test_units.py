@@ -176,7 +176,9 @@ def test_qemu_listens_only_on_unix_sockets(tmp_path):
     k = tmp_path / "k.elf"
     k.write_bytes(b"\x7fELF")
     m = Machine(MachineConfig(kernel=k))
+    assert not m.run_dir.exists()          # nothing made until the machine is prepared or started
     argv = m.command()
+    m.prepare()
     assert "-s" not in argv
     gdb_arg = argv[argv.index("-gdb") + 1]
     assert gdb_arg.startswith("unix:") and str(m.run_dir) in gdb_arg
