@@ -65,6 +65,12 @@ def build_parser():
     at.add_argument("--duration", type=float, metavar="SECONDS",
                     help="with --port/--socket/--pid: count this long (default: until Ctrl-C)")
     _add_run_options(at)
+    at.add_argument("--live-patch", metavar="FILE",
+                    help="apply FILE (a patch for the lab kernel, or an i386 .o of replacement functions) "
+                         "to the running kernel mid-run; the report splits before/after")
+    at.add_argument("--patch-at", type=int, metavar="N",
+                    help="with --live-patch: apply it after N iterations (0 = before the first; "
+                         "default: half of --iterations)")
     at.add_argument("--format", default="table", choices=FORMATS, help="report format (default: table)")
     at.add_argument("--output", "-o", metavar="FILE", help="save the run as JSON (also when it fails)")
     at.add_argument("--keep-run-dir", action="store_true", help="keep QEMU's run directory (serial log)")
@@ -88,12 +94,18 @@ def _spec_from_args(args):
         raise GdbfaultError(f"--iterations must be positive, not {args.iterations}")
     if args.cost_sample <= 0:
         raise GdbfaultError(f"--cost-sample must be positive, not {args.cost_sample}")
+    live_patch = None
+    if getattr(args, "live_patch", None):
+        from gdbfault.livepatch_run import LivePatchSpec
+        live_patch = LivePatchSpec(args.live_patch, args.patch_at)
+    elif getattr(args, "patch_at", None) is not None:
+        raise GdbfaultError("--patch-at goes with --live-patch")
     return RunSpec(kernel=args.kernel, variant=args.variant, system_map=args.system_map,
                    workload=args.workload, iterations=args.iterations, append=args.append,
                    profile=args.profile, extra_probes=[parse_probe_option(p) for p in args.probe],
                    icount=args.icount, timeout_s=args.timeout, trace=args.trace, replay=args.replay,
                    backend=args.backend,
-                   cost_sample=args.cost_sample,
+                   cost_sample=args.cost_sample, live_patch=live_patch,
                    keep_run_dir=getattr(args, "keep_run_dir", False))
 
 
@@ -114,6 +126,8 @@ def _progress_bar(args):
 
 
 def _attach_running(args):
+    if getattr(args, "live_patch", None):
+        raise GdbfaultError("--live-patch works with --qemu only (for now)")
     from gdbfault.attach import attach_running, gdbstub_of_pid
     from gdbfault.locations import lab_kernel
     if args.pid is not None:

@@ -92,6 +92,66 @@ def _seconds(ticks, hz):
     return f"{ticks / hz:.2f} s" if hz else f"{ticks} ticks"
 
 
+def _num(v):
+    return f"{v:,}" if isinstance(v, int) else ("-" if v is None else str(v))
+
+
+def _live_patch_lines(lp, tablefmt):
+    """The live patch's line, and hits and paths before/after it in two columns."""
+    lines = []
+    funcs = ", ".join(f"{f['name']} → {f['new']:#x}" for f in lp["functions"])
+    lines.append(f"live patch: {funcs} ({lp['code']['bytes']} bytes at {lp['code']['address']:#x}), "
+                 f"at iteration {lp['at_iteration']} (guest instruction {_num(lp.get('icount'))})"
+                 + ("" if lp.get("applied") else f" — NOT APPLIED: {lp.get('error')}"))
+    if "before" not in lp:
+        return lines + [""]
+    b, a = lp["before"], lp["after"]
+    rows = [["iterations", b["iterations"], "", a["iterations"], ""]]
+    for sym in b["hits"]:
+        def per(phase):
+            v = phase["per_iteration"].get(sym)
+            return f"{v:.2f}" if v is not None else "-"
+        rows.append([sym, b["hits"][sym], per(b), a["hits"][sym], per(a)])
+    lines.append(tabulate(rows, headers=["", "before patch", "per iteration", "after patch", "per iteration"],
+                          tablefmt=tablefmt, disable_numparse=True,
+                          colalign=("left", "right", "right", "right", "right")))
+    if "paths" in b:
+        shapes = list(dict.fromkeys([p["shape"] for p in b["paths"]] + [p["shape"] for p in a["paths"]]))
+        by = {(ph, p["shape"]): p for ph, phase in (("b", b), ("a", a)) for p in phase["paths"]}
+        prow = []
+        for shape in shapes:
+            row = [shape]
+            for ph in ("b", "a"):
+                p = by.get((ph, shape))
+                row += [p["count"], _num(p["median"]), _num(p["p95"])] if p else [0, "-", "-"]
+            prow.append(row)
+        lines.append("")
+        lines.append(tabulate(prow, headers=["path", "before: count", "median", "p95",
+                                             "after: count", "median", "p95"],
+                              tablefmt=tablefmt, disable_numparse=True, colalign=("left",) + ("right",) * 6))
+        lines.append("(after the patch every call of a replaced function also runs the 5-byte jmp at its "
+                     "old entry: one guest instruction)")
+    bad = [c for phase in (b, a) for c in phase.get("checks", []) if not c["ok"]]
+    checked = sum(len(phase.get("checks", [])) for phase in (b, a))
+    if checked:
+        lines.append("before and after the patch the counts match the guest's truth ✓" if not bad else
+                     "✗ " + "; ".join(f"{c['symbol']}: counted {c['counted']}, expected {c['expected']}"
+                                      for c in bad))
+    c = lp.get("consistency")
+    if c:
+        lines.append(f"record and replay agree: {_num(c['replay_icount_at_end'])} guest instructions at the "
+                     f"workload's end in both (patch stop: {_num(c['record_icount_at_patch'])} recording, "
+                     f"{_num(c['replay_icount_at_patch'])} replay, as QEMU counts them)")
+    t = lp.get("timing")
+    if t:
+        lines.append(f"guest timing: the workload's loop executed {_num(t['instructions'])} instructions and "
+                     f"its rdtsc counted {_num(t['guest_cycles'])} cycles: the patch stop moved the guest's "
+                     f"clock by {_num(t['extra_cycles'])} cycles ({t['extra_cycles'] / 1e6:.3f} ms), "
+                     "included in cycles/iteration above")
+    lines.append("")
+    return lines
+
+
 def _text(result, tablefmt):
     lines = []
     t, mode = result["tool"], result["mode"]
@@ -169,6 +229,9 @@ def _text(result, tablefmt):
         if "user_fault_searches" in result:
             lines.append(f"user faults that searched the exception table: {result['user_fault_searches']}")
         lines.append("")
+
+    if result.get("live_patch"):
+        lines += _live_patch_lines(result["live_patch"], tablefmt)
 
     r = result["run"]
     status = "complete" if r.get("complete") else f"INCOMPLETE: {r.get('error')}"

@@ -51,6 +51,7 @@ class RunSpec:
     backend: str = "gdb"                 # "gdb" (breakpoints) or "plugin" (TCG plugin, no stops)
     replay: bool = True                  # record without GDB, count in the replay (icount only)
     cost_sample: int = 1                 # cost every Nth fault only
+    live_patch: object = None            # livepatch_run.LivePatchSpec: patch the kernel mid-run
 
     def kernel_files(self):
         if self.kernel == "lab":
@@ -69,6 +70,9 @@ class RunSpec:
         words = []
         if self.iterations is not None:
             words.append(f"iterations={int(self.iterations)}")
+        if self.live_patch is not None and self.iterations is not None:
+            at = self.live_patch.at if self.live_patch.at is not None else self.iterations // 2
+            words.append(f"mark={int(at)}")     # the workload calls gdbfault_mark() there
         if self.append:
             words.append(self.append)
         return " ".join(words)
@@ -133,14 +137,19 @@ def _load_probe_engine(dbg, probes, arm_address):
         dbg.console(f"faultprobe arm *{arm_address:#x}")
 
 
+def _lend_qmp(dbg):
+    """GDB's Python gets qemu.qmp from our own environment (to read instruction counts)."""
+    import qemu.qmp
+    site = Path(qemu.qmp.__file__).resolve().parents[2]
+    dbg.console(f"python import sys; sys.path.append({str(site)!r})")
+
+
 def _start_tracer(dbg, probes, qmp_socket, sample):
     """Path tracing inside GDB; qemu.qmp is lent from our own environment."""
     if not any(p.role == ENTRY for p in probes):
         return False
     if qmp_socket is not None:
-        import qemu.qmp
-        site = Path(qemu.qmp.__file__).resolve().parents[2]
-        dbg.console(f"python import sys; sys.path.append({str(site)!r})")
+        _lend_qmp(dbg)
     dbg.console(f"faultprobe trace {mi_quote(str(qmp_socket)) if qmp_socket else '-'} {int(sample)}")
     return True
 
@@ -165,6 +174,10 @@ def run_qemu(spec, progress=None):
     arm = elf_entry(initrd[0]) if initrd else None
     if spec.backend not in ("gdb", "plugin"):
         raise GdbfaultError(f"unknown backend '{spec.backend}'", "choose gdb or plugin")
+    live = None
+    if spec.live_patch is not None:      # built (or refused) before anything boots
+        from gdbfault.livepatch_run import prepare
+        live = prepare(spec, kernel, system_map)
     boot = None
     if spec.kernel != "lab":             # a kernel the user brings: root, boot path, cmdline
         from gdbfault.realkernel import prepare_boot
@@ -179,7 +192,7 @@ def run_qemu(spec, progress=None):
         if spec.backend == "plugin":
             from gdbfault.plugin_run import run_with_plugin
             return run_with_plugin(spec, result, config, probes, arm)
-        return _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress)
+        return _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress, live)
     except (GdbfaultError, KeyboardInterrupt) as exc:
         if isinstance(exc, KeyboardInterrupt):
             exc = GdbfaultError("interrupted (Ctrl-C)")
@@ -215,15 +228,30 @@ def _new_result(spec, kernel, symbols, profile, probes, boot):
     }
 
 
-def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress):
+def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress, live=None):
     """The GDB backend: record the guest, then count in its replay under GDB."""
     kernel = config.kernel
     session = _Session()
     t_start = None
     replay = spec.replay and spec.icount
     result["mode"]["replay"] = replay
+    if live is not None:
+        from gdbfault import livepatch_run
+        plan = live[0].write_plan(_temp_dir(cleanup) / "livepatch-plan.json")
+        points = livepatch_run.WorkloadPoints(config.initrd[0])
     try:
-        if replay:
+        if replay and live is not None:    # the patch must be part of the recording too
+
+            def attach_recorder(dbg, address):
+                _prepare_debugger(dbg, kernel)
+                _connect(dbg, address)
+                _load_probe_engine(dbg, [], None)
+                _lend_qmp(dbg)
+            record_file, recorded = livepatch_run.record_with_patch(
+                spec, config, result, cleanup, plan, points, _rr_icount(config), attach_recorder)
+            config.icount_options = f"{_rr_icount(config)},rr=replay,rrfile={record_file}"
+            config.extra_args = config.extra_args + ["-net", "none"]
+        elif replay:
             record_file, recorded = _record(spec, config, result, cleanup)
             config.icount_options = f"{_rr_icount(config)},rr=replay,rrfile={record_file}"
             config.extra_args = config.extra_args + ["-net", "none"]
@@ -237,6 +265,10 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
         if spec.trace:
             _start_tracer(dbg, probes, machine.probe_qmp_socket if spec.icount else None,
                           spec.cost_sample)
+        if live is not None:
+            if spec.icount:
+                _lend_qmp(dbg)
+            livepatch_run.arm(dbg, plan, points, machine.probe_qmp_socket if spec.icount else None)
         if boot:                         # stops once at the workload's entry: is the map right?
             from gdbfault.realkernel import check_banner
             result["kernel"]["banner"] = check_banner(dbg, symbols, boot.image, arm, spec.timeout_s)
@@ -255,6 +287,8 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
         machine.check_exit(status)
         if replay:
             _check_replay(result, recorded, machine)
+        if live is not None:
+            _fill_live_patch(result, session.snapshot, live, spec)
         if result["guest"] is None:
             raise GuestError("the workload printed no GDBFAULT-RESULT line "
                              f"(serial log: {machine.serial_log})")
@@ -265,6 +299,24 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
         raise
     finally:
         session.close(keep_dir=spec.keep_run_dir)
+
+
+def _temp_dir(cleanup):
+    import tempfile
+    folder = Path(tempfile.mkdtemp(prefix="gdbfault-run-"))
+    cleanup.append(folder)
+    return folder
+
+
+def _fill_live_patch(result, snap, live, spec):
+    """Before/after the patch, its checks, and the proof the replay ran what was recorded."""
+    from gdbfault import livepatch_run
+    patch, at = live
+    guest = result["guest"] or {}
+    livepatch_run.fill_live_patch(result, snap, patch, at, int(guest.get("iterations") or spec.iterations))
+    livepatch_run.check_consistency(result, snap)
+    result["checks"] = livepatch_run.live_patch_checks(result, patch, guest)
+    livepatch_run.timing_perturbation(result)
 
 
 def _record(spec, config, result, cleanup):

@@ -25,7 +25,8 @@ import time
 
 import gdb
 
-__all__ = ["ENGINE", "ProbeEngine", "CountingBreakpoint", "PhaseBreakpoint"]
+__all__ = ["ENGINE", "ProbeEngine", "CountingBreakpoint", "PhaseBreakpoint", "LivePatchBreakpoint",
+           "IcountBreakpoint"]
 
 # Registers compared to spot a duplicate stop report (i386).
 _DUP_REGS = ("$eax", "$ecx", "$edx", "$ebx", "$esp", "$ebp", "$esi", "$edi", "$eflags")
@@ -110,6 +111,10 @@ class ProbeEngine:
         self.stops = 0              # stops taken as real (not duplicates)
         self.stop_icount = None     # (stop number, instruction count) when a stop read it
         self.tracer = None          # a PathTracer once `faultprobe trace` ran
+        self.marked = None          # counts at `mark` (the live-patch moment), see mark()
+        self.patch = None           # what `faultprobe livepatch` did, when it did
+        self.icount_marks = {}      # name -> instruction count at `faultprobe icount-at`
+        self.own_icount = None      # a QMP reader opened for icount-at without a tracer
 
     def add(self, role, location, symbol=None):
         if symbol is None and not location.startswith("*"):
@@ -151,6 +156,27 @@ class ProbeEngine:
     def note_icount(self, value):
         """The tracer read the instruction count at the current stop."""
         self.stop_icount = (self.stops, value)
+
+    def mark(self):
+        """Remember every count as it is now: the snapshot then splits before/after.
+
+        Nothing changes on the per-hit path; costs are lists that only grow,
+        so the split of each is just its length at this moment.
+        """
+        marked = {"stops": self.stops,
+                  "probes": [{"address": bp.address(), "hits": dict(bp.hits)} for bp in self.probes]}
+        if self.tracer is not None:
+            t = self.tracer
+            marked["trace"] = {"entries": t.entries, "lost": t.lost, "open": len(t.stack),
+                               "iteration_costs": len(t.iteration_costs),
+                               "paths": [{"phase": ph, "events": list(ev), "count": r["count"],
+                                          "costed": len(r["costs"])}
+                                         for (ph, ev), r in t.paths.items()]}
+        self.marked = marked
+
+    def icount_now(self):
+        reader = self.icount_reader or self.own_icount
+        return reader() if reader is not None else None
 
     def reset(self):
         for bp in self.probes:
@@ -197,6 +223,12 @@ class ProbeEngine:
                 "duplicates": sum(p["duplicates"] for p in probes)}
         if self.tracer is not None:
             snap["trace"] = self.tracer.snapshot()
+        if self.marked is not None:
+            snap["mark"] = self.marked
+        if self.patch is not None:
+            snap["patch"] = self.patch
+        if self.icount_marks:
+            snap["icount_marks"] = dict(self.icount_marks)
         return snap
 
 
@@ -326,6 +358,72 @@ class PathTracer:
             self.icount.close()
 
 
+class LivePatchBreakpoint(gdb.Breakpoint):
+    """Writes a live patch at its first hit, then marks the counts (once).
+
+    PLAN is JSON: {"writes": [[address, "hex bytes"], ...] (replacement code
+    first, then the jmp over each old entry), "functions": [...],
+    "entries": [[start, end], ...]}. The writes happen only with the CPU in
+    user mode (CPL 3): on this single-CPU kernel no kernel function is then
+    running, so none is half-way through a function being replaced. It all
+    happens inside this stop, with no round trip to another process, so the
+    guest is stopped for as short a time as GDB allows.
+    """
+
+    def __init__(self, engine, location, plan):
+        super().__init__(location, internal=True)
+        self.silent = True
+        self.engine = engine
+        self.plan = plan
+
+    def stop(self):
+        engine = self.engine
+        t0 = time.monotonic()
+        self.enabled = False
+        record = {"applied": False, "pc": _reg("$pc"), "cs": _reg("$cs")}
+        engine.patch = record
+        try:
+            if record["cs"] & 3 != 3:
+                record["error"] = f"the guest is not in user mode (cs={record['cs']:#x})"
+                return True
+            for start, end in self.plan["entries"]:
+                if start <= record["pc"] < end:
+                    record["error"] = f"the guest is inside a replaced function ({record['pc']:#x})"
+                    return True
+            inferior = gdb.selected_inferior()
+            for address, data in self.plan["writes"]:
+                data = bytes.fromhex(data)
+                inferior.write_memory(address, data)
+                if bytes(inferior.read_memory(address, len(data))) != data:
+                    record["error"] = f"write at {address:#x} did not take"
+                    return True
+            record["applied"] = True
+            record["bytes"] = sum(len(d) // 2 for _, d in self.plan["writes"])
+            record["icount"] = engine.icount_now()
+            engine.mark()
+        except Exception as exc:      # a failed write must not look like a patched run
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            return True
+        finally:
+            record["stop_s"] = round(time.monotonic() - t0, 6)
+        return False
+
+
+class IcountBreakpoint(gdb.Breakpoint):
+    """Notes the guest instruction count at its first hit under NAME, then disables itself."""
+
+    def __init__(self, engine, name, location):
+        super().__init__(location, internal=True)
+        self.silent = True
+        self.engine = engine
+        self.name = name
+
+    def stop(self):
+        self.enabled = False
+        self.engine.icount_marks[self.name] = self.engine.icount_now()
+        return False
+
+
 ENGINE = ProbeEngine()
 
 
@@ -337,6 +435,9 @@ Usage: faultprobe add ROLE LOCATION [SYMBOL]  -- count hits at LOCATION (a symbo
        faultprobe stats                       -- print the counts
        faultprobe json [FILE]                 -- the counts as JSON (to FILE if given)
        faultprobe trace [QMP [SAMPLE [ROLE]]]  -- follow each fault from entry to return
+       faultprobe mark                         -- split counts here (snapshot shows before/after)
+       faultprobe livepatch LOCATION PLAN      -- at LOCATION's first hit: write PLAN, then mark
+       faultprobe icount-at NAME LOCATION [QMP] -- note the instruction count at LOCATION's first hit
        faultprobe reset | enable | disable | clear
 ROLE is a free-form name such as "fault entry"; quote it when it has spaces."""
 
@@ -476,7 +577,48 @@ class ClearCommand(_Sub):
         ENGINE.clear()
 
 
+class MarkCommand(_Sub):
+    """Split the counts here: the JSON snapshot gets each count as it is now ("mark")."""
+
+    def __init__(self):
+        super().__init__("mark")
+
+    def invoke(self, arg, from_tty):
+        ENGINE.mark()
+
+
+class LivePatchCommand(_Sub):
+    """Apply a live patch at LOCATION's first hit: faultprobe livepatch LOCATION PLAN.json."""
+
+    def __init__(self):
+        super().__init__("livepatch")
+
+    def invoke(self, arg, from_tty):
+        argv = gdb.string_to_argv(arg)
+        if len(argv) != 2:
+            raise gdb.GdbError("usage: faultprobe livepatch LOCATION PLAN.json")
+        with open(argv[1]) as f:
+            plan = json.load(f)
+        LivePatchBreakpoint(ENGINE, argv[0], plan)
+
+
+class IcountAtCommand(_Sub):
+    """Note the instruction count at LOCATION's first hit: faultprobe icount-at NAME LOCATION [QMP]."""
+
+    def __init__(self):
+        super().__init__("icount-at")
+
+    def invoke(self, arg, from_tty):
+        argv = gdb.string_to_argv(arg)
+        if len(argv) not in (2, 3):
+            raise gdb.GdbError("usage: faultprobe icount-at NAME LOCATION [QMP_SOCKET]")
+        if len(argv) == 3 and ENGINE.icount_reader is None and ENGINE.own_icount is None:
+            ENGINE.own_icount = QmpIcount(argv[2])
+        IcountBreakpoint(ENGINE, argv[0], argv[1])
+
+
 FaultprobeCommand()
 for _cls in (AddCommand, ArmCommand, StatsCommand, JsonCommand, TraceCommand, ResetCommand,
-             EnableCommand, DisableCommand, ClearCommand):
+             EnableCommand, DisableCommand, ClearCommand, MarkCommand, LivePatchCommand,
+             IcountAtCommand):
     _cls()

@@ -1,0 +1,273 @@
+"""A live patch inside one run: when it is applied, and what it changed.
+
+The patch goes in at one deterministic point: the workload is started with
+`mark=N` and calls `gdbfault_mark()` once, after N iterations, in user mode
+(qemu/workloads/driver.c). `faultprobe livepatch` has a breakpoint there
+that writes the replacement code and the jmps and marks the counts, all in
+one stop inside GDB (gdbscripts/faultprobe.py).
+
+Under record/replay (the default) debugger writes are not part of the
+recording, so the recording run gets GDB too, with only that breakpoint and
+one at `rt_finish` (after the workload's timed loop): the same bytes are
+written at the same guest instruction in the recording and in the replay.
+Consistency is proved by instruction counts at a fixed point, not by the
+guest's summary (a replay that skipped the write would still print the
+recorded one): the count at `rt_finish` must be equal in both. The
+recording's one stop moves the guest's clock (QEMU's virtual clock follows
+real time while stopped); the replay measures by how much: the instructions
+executed between the workload's two rdtsc reads against the cycles the guest
+counted between them.
+"""
+import json
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gdbfault.errors import GdbfaultError, GuestError
+from gdbfault.gdb import Debugger, mi_quote
+from gdbfault.locations import GDBSCRIPTS
+from gdbfault.paths import summarise_paths, user_fault_searches
+from gdbfault.profiles import SEARCH
+from gdbfault.qemu import Machine, MachineConfig, describe_exit
+from gdbfault.truth import expected_hits
+
+__all__ = ["LivePatchSpec", "prepare", "WorkloadPoints", "arm", "record_with_patch",
+           "fill_live_patch", "check_consistency"]
+
+_SEED_PATCH = Path(__file__).resolve().parents[1] / "qemu" / "kernel" / "patches" / \
+    "0001-user-faults-skip-exception-table.patch"
+
+
+@dataclass
+class LivePatchSpec:
+    file: str
+    at: int = None          # iterations done before the patch; None = half of them
+
+
+def prepare(spec, kernel, system_map):
+    """Check the options and build the patch: (LivePatch, the iteration it goes in at)."""
+    from gdbfault.livepatch import prepare_live_patch
+    lp = spec.live_patch
+    if spec.backend != "gdb":
+        raise GdbfaultError("--live-patch works with --backend gdb only (for now)")
+    if spec.iterations is None:
+        raise GdbfaultError("--live-patch needs --iterations (the patch moment is an iteration)")
+    at = lp.at if lp.at is not None else spec.iterations // 2
+    if at < 0 or at > spec.iterations:
+        raise GdbfaultError(f"--patch-at {at} is beyond --iterations {spec.iterations}")
+    if not spec.workload:
+        raise GdbfaultError("--live-patch needs a workload (the patch moment is one of its iterations)")
+    patch = prepare_live_patch(lp.file, kernel, system_map,
+                               spec.variant if spec.kernel == "lab" else None)
+    return patch, at
+
+
+class WorkloadPoints:
+    """Fixed points of the workload binary: its mark, its two rdtsc reads, its end."""
+
+    def __init__(self, elf):
+        from elftools.elf.elffile import ELFFile
+        with open(elf, "rb") as f:
+            symtab = ELFFile(f).get_section_by_name(".symtab")
+            syms = {s.name: s["st_value"] for s in symtab.iter_symbols() if s.name}
+        for name in ("gdbfault_mark", "rt_finish", "rt_main"):
+            if name not in syms:
+                raise GdbfaultError(f"the workload {elf} has no '{name}' (rebuild it: make build)")
+        self.mark, self.end = syms["gdbfault_mark"], syms["rt_finish"]
+        out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", "--disassemble=rt_main", str(elf)],
+                             capture_output=True, text=True).stdout
+        self.rdtsc = [int(m.group(1), 16) for m in re.finditer(r"^\s*([0-9a-f]+):\s+rdtsc", out, re.M)]
+        if len(self.rdtsc) != 2:
+            self.rdtsc = []           # timing is then not measured, the rest still works
+
+
+def arm(dbg, plan_path, points, qmp_socket, timing=True):
+    """The in-GDB side: the patch at the mark, instruction counts at fixed points."""
+    qmp = mi_quote(str(qmp_socket)) if qmp_socket else ""
+    dbg.console(f"faultprobe icount-at end *{points.end:#x} {qmp}".rstrip())
+    if timing and len(points.rdtsc) == 2:
+        dbg.console(f"faultprobe icount-at loop_start *{points.rdtsc[0]:#x} {qmp}".rstrip())
+        dbg.console(f"faultprobe icount-at loop_end *{points.rdtsc[1]:#x} {qmp}".rstrip())
+    dbg.console(f"faultprobe livepatch *{points.mark:#x} {mi_quote(str(plan_path))}")
+
+
+def record_with_patch(spec, config, result, cleanup, plan_path, points, rr_icount, gdb_prepare):
+    """The recording run, with GDB attached only to apply the patch (see module doc)."""
+    rec_dir = Path(tempfile.mkdtemp(prefix="gdbfault-rec-"))
+    cleanup.append(rec_dir)
+    record_file = rec_dir / "guest.rr"
+    rec = Machine(MachineConfig(kernel=config.kernel, initrd=config.initrd, append=config.append,
+                                memory_mb=config.memory_mb, qemu=config.qemu, halted=True,
+                                icount_options=f"{rr_icount},rr=record,rrfile={record_file}",
+                                extra_args=config.extra_args + ["-net", "none"]), run_dir=rec_dir)
+    dbg = None
+    t0 = time.monotonic()
+    try:
+        rec.start()
+        dbg = Debugger(spec.gdb)
+        gdb_prepare(dbg, str(rec.gdb_socket))
+        arm(dbg, plan_path, points, rec.probe_qmp_socket, timing=False)
+        dbg.mi("-exec-continue")
+        deadline = t0 + spec.timeout_s
+        status = None
+        while status is None:
+            status = rec.wait(0.2)
+            if status is None and (time.monotonic() > deadline or not dbg.alive):
+                raise GuestError(f"the guest did not finish within {spec.timeout_s:.0f} s while "
+                                 "recording the live patch" if dbg.alive else
+                                 f"GDB died while recording: {dbg.last_log() or 'no message'}")
+        snap_path = rec_dir / "record-counts.json"
+        dbg.console(f"faultprobe json {snap_path}")
+        snap = json.loads(snap_path.read_text())
+        serial = rec.serial_output()
+    finally:
+        if dbg is not None:
+            dbg.close()
+        rec.close(keep_dir=True)
+    result["record"] = {"exit_status": status, "exit": describe_exit(status),
+                        "wall_s": round(time.monotonic() - t0, 3),
+                        "live_patch": {"patch": snap.get("patch"), "icount_marks": snap.get("icount_marks", {})}}
+    patch = snap.get("patch") or {}
+    if not patch.get("applied"):
+        raise GdbfaultError("the live patch was not applied while recording: "
+                            f"{patch.get('error') or 'the workload never reached its mark'}")
+    return record_file, {"status": status, "serial": serial}
+
+
+def _phase_guest(guest, iterations, phase_iterations):
+    """The guest's truth for part of the run: every workload counts its events per iteration."""
+    out = {}
+    for key in ("sigsegv", "efault", "demand_pages"):
+        v = int(guest.get(key, 0))
+        if v not in (0, iterations):
+            return None
+        out[key] = phase_iterations if v else 0
+    return out
+
+
+def _phase_checks(probes, hits, guest, model, drop_search):
+    expected = expected_hits(guest, model)
+    rows = []
+    for p in probes:
+        if p["role"] in expected and not (drop_search and p["role"] == SEARCH):
+            counted = hits[p["symbol"]]
+            rows.append({"role": p["role"], "symbol": p["symbol"], "expected": expected[p["role"]],
+                         "counted": counted, "ok": counted == expected[p["role"]]})
+    return rows
+
+
+def _after_model(result, patch):
+    """The kernel the patch makes, when we know its fault path (vanilla + the seed patch)."""
+    k = result["kernel"]
+    if k.get("lab") and k.get("variant") == "vanilla" and patch.kind == "patch":
+        try:
+            if Path(patch.source).read_bytes() == _SEED_PATCH.read_bytes():
+                return "lab-patched"
+        except OSError:
+            pass
+    return None
+
+
+def fill_live_patch(result, snap, patch, at, iterations):
+    """result["live_patch"]: before/after hits, paths and checks, and the patch line's facts."""
+    p = (snap or {}).get("patch") or {}
+    lp = {"at_iteration": at, "source": patch.source, "kind": patch.kind,
+          "functions": [f.describe() for f in patch.functions],
+          "code": {"address": patch.code_address, "bytes": len(patch.code)},
+          "applied": bool(p.get("applied")), "error": p.get("error"),
+          "icount": p.get("icount"), "stop_s": p.get("stop_s"),
+          "icount_marks": (snap or {}).get("icount_marks", {})}
+    result["live_patch"] = lp
+    mark = (snap or {}).get("mark")
+    if not mark:
+        return lp
+    marked = {m["address"]: m["hits"]["workload"] for m in mark["probes"]}
+    iters = {"before": at, "after": iterations - at}
+    phases = {name: {"iterations": n, "hits": {}, "per_iteration": {}} for name, n in iters.items()}
+    for probe in result["probes"]:
+        before = marked.get(probe["address"], 0)
+        split = {"before": before, "after": probe["hits"]["workload"] - before}
+        for name, n in split.items():
+            phases[name]["hits"][probe["symbol"]] = n
+            phases[name]["per_iteration"][probe["symbol"]] = round(n / iters[name], 4) if iters[name] else None
+    trace = snap.get("trace")
+    if trace and "trace" in mark:
+        at_mark = {(m["phase"], tuple(m["events"])): m for m in mark["trace"]["paths"]}
+        before_paths, after_paths = [], []
+        for path in trace["paths"]:
+            m = at_mark.get((path["phase"], tuple(path["events"])), {"count": 0, "costed": 0})
+            before_paths.append(dict(path, count=m["count"], costs=path["costs"][:m["costed"]]))
+            after_paths.append(dict(path, count=path["count"] - m["count"], costs=path["costs"][m["costed"]:]))
+        for name, paths in (("before", before_paths), ("after", after_paths)):
+            rows = summarise_paths({"paths": [x for x in paths if x["count"]], "open": []})
+            phases[name]["paths"] = rows
+            phases[name]["user_fault_searches"] = user_fault_searches(rows)
+        phases["after"]["paths"] += summarise_paths({"paths": [], "open": trace.get("open", [])})
+    lp.update(phases)
+    return lp
+
+
+def live_patch_checks(result, patch, guest):
+    """Per-phase checks against the guest's truth, plus the totals they add up to."""
+    lp = result.get("live_patch") or {}
+    if not guest or "before" not in lp:
+        return result["checks"]
+    total_iterations = int(guest.get("iterations", 0))
+    model = result["kernel"]["model"]
+    after_model = _after_model(result, patch)
+    rows = []
+    for name, m, drop in (("before", model, False), ("after", after_model or model, after_model is None)):
+        g = _phase_guest(guest, total_iterations, lp[name]["iterations"])
+        if g is None or not result["kernel"].get("lab"):
+            return result["checks"]
+        phase_rows = _phase_checks(result["probes"], lp[name]["hits"], g, m, drop)
+        lp[name]["checks"] = phase_rows
+        rows += [dict(r, phase=name) for r in phase_rows]
+    # the run's totals: the sum of what each phase must count
+    totals = {}
+    for r in rows:
+        t = totals.setdefault(r["symbol"], dict(r, phase="total", expected=0, counted=0))
+        t["expected"] += r["expected"]
+    for p in result["probes"]:
+        if p["symbol"] in totals:
+            t = totals[p["symbol"]]
+            t["counted"] = p["hits"]["workload"]
+            t["ok"] = t["counted"] == t["expected"]
+    return list(totals.values()) + rows
+
+
+def check_consistency(result, replay_snap):
+    """The replay must have applied the same patch at the same point and run the same code."""
+    lp = result["live_patch"]
+    rec = (result.get("record") or {}).get("live_patch")
+    replay_patch = (replay_snap or {}).get("patch") or {}
+    if not replay_patch.get("applied"):
+        raise GdbfaultError("the live patch was not applied in the replay: "
+                            f"{replay_patch.get('error') or 'the workload never reached its mark'}")
+    if rec is None:                      # --live: nothing to compare with
+        return
+    rec_end = rec["icount_marks"].get("end")
+    rep_end = lp["icount_marks"].get("end")
+    lp["consistency"] = {"record_icount_at_patch": rec["patch"].get("icount"),
+                         "replay_icount_at_patch": replay_patch.get("icount"),
+                         "record_icount_at_end": rec_end, "replay_icount_at_end": rep_end,
+                         "same": rec_end is not None and rec_end == rep_end}
+    if not lp["consistency"]["same"]:
+        raise GdbfaultError(f"the replay diverged from the recording: {rep_end} guest instructions at "
+                            f"the workload's end against {rec_end} recorded")
+
+
+def timing_perturbation(result):
+    """Cycles the guest counted over its loop minus instructions it executed there (icount shift=0)."""
+    lp, guest = result.get("live_patch") or {}, result.get("guest") or {}
+    marks = lp.get("icount_marks") or {}
+    if "loop_start" not in marks or "loop_end" not in marks or "cycles" not in guest:
+        return None
+    executed = marks["loop_end"] - marks["loop_start"]
+    extra = int(guest["cycles"]) - executed
+    lp["timing"] = {"guest_cycles": int(guest["cycles"]), "instructions": executed,
+                    "extra_cycles": extra}
+    return lp["timing"]
