@@ -34,8 +34,8 @@ from gdbfault.profiles import SEARCH
 from gdbfault.qemu import Machine, MachineConfig, describe_exit
 from gdbfault.truth import expected_hits
 
-__all__ = ["LivePatchSpec", "prepare", "WorkloadPoints", "arm", "record_with_patch",
-           "fill_live_patch", "check_consistency"]
+__all__ = ["LivePatchSpec", "prepare", "WorkloadPoints", "arm", "record_with_patch", "fill_live_patch",
+           "live_patch_checks", "check_consistency", "ReplayWatch", "timing_perturbation"]
 
 _SEED_PATCH = Path(__file__).resolve().parents[1] / "qemu" / "kernel" / "patches" / \
     "0001-user-faults-skip-exception-table.patch"
@@ -239,6 +239,39 @@ def live_patch_checks(result, patch, guest):
     return list(totals.values()) + rows
 
 
+class ReplayWatch:
+    """Fails a replay that stopped moving: one that diverged from its recording.
+
+    A replay that runs other code than was recorded waits for recorded events
+    that never come: its instruction count stands still while QEMU runs (the
+    lab kernel never idles that long). Seen with the write left out of the
+    replay: stuck after the patch point until the run's timeout.
+    """
+
+    STALL_S = 15.0
+
+    def __init__(self, machine, result):
+        self.machine = machine
+        self.result = result
+        self.last = None
+        self.since = time.monotonic()
+
+    def __call__(self):
+        try:
+            now = self.machine.icount()
+        except Exception:             # QMP gone: QEMU's own end is reported instead
+            return
+        if now != self.last:
+            self.last, self.since = now, time.monotonic()
+            return
+        if time.monotonic() - self.since > self.STALL_S:
+            recorded = ((self.result.get("record") or {}).get("live_patch") or {}).get("icount_marks", {})
+            raise GdbfaultError(f"the replay diverged from the recording: it stopped at guest instruction "
+                                f"{now:,} for {self.STALL_S:.0f} s (the recording reached the workload's end "
+                                f"at {recorded.get('end', '?'):,})" if isinstance(recorded.get("end"), int) else
+                                f"the replay diverged from the recording: it stopped at guest instruction {now:,}")
+
+
 def check_consistency(result, replay_snap):
     """The replay must have applied the same patch at the same point and run the same code."""
     lp = result["live_patch"]
@@ -268,6 +301,7 @@ def timing_perturbation(result):
         return None
     executed = marks["loop_end"] - marks["loop_start"]
     extra = int(guest["cycles"]) - executed
+    recorded = ((result.get("record") or {}).get("live_patch") or {}).get("patch") or {}
     lp["timing"] = {"guest_cycles": int(guest["cycles"]), "instructions": executed,
-                    "extra_cycles": extra}
+                    "extra_cycles": extra, "stop_s": recorded.get("stop_s", lp.get("stop_s"))}
     return lp["timing"]

@@ -146,8 +146,10 @@ def _live_patch_lines(lp, tablefmt):
     if t:
         lines.append(f"guest timing: the workload's loop executed {_num(t['instructions'])} instructions and "
                      f"its rdtsc counted {_num(t['guest_cycles'])} cycles: the patch stop moved the guest's "
-                     f"clock by {_num(t['extra_cycles'])} cycles ({t['extra_cycles'] / 1e6:.3f} ms), "
-                     "included in cycles/iteration above")
+                     f"clock by {_num(t['extra_cycles'])} cycles ({t['extra_cycles'] / 1e6:.3f} ms of guest time; "
+                     f"the stop took {t['stop_s'] * 1e3:.1f} ms in GDB), included in cycles/iteration above"
+                     if t.get("stop_s") is not None else
+                     f"clock by {_num(t['extra_cycles'])} cycles, included in cycles/iteration above")
     lines.append("")
     return lines
 

@@ -102,6 +102,7 @@ class _Session:
         self.machine = None
         self.debugger = None
         self.snapshot = None          # last counts read from GDB
+        self.watch = None             # called about once a second; raises when the run went wrong
 
     def close(self, keep_dir=False):
         if self.debugger is not None:
@@ -266,6 +267,8 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
             _start_tracer(dbg, probes, machine.probe_qmp_socket if spec.icount else None,
                           spec.cost_sample)
         if live is not None:
+            if replay:
+                session.watch = livepatch_run.ReplayWatch(machine, result)
             if spec.icount:
                 _lend_qmp(dbg)
             livepatch_run.arm(dbg, plan, points, machine.probe_qmp_socket if spec.icount else None)
@@ -394,6 +397,8 @@ def _supervise(spec, session, t_start, progress):
                 if machine.poll() is not None:
                     return machine.poll()
                 raise
+            if session.watch is not None:
+                session.watch()
             if progress is not None:
                 guest = parse_guest_output(machine.serial_output())
                 done, total = guest["progress"] or (0, spec.iterations or 0)

@@ -367,7 +367,9 @@ class LivePatchBreakpoint(gdb.Breakpoint):
     user mode (CPL 3): on this single-CPU kernel no kernel function is then
     running, so none is half-way through a function being replaced. It all
     happens inside this stop, with no round trip to another process, so the
-    guest is stopped for as short a time as GDB allows.
+    guest is stopped for as short a time as GDB allows. A patch that cannot
+    go in is never half-written and never stops the guest: the error is
+    recorded (`patch` in the JSON snapshot) and the guest runs on unpatched.
     """
 
     def __init__(self, engine, location, plan):
@@ -385,25 +387,25 @@ class LivePatchBreakpoint(gdb.Breakpoint):
         try:
             if record["cs"] & 3 != 3:
                 record["error"] = f"the guest is not in user mode (cs={record['cs']:#x})"
-                return True
+                return False
             for start, end in self.plan["entries"]:
                 if start <= record["pc"] < end:
                     record["error"] = f"the guest is inside a replaced function ({record['pc']:#x})"
-                    return True
+                    return False
             inferior = gdb.selected_inferior()
             for address, data in self.plan["writes"]:
                 data = bytes.fromhex(data)
                 inferior.write_memory(address, data)
                 if bytes(inferior.read_memory(address, len(data))) != data:
                     record["error"] = f"write at {address:#x} did not take"
-                    return True
+                    return False
             record["applied"] = True
             record["bytes"] = sum(len(d) // 2 for _, d in self.plan["writes"])
             record["icount"] = engine.icount_now()
             engine.mark()
         except Exception as exc:      # a failed write must not look like a patched run
             record["error"] = f"{type(exc).__name__}: {exc}"
-            return True
+            return False
         finally:
             record["stop_s"] = round(time.monotonic() - t0, 6)
         return False

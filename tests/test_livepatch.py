@@ -1,0 +1,226 @@
+"""Live patching: the seed's patch applied to the running lab kernel, in one boot.
+
+Building and linking run the real compiler and linker on the lab kernel's
+sources; the end-to-end tests use real QEMU, GDB and the vanilla lab kernel
+under record/replay, and check every count against the guest's own truth.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from gdbfault.errors import GdbfaultError
+from gdbfault.livepatch import jmp_rel32, prepare_live_patch
+from gdbfault.locations import lab_kernel
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEED = os.path.join(REPO, "qemu", "kernel", "patches", "0001-user-faults-skip-exception-table.patch")
+ITERATIONS, AT = 40, 20
+
+
+def run_cli(*args, tmpdir, timeout=300):
+    env = dict(os.environ, TMPDIR=str(tmpdir))
+    return subprocess.run([sys.executable, "-m", "gdbfault", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
+
+
+def one_line_error(r, *needles):
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gdbfault: error:"), r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def instructions(disassembly):
+    """Mnemonics and operands of objdump -d lines; kernel addresses (call and
+    jump targets, string constants) left out: they differ by placement."""
+    out = []
+    for line in disassembly.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3 and parts[2].strip():
+            insn = parts[2].split("<")[0].strip()
+            insn = re.sub(r"^(call|j\w+)\s+\S+$", r"\1", insn)
+            out.append(re.sub(r"0xc0[0-9a-f]{6}", "ADDR", insn))
+    return out
+
+
+def compile_object(tmp_path, source, name="repl.o"):
+    src = tmp_path / (name + ".c")
+    src.write_text(source)
+    obj = tmp_path / name
+    subprocess.run(["gcc", "-m32", "-O2", "-ffreestanding", "-fno-pic", "-fno-asynchronous-unwind-tables",
+                    "-c", "-o", str(obj), str(src)], check=True)
+    return obj
+
+
+# -- building ------------------------------------------------------------------
+
+def test_seed_patch_builds_the_patched_kernels_do_page_fault(lab_built, tmp_path):
+    kernel, _ = lab_kernel("vanilla")
+    patch = prepare_live_patch(SEED, kernel, None, "vanilla")
+    assert [f.name for f in patch.functions] == ["do_page_fault"]     # only the function whose code changed
+    f = patch.functions[0]
+    start, end = patch.area
+    assert start <= patch.code_address and patch.code_address + len(patch.code) <= end
+    assert start <= f.new < end
+    writes = patch.writes()
+    assert writes[0] == (patch.code_address, patch.code)
+    assert writes[1] == (f.old, jmp_rel32(f.old, f.new))
+    assert f.old + 5 + int.from_bytes(writes[1][1][1:], "little", signed=True) == f.new
+    # the replacement is the patched build's do_page_fault, instruction for instruction
+    blob = tmp_path / "new.bin"
+    off = f.new - patch.code_address
+    blob.write_bytes(patch.code[off:off + f.size])
+    ours = subprocess.run(["objdump", "-D", "-b", "binary", "-m", "i386", f"--adjust-vma={f.new:#x}", str(blob)],
+                          capture_output=True, text=True, check=True).stdout
+    patched_kernel, _ = lab_kernel("patched")
+    theirs = subprocess.run(["objdump", "-d", "--disassemble=do_page_fault", str(patched_kernel)],
+                            capture_output=True, text=True, check=True).stdout
+    assert instructions(ours) == instructions(theirs) and len(instructions(ours)) > 50
+
+
+def test_object_replacement_links_against_the_kernel(lab_built, tmp_path):
+    kernel, system_map = lab_kernel("vanilla")
+    obj = compile_object(tmp_path, "struct task;\nextern void force_sig(int, struct task *);\n"
+                                   "static int calls;\n"
+                                   "void do_page_fault(void *regs, unsigned long e) { calls++; force_sig(11, 0); }\n")
+    patch = prepare_live_patch(obj, kernel, system_map, None)       # System.map only
+    assert [f.name for f in patch.functions] == ["do_page_fault"]
+    # the new function's own static lives in the area (an object brings its own data)
+    assert len(patch.code) > patch.functions[0].size
+
+
+# -- bad input: one line, exit 2, nothing booted or left behind -------------------
+
+def _bad(tmp_path, *args):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    r = run_cli("attach", "--qemu", "--iterations", str(ITERATIONS), *args, tmpdir=tmpdir)
+    assert r.returncode == 2, r.stderr
+    assert list(tmpdir.iterdir()) == [], "temporary files left behind"
+    return r
+
+
+def test_patch_that_does_not_apply(lab_built, no_leaks, tmp_path):
+    r = _bad(tmp_path, "--variant", "patched", "--live-patch", SEED)       # already applied there
+    one_line_error(r, "the patch does not apply to the lab kernel (patched)")
+
+
+def test_not_a_patch(lab_built, no_leaks, tmp_path):
+    junk = tmp_path / "junk.patch"
+    junk.write_text("hello\n")
+    one_line_error(_bad(tmp_path, "--live-patch", str(junk)), "is not a patch")
+
+
+def test_object_with_an_unresolvable_symbol(lab_built, no_leaks, tmp_path):
+    obj = compile_object(tmp_path, "extern int no_such_kernel_symbol(void);\n"
+                                   "int do_page_fault(void) { return no_such_kernel_symbol(); }\n")
+    one_line_error(_bad(tmp_path, "--live-patch", str(obj)),
+                   "undefined symbol 'no_such_kernel_symbol' that the kernel's map cannot resolve")
+
+
+def test_replacement_for_a_function_that_does_not_exist(lab_built, no_leaks, tmp_path):
+    obj = compile_object(tmp_path, "int no_such_function(void) { return 0; }\n")
+    one_line_error(_bad(tmp_path, "--live-patch", str(obj)),
+                   "replaces 'no_such_function', a function that does not exist")
+
+
+def test_no_free_room_in_guest_memory(lab_built, no_leaks, tmp_path):
+    obj = compile_object(tmp_path, "const char table[20000] = {1};\n"
+                                   "int do_page_fault(int i) { return table[i]; }\n")
+    one_line_error(_bad(tmp_path, "--live-patch", str(obj)), "no free room in guest memory", "20")
+
+
+def test_patch_at_beyond_iterations(lab_built, no_leaks, tmp_path):
+    one_line_error(_bad(tmp_path, "--live-patch", SEED, "--patch-at", str(ITERATIONS + 1)),
+                   f"--patch-at {ITERATIONS + 1} is beyond --iterations {ITERATIONS}")
+
+
+# -- the patch event under record/replay ---------------------------------------
+
+def _hits(phase):
+    return phase["hits"]
+
+
+def _path(phase, shape):
+    return next((p for p in phase.get("paths", []) if p["shape"] == shape), None)
+
+
+@pytest.mark.qemu
+def test_seed_patch_in_one_boot_under_record_replay(lab_built, no_leaks, tmp_path):
+    from gdbfault.paths import RESOLVED_SHAPE, USER_SEARCH_SIGNAL, USER_SIGNAL
+    from gdbfault.run import RunSpec, run_qemu
+    out = tmp_path / "run.json"
+    r = run_cli("attach", "--qemu", "--iterations", str(ITERATIONS), "--live-patch", SEED,
+                "--patch-at", str(AT), "-q", "--output", str(out), tmpdir=tmp_path)
+    assert r.returncode == 0, r.stderr
+    run = json.loads(out.read_text())
+    lp = run["live_patch"]
+    f = lp["functions"][0]
+    assert re.search(rf"live patch: do_page_fault → {f['new']:#x} \(\d+ bytes at {lp['code']['address']:#x}\), "
+                     rf"at iteration {AT} \(guest instruction [\d,]+\)", r.stdout), r.stdout
+    before, after = lp["before"], lp["after"]
+    assert before["iterations"] == AT and after["iterations"] == ITERATIONS - AT
+    # the seed's claim, in one boot: 1.00 search per user fault before, 0.00 after
+    assert before["per_iteration"]["search_exception_table"] == 1.0
+    assert after["per_iteration"]["search_exception_table"] == 0.0
+    for phase in (before, after):
+        assert phase["hits"]["do_page_fault"] == 2 * phase["iterations"]
+        assert phase["hits"]["force_sig"] == phase["hits"]["handle_mm_fault"] == phase["iterations"]
+        assert phase["checks"] and all(c["ok"] for c in phase["checks"])
+    # before + after = the run's totals, and the totals match the guest's own summary
+    for p in run["probes"]:
+        assert before["hits"][p["symbol"]] + after["hits"][p["symbol"]] == p["hits"]["workload"]
+    assert run["guest"]["sigsegv"] == ITERATIONS and all(c["ok"] for c in run["checks"])
+    # paths: the vanilla user-signal path before; after it, the patched kernel's plus the jmp
+    assert _path(before, USER_SEARCH_SIGNAL)["count"] == AT and _path(before, USER_SIGNAL) is None
+    assert _path(after, USER_SEARCH_SIGNAL) is None and _path(after, USER_SIGNAL)["count"] == ITERATIONS - AT
+    patched = run_qemu(RunSpec(variant="patched", iterations=10))       # the rebuilt patched kernel
+    rebuilt = next(p for p in patched["paths"] if p["shape"] == USER_SIGNAL)["median"]
+    assert _path(after, USER_SIGNAL)["median"] == _path(after, USER_SIGNAL)["p95"] == rebuilt + 1
+    assert _path(after, RESOLVED_SHAPE)["median"] == _path(before, RESOLVED_SHAPE)["median"] + 1
+    # the recording and the replay ran the same code: same count at fixed points
+    c = lp["consistency"]
+    assert c["same"] and c["record_icount_at_end"] == c["replay_icount_at_end"]
+    assert c["record_icount_at_patch"] == c["replay_icount_at_patch"] == lp["icount"]
+    # the one stop's effect on the guest's clock is measured, not hidden
+    t = lp["timing"]
+    assert t["guest_cycles"] == run["guest"]["cycles"] and t["extra_cycles"] == t["guest_cycles"] - t["instructions"]
+    assert "guest timing:" in r.stdout and "record and replay agree" in r.stdout
+
+
+@pytest.mark.qemu
+def test_a_replay_without_the_write_is_caught(lab_built, no_leaks, tmp_path, monkeypatch):
+    """The replay prints the recorded summary even if it skips the write (FACTS.md):
+    the instruction count at the workload's end must catch it."""
+    from gdbfault import livepatch_run
+    from gdbfault.run import RunFailed, RunSpec, run_qemu
+    real_arm = livepatch_run.arm
+
+    def arm_without_writes(dbg, plan_path, points, qmp_socket, timing=True):
+        if timing:            # the replay (the recording arms with timing=False)
+            empty = tmp_path / "empty-plan.json"
+            empty.write_text(json.dumps({"writes": [], "functions": [], "entries": []}))
+            plan_path = empty
+        real_arm(dbg, plan_path, points, qmp_socket, timing)
+    monkeypatch.setattr(livepatch_run, "arm", arm_without_writes)
+    spec = RunSpec(iterations=ITERATIONS, live_patch=livepatch_run.LivePatchSpec(SEED, AT), timeout_s=240)
+    with pytest.raises(RunFailed) as failed:
+        run_qemu(spec)
+    assert "the replay diverged from the recording" in str(failed.value)
+    assert failed.value.exit_code == 2
+
+
+@pytest.mark.qemu
+def test_patch_at_zero_live(lab_built, no_leaks, tmp_path):
+    from gdbfault.livepatch_run import LivePatchSpec
+    from gdbfault.run import RunSpec, run_qemu
+    run = run_qemu(RunSpec(iterations=10, replay=False, trace=False, live_patch=LivePatchSpec(SEED, 0)))
+    lp = run["live_patch"]
+    assert lp["applied"] and lp["before"]["iterations"] == 0
+    assert all(n == 0 for n in lp["before"]["hits"].values())
+    assert lp["after"]["hits"]["search_exception_table"] == 0 and lp["after"]["hits"]["force_sig"] == 10
+    assert all(c["ok"] for c in run["checks"])
