@@ -35,7 +35,7 @@ from gdbfault.qemu import Machine, MachineConfig, describe_exit
 from gdbfault.truth import expected_hits
 
 __all__ = ["LivePatchSpec", "prepare", "WorkloadPoints", "arm", "record_with_patch", "fill_live_patch",
-           "live_patch_checks", "check_consistency", "ReplayWatch", "timing_perturbation"]
+           "live_patch_checks", "check_consistency", "ReplayWatch", "timing_perturbation", "phase_view"]
 
 _SEED_PATCH = Path(__file__).resolve().parents[1] / "qemu" / "kernel" / "patches" / \
     "0001-user-faults-skip-exception-table.patch"
@@ -291,6 +291,21 @@ def check_consistency(result, replay_snap):
     if not lp["consistency"]["same"]:
         raise GdbfaultError(f"the replay diverged from the recording: {rep_end} guest instructions at "
                             f"the workload's end against {rec_end} recorded")
+
+
+def phase_view(result, phase):
+    """A RunResult-like dict of one phase of a live-patched run (for `gdbfault check`), or None."""
+    lp = result.get("live_patch") or {}
+    part = lp.get(phase)
+    if not part:
+        return None
+    probes = [dict(p, hits={"boot": 0, "workload": part["hits"].get(p["symbol"], 0)},
+                   per_iteration=part["per_iteration"].get(p["symbol"]))
+              for p in result.get("probes", [])]
+    view = {"probes": probes, "guest": {"iterations": part["iterations"]}}
+    if "paths" in part:
+        view["paths"] = part["paths"]
+    return view
 
 
 def timing_perturbation(result):

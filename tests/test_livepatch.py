@@ -93,6 +93,22 @@ def test_object_replacement_links_against_the_kernel(lab_built, tmp_path):
     assert len(patch.code) > patch.functions[0].size
 
 
+def test_check_specs_name_before_and_after_metrics():
+    from gdbfault.checks import parse_ref, resolve
+    from gdbfault.livepatch_run import phase_view
+    assert parse_ref("live.before.per_iteration.force_sig", ["live"]) == \
+        ("live", "phase", ("before", "per_iteration", ("force_sig",)))
+    assert parse_ref("live.after.path.user-signal.median", ["live"])[2] == ("after", "path", ("user-signal", "median"))
+    with pytest.raises(ValueError, match="whole-run metric"):
+        parse_ref("live.after.guest.sigsegv", ["live"])
+    run = {"probes": [{"role": "signal forced", "symbol": "force_sig", "hits": {"boot": 0, "workload": 10}}],
+           "live_patch": {"before": {"iterations": 4, "hits": {"force_sig": 4}, "per_iteration": {"force_sig": 1.0}},
+                          "after": {"iterations": 6, "hits": {"force_sig": 6}, "per_iteration": {"force_sig": 1.0}}}}
+    assert resolve(run, "phase", ("after", "hits", ("signal forced",))) == 6
+    assert resolve(run, "phase", ("before", "iterations", ())) == 4
+    assert phase_view({"probes": []}, "before") is None
+
+
 # -- bad input: one line, exit 2, nothing booted or left behind -------------------
 
 def _bad(tmp_path, *args):
@@ -190,6 +206,9 @@ def test_seed_patch_in_one_boot_under_record_replay(lab_built, no_leaks, tmp_pat
     t = lp["timing"]
     assert t["guest_cycles"] == run["guest"]["cycles"] and t["extra_cycles"] == t["guest_cycles"] - t["instructions"]
     assert "guest timing:" in r.stdout and "record and replay agree" in r.stdout
+    # the seed's claim in one boot, as a check spec over this run
+    chk = run_cli("check", "qemu/checks/seed-live-patch.toml", "--use", f"live={out}", tmpdir=tmp_path)
+    assert chk.returncode == 0 and "6 passed, 0 failed" in chk.stdout, chk.stdout + chk.stderr
 
 
 @pytest.mark.qemu
