@@ -35,7 +35,8 @@ from gdbfault.qemu import Machine, MachineConfig, describe_exit
 from gdbfault.truth import expected_hits
 
 __all__ = ["LivePatchSpec", "prepare", "WorkloadPoints", "arm", "record_with_patch", "fill_live_patch",
-           "live_patch_checks", "check_consistency", "ReplayWatch", "timing_perturbation", "phase_view"]
+           "live_patch_checks", "check_consistency", "ReplayWatch", "timing_perturbation", "phase_view",
+           "PluginPatcher"]
 
 _SEED_PATCH = Path(__file__).resolve().parents[1] / "qemu" / "kernel" / "patches" / \
     "0001-user-faults-skip-exception-table.patch"
@@ -51,8 +52,6 @@ def prepare(spec, kernel, system_map):
     """Check the options and build the patch: (LivePatch, the iteration it goes in at)."""
     from gdbfault.livepatch import prepare_live_patch
     lp = spec.live_patch
-    if spec.backend != "gdb":
-        raise GdbfaultError("--live-patch works with --backend gdb only (for now)")
     if spec.iterations is None:
         raise GdbfaultError("--live-patch needs --iterations (the patch moment is an iteration)")
     at = lp.at if lp.at is not None else spec.iterations // 2
@@ -320,3 +319,79 @@ def timing_perturbation(result):
     lp["timing"] = {"guest_cycles": int(guest["cycles"]), "instructions": executed,
                     "extra_cycles": extra, "stop_s": recorded.get("stop_s", lp.get("stop_s"))}
     return lp["timing"]
+
+
+class PluginPatcher:
+    """--backend plugin: GDB connects only to apply the patch; the plugin counts.
+
+    The plugin gets a "mark" probe at the workload's mark, where it snapshots
+    every count and tags the paths opened after it; the GDB breakpoint at the
+    same address writes the patch before that instruction runs.
+    """
+
+    def __init__(self, spec, live, initrd):
+        self.spec = spec
+        self.patch, self.at = live
+        self.points = WorkloadPoints(initrd)
+        self.dbg = None
+        self.run_dir = None
+
+    def plugin_probes(self):
+        return [(self.points.mark, "mark", "gdbfault_mark")]
+
+    def attach(self, machine, kernel):
+        from gdbfault.run import _connect, _lend_qmp, _load_probe_engine, _prepare_debugger
+        self.run_dir = machine.run_dir
+        plan = self.patch.write_plan(machine.run_dir / "livepatch-plan.json")
+        self.dbg = Debugger(self.spec.gdb)
+        _prepare_debugger(self.dbg, kernel)
+        _connect(self.dbg, str(machine.gdb_socket))
+        _load_probe_engine(self.dbg, [], None)
+        qmp = None
+        if self.spec.icount:
+            _lend_qmp(self.dbg)
+            qmp = machine.probe_qmp_socket
+        arm(self.dbg, plan, self.points, qmp, timing=False)
+        self.dbg.mi("-exec-continue")
+
+    def finish(self):
+        """The in-GDB record of the patch (after QEMU ended); GDB is closed."""
+        if self.dbg is None or not self.dbg.alive:
+            return {}
+        path = self.run_dir / "livepatch-counts.json"
+        self.dbg.console(f"faultprobe json {path}")
+        return json.loads(path.read_text())
+
+    def close(self):
+        if self.dbg is not None:
+            self.dbg.close()
+            self.dbg = None
+
+    def fill(self, result, data, snap, roles_by_symbol):
+        """result["live_patch"] from the plugin's at_mark counts and after_mark paths."""
+        guest = result["guest"] or {}
+        iterations = int(guest.get("iterations") or self.spec.iterations)
+        lp = fill_live_patch(result, snap, self.patch, self.at, iterations)   # the patch's own facts
+        if not lp["applied"]:
+            raise GdbfaultError(f"the live patch was not applied: {lp.get('error') or 'the workload never reached its mark'}")
+        if not data.get("marked"):
+            raise GdbfaultError("the plugin never saw the workload's mark")
+        iters = {"before": self.at, "after": iterations - self.at}
+        for name, n in iters.items():
+            lp[name] = {"iterations": n, "hits": {}, "per_iteration": {}}
+        for probe in result["probes"]:
+            h = data["hits"].get(probe["symbol"], {})
+            before = int(h.get("at_mark", 0))
+            for name, v in (("before", before), ("after", probe["hits"]["workload"] - before)):
+                lp[name]["hits"][probe["symbol"]] = v
+                lp[name]["per_iteration"][probe["symbol"]] = round(v / iters[name], 4) if iters[name] else None
+        if result.get("paths") is not None:
+            for name, after in (("before", False), ("after", True)):
+                paths = [{"phase": p["phase"], "events": [roles_by_symbol.get(e, e) for e in p["events"]],
+                          "cost_hist": p["cost_hist"]}
+                         for p in data["paths"] if bool(p.get("after_mark")) == after]
+                rows = summarise_paths({"paths": paths, "open": []})
+                lp[name]["paths"] = rows
+                lp[name]["user_fault_searches"] = user_fault_searches(rows)
+        result["checks"] = live_patch_checks(result, self.patch, guest)
+        return lp

@@ -38,27 +38,42 @@ def plugin_probe_list(kernel, probes, arm):
     return out
 
 
-def run_with_plugin(spec, result, config, probes, arm):
-    """Boot with the plugin loaded, wait for the guest to end, fill `result`."""
+def run_with_plugin(spec, result, config, probes, arm, live=None):
+    """Boot with the plugin loaded, wait for the guest to end, fill `result`.
+
+    live: (LivePatch, iteration) for --live-patch: GDB then connects only to
+    apply it (livepatch_run.PluginPatcher).
+    """
     library = plugin_library()            # PluginUnavailable names what is missing
+    patcher = None
+    if live is not None:
+        from gdbfault.livepatch_run import PluginPatcher
+        patcher = PluginPatcher(spec, live, config.initrd[0])
     machine = Machine(config)
     probe_file = machine.run_dir / "probes.txt"
     out_file = machine.run_dir / "plugin-result.json"
     plist = plugin_probe_list(config.kernel, probes, arm)
+    if patcher is not None:
+        plist += patcher.plugin_probes()
     write_probe_file(probe_file, plist)
     config.extra_args = list(config.extra_args) + qemu_plugin_args(library, probe_file, out_file)
-    config.halted = False
+    config.halted = patcher is not None    # the patch breakpoint goes in before the guest runs
     result["mode"].update({"backend": "plugin", "replay": False,
                            "trace": any(kind == "ret" for _, kind, _ in plist)})
     t0 = time.monotonic()
     try:
         machine.start()
+        if patcher is not None:
+            patcher.attach(machine, config.kernel)
         status = machine.wait(spec.timeout_s)
         if status is None:
             raise GuestError(f"the guest did not finish within {spec.timeout_s:.0f} s (hung?)")
         wall = time.monotonic() - t0
+        snap = patcher.finish() if patcher is not None else None
         data = read_plugin_result(out_file)
         _fill_from_plugin(result, data, probes, machine, spec, wall)
+        if patcher is not None:
+            patcher.fill(result, data, snap, {p.symbol: p.role for p in probes})
         result["run"]["exit_status"] = status
         result["run"]["exit"] = describe_exit(status)
         machine.check_exit(status)
@@ -67,6 +82,8 @@ def run_with_plugin(spec, result, config, probes, arm):
         result["run"]["complete"] = True
         return result
     finally:
+        if patcher is not None:
+            patcher.close()
         machine.close(keep_dir=spec.keep_run_dir)
 
 

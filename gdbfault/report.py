@@ -143,6 +143,9 @@ def _live_patch_lines(lp, tablefmt):
                      f"workload's end in both (patch stop: {_num(c['record_icount_at_patch'])} recording, "
                      f"{_num(c['replay_icount_at_patch'])} replay, as QEMU counts them)")
     t = lp.get("timing")
+    if not t and lp.get("stop_s") is not None:
+        lines.append(f"guest timing: the patch stop ({lp['stop_s'] * 1e3:.1f} ms in GDB) moved the live guest's "
+                     "clock by an amount not measured on this backend; it is in cycles/iteration above")
     if t:
         lines.append(f"guest timing: the workload's loop executed {_num(t['instructions'])} instructions and "
                      f"its rdtsc counted {_num(t['guest_cycles'])} cycles: the patch stop moved the guest's "

@@ -192,7 +192,7 @@ def run_qemu(spec, progress=None):
     try:
         if spec.backend == "plugin":
             from gdbfault.plugin_run import run_with_plugin
-            return run_with_plugin(spec, result, config, probes, arm)
+            return run_with_plugin(spec, result, config, probes, arm, live)
         return _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress, live)
     except (GdbfaultError, KeyboardInterrupt) as exc:
         if isinstance(exc, KeyboardInterrupt):

@@ -243,3 +243,28 @@ def test_patch_at_zero_live(lab_built, no_leaks, tmp_path):
     assert all(n == 0 for n in lp["before"]["hits"].values())
     assert lp["after"]["hits"]["search_exception_table"] == 0 and lp["after"]["hits"]["force_sig"] == 10
     assert all(c["ok"] for c in run["checks"])
+
+
+@pytest.mark.qemu
+def test_plugin_backend_gdb_connects_only_to_patch(lab_built, no_leaks):
+    """--backend plugin: the plugin counts, GDB only applies the patch at the mark."""
+    from gdbfault import plugin_backend
+    from gdbfault.livepatch_run import LivePatchSpec
+    from gdbfault.paths import USER_SEARCH_SIGNAL, USER_SIGNAL
+    from gdbfault.run import RunSpec, run_qemu
+    try:
+        plugin_backend.plugin_library()
+    except plugin_backend.PluginUnavailable as err:
+        pytest.skip(f"plugin not built: {err}")
+    n, at = 2000, 1000
+    run = run_qemu(RunSpec(backend="plugin", iterations=n, live_patch=LivePatchSpec(SEED, at)))
+    lp = run["live_patch"]
+    assert lp["applied"] and lp["at_iteration"] == at
+    assert lp["before"]["per_iteration"]["search_exception_table"] == 1.0
+    assert lp["after"]["per_iteration"]["search_exception_table"] == 0.0
+    assert all(c["ok"] for c in run["checks"]) and any(c.get("phase") == "after" for c in run["checks"])
+    for p in run["probes"]:
+        assert lp["before"]["hits"][p["symbol"]] + lp["after"]["hits"][p["symbol"]] == p["hits"]["workload"]
+    assert _path(lp["before"], USER_SEARCH_SIGNAL)["count"] == at
+    assert _path(lp["after"], USER_SIGNAL)["count"] == n - at
+    assert _path(lp["after"], USER_SIGNAL)["median"] == _path(lp["after"], USER_SIGNAL)["max"]
