@@ -67,7 +67,8 @@ def kernel_label(result):
 
 
 def _expected_by_role(result):
-    return {c["role"]: c for c in result.get("checks", [])}
+    # whole-run rows only (a live-patched run also has one row per phase)
+    return {c["role"]: c for c in result.get("checks", []) if c.get("phase", "total") == "total"}
 
 
 def _csv(result):
@@ -206,11 +207,14 @@ def _text(result, tablefmt):
     if checks:
         bad = [c for c in checks if not c["ok"]]
         if not bad:
-            lines.append(f"counts match the guest's own summary ✓ ({len(checks)} probes checked; "
+            whole = [c for c in checks if c.get("phase", "total") == "total"]
+            phased = " and in each phase of the live patch" if len(whole) < len(checks) else ""
+            lines.append(f"counts match the guest's own summary ✓ ({len(whole)} probes checked{phased}; "
                          f"duplicate stop reports filtered: {dups})")
         else:
             for c in bad:
-                lines.append(f"✗ {c['role']} ({c['symbol']}): counted {c['counted']}, "
+                where = f" {c['phase']} the live patch" if c.get("phase") in ("before", "after") else ""
+                lines.append(f"✗ {c['role']} ({c['symbol']}){where}: counted {c['counted']}, "
                              f"the guest's summary implies {c['expected']}")
     lines.append("")
 
