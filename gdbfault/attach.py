@@ -22,14 +22,20 @@ from gdbfault.symbols import load_symbols
 __all__ = ["attach_running", "gdbstub_of_pid"]
 
 
-def _detach(dbg, timeout=10.0):
-    """Stop the guest, remove our breakpoints, detach: it runs on untouched."""
+def _detach(dbg, timeout=10.0, unpatch=False):
+    """Stop the guest, remove our breakpoints, detach: it runs on untouched.
+
+    unpatch: first put back the bytes a live patch's jmps overwrote (the
+    replacement code stays in the live-patch area, so a CPU still running
+    it returns normally)."""
     dbg.mi("-exec-interrupt")
     dbg.wait_event(lambda r: r.get("message") == "stopped"
                    and (r.get("payload") or {}).get("signal-name") == "SIGINT", timeout)
     deadline = time.monotonic() + timeout
     while True:
         try:
+            if unpatch:
+                dbg.console("faultprobe unpatch")
             dbg.console("faultprobe clear")
             break
         except GdbCommandError as exc:
@@ -78,16 +84,22 @@ def _check_reachable(address):
 
 
 def attach_running(address, kernel, system_map=None, profile=None, extra_probes=(),
-                   duration=None, gdb="gdb"):
+                   duration=None, gdb="gdb", live_patch=None, keep_patch=False, lab_variant=None):
     """Count on a QEMU that is already running, then detach and leave it running.
 
     address: 'host:port' or a unix socket path. Counts until `duration`
-    seconds have passed or Ctrl-C; returns a RunResult dict.
+    seconds have passed or Ctrl-C; returns a RunResult dict. live_patch: a
+    file for --live-patch, applied at once (livepatch_run.apply_now) and
+    taken out again before detaching unless keep_patch.
     """
     kernel = Path(kernel)
     symbols = load_symbols(kernel, system_map)
     prof = load_profile(profile) if profile else pick_profile(symbols)
     probes = resolve_probes(prof, symbols, extra_probes)
+    patch = None
+    if live_patch:                       # built (or refused) before we touch the guest
+        from gdbfault.livepatch import prepare_live_patch
+        patch = prepare_live_patch(live_patch, kernel, system_map, lab_variant)
     _check_reachable(address)
     spec = RunSpec(kernel=str(kernel), system_map=system_map, workload=None, gdb=gdb, trace=False)
     result = _new_result(spec, kernel, symbols, prof, probes, None)
@@ -103,6 +115,9 @@ def attach_running(address, kernel, system_map=None, profile=None, extra_probes=
         _connect(dbg, address)
         _load_probe_engine(dbg, probes, None)
         t_start = time.monotonic()
+        if patch is not None:
+            from gdbfault.livepatch_run import apply_now
+            apply_now(dbg, patch, work)
         dbg.mi("-exec-continue")
         deadline = t_start + duration if duration else None
         interrupted = False
@@ -115,14 +130,26 @@ def attach_running(address, kernel, system_map=None, profile=None, extra_probes=
         except KeyboardInterrupt:
             interrupted = True
         session.snapshot = read_counts(dbg, work)
-        _detach(dbg)
+        _detach(dbg, unpatch=patch is not None and not keep_patch)
+        if patch is not None:            # the patch's record now says whether it was taken out
+            session.snapshot["patch"] = read_counts(dbg, work).get("patch")
         _fill(result, session, t_start, spec)
+        if patch is not None:
+            from gdbfault.livepatch_run import fill_live_patch
+            lp = fill_live_patch(result, session.snapshot, patch, None, None)
+            lp["kept"] = bool(keep_patch)
         result["run"]["complete"] = True
         result["run"]["exit"] = "interrupted; detached, guest left running" if interrupted \
             else "detached, guest left running"
         return result
     except GdbfaultError as exc:
         _salvage(result, session, t_start, spec)
+        if patch is not None and not keep_patch and session.debugger is not None \
+                and session.debugger.alive:
+            try:                         # never leave the user's kernel patched
+                _detach(session.debugger, unpatch=True)
+            except GdbfaultError:
+                pass
         result["run"]["error"] = str(exc)
         raise RunFailed(exc, result) from None
     finally:

@@ -71,6 +71,9 @@ def build_parser():
     at.add_argument("--patch-at", type=int, metavar="N",
                     help="with --live-patch: apply it after N iterations (0 = before the first; "
                          "default: half of --iterations)")
+    at.add_argument("--keep-patch", action="store_true",
+                    help="with --live-patch on --port/--socket/--pid: leave the kernel patched when detaching "
+                         "(by default the old entries are put back)")
     at.add_argument("--format", default="table", choices=FORMATS, help="report format (default: table)")
     at.add_argument("--output", "-o", metavar="FILE", help="save the run as JSON (also when it fails)")
     at.add_argument("--keep-run-dir", action="store_true", help="keep QEMU's run directory (serial log)")
@@ -100,6 +103,8 @@ def _spec_from_args(args):
         live_patch = LivePatchSpec(args.live_patch, args.patch_at)
     elif getattr(args, "patch_at", None) is not None:
         raise GdbfaultError("--patch-at goes with --live-patch")
+    if getattr(args, "keep_patch", False):
+        raise GdbfaultError("--keep-patch goes with --port/--socket/--pid (gdbfault's own QEMU ends with the run)")
     return RunSpec(kernel=args.kernel, variant=args.variant, system_map=args.system_map,
                    workload=args.workload, iterations=args.iterations, append=args.append,
                    profile=args.profile, extra_probes=[parse_probe_option(p) for p in args.probe],
@@ -126,8 +131,8 @@ def _progress_bar(args):
 
 
 def _attach_running(args):
-    if getattr(args, "live_patch", None):
-        raise GdbfaultError("--live-patch works with --qemu only (for now)")
+    if getattr(args, "patch_at", None) is not None:
+        raise GdbfaultError("--patch-at goes with --qemu; attached to a running QEMU the patch goes in at once")
     from gdbfault.attach import attach_running, gdbstub_of_pid
     from gdbfault.locations import lab_kernel
     if args.pid is not None:
@@ -145,7 +150,9 @@ def _attach_running(args):
     if not args.quiet and args.duration is None:
         print(f"counting on {address}; Ctrl-C to stop and report", file=sys.stderr)
     return attach_running(address, kernel, system_map, args.profile,
-                          [parse_probe_option(p) for p in args.probe], args.duration)
+                          [parse_probe_option(p) for p in args.probe], args.duration,
+                          live_patch=args.live_patch, keep_patch=args.keep_patch,
+                          lab_variant=args.variant if args.kernel == "lab" else None)
 
 
 def cmd_attach(args):

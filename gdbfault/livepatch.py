@@ -61,6 +61,7 @@ class Replacement:
     old: int            # the running kernel's entry, where the jmp goes
     new: int            # the replacement's address in the live-patch area
     size: int           # the replacement's size in bytes
+    old_size: int = 0   # the replaced function's size (0: unknown)
 
     def describe(self):
         return {"name": self.name, "old": self.old, "new": self.new, "size": self.size}
@@ -92,7 +93,9 @@ class LivePatch:
         """The writes as JSON for `faultprobe livepatch` (addresses and hex bytes)."""
         plan = {"writes": [[addr, data.hex()] for addr, data in self.writes()],
                 "functions": [f.name for f in self.functions],
-                "entries": [[f.old, f.old + JMP_LEN] for f in self.functions]}
+                "entries": [[f.old, f.old + JMP_LEN] for f in self.functions],
+                # whole old functions, for the stack check of a patch applied at once
+                "ranges": [[f.old, f.old + max(f.old_size, JMP_LEN)] for f in self.functions]}
         Path(path).write_text(json.dumps(plan))
         return Path(path)
 
@@ -482,7 +485,7 @@ def prepare_live_patch(path, kernel, system_map=None, lab_variant=None):
             size = sym.size or JMP_LEN
             if size < JMP_LEN:
                 _fail(f"live patch: '{name}' is {size} bytes long, too short for a {JMP_LEN}-byte jmp")
-            olds[name] = sym.address
+            olds[name] = (sym.address, sym.size)
         code, addresses = _link(obj, keep, set(replaced), table, area, source_file, work)
         room = area[1] - area[0]
         if len(code) > room:
@@ -493,7 +496,7 @@ def prepare_live_patch(path, kernel, system_map=None, lab_variant=None):
             if name not in addresses:
                 _fail(f"live patch: '{name}' is not in the linked replacement")
             new, size = addresses[name]
-            functions.append(Replacement(name, olds[name], new, size))
+            functions.append(Replacement(name, olds[name][0], new, size, olds[name][1]))
         return LivePatch(str(path), kind, area, area[0], code, functions)
     finally:
         shutil.rmtree(work, ignore_errors=True)

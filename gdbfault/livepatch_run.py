@@ -36,7 +36,7 @@ from gdbfault.truth import expected_hits
 
 __all__ = ["LivePatchSpec", "prepare", "WorkloadPoints", "arm", "record_with_patch", "fill_live_patch",
            "live_patch_checks", "check_consistency", "ReplayWatch", "timing_perturbation", "phase_view",
-           "PluginPatcher"]
+           "PluginPatcher", "apply_now"]
 
 _SEED_PATCH = Path(__file__).resolve().parents[1] / "qemu" / "kernel" / "patches" / \
     "0001-user-faults-skip-exception-table.patch"
@@ -178,13 +178,14 @@ def fill_live_patch(result, snap, patch, at, iterations):
           "code": {"address": patch.code_address, "bytes": len(patch.code)},
           "applied": bool(p.get("applied")), "error": p.get("error"),
           "icount": p.get("icount"), "stop_s": p.get("stop_s"),
-          "icount_marks": (snap or {}).get("icount_marks", {})}
+          "icount_marks": (snap or {}).get("icount_marks", {}),
+          "unpatched": bool(p.get("unpatched"))}
     result["live_patch"] = lp
     mark = (snap or {}).get("mark")
     if not mark:
         return lp
     marked = {m["address"]: m["hits"]["workload"] for m in mark["probes"]}
-    iters = {"before": at, "after": iterations - at}
+    iters = {"before": at, "after": iterations - at} if at is not None else {"before": None, "after": None}
     phases = {name: {"iterations": n, "hits": {}, "per_iteration": {}} for name, n in iters.items()}
     for probe in result["probes"]:
         before = marked.get(probe["address"], 0)
@@ -319,6 +320,27 @@ def timing_perturbation(result):
     lp["timing"] = {"guest_cycles": int(guest["cycles"]), "instructions": executed,
                     "extra_cycles": extra, "stop_s": recorded.get("stop_s", lp.get("stop_s"))}
     return lp["timing"]
+
+
+def apply_now(dbg, patch, work, tries=50):
+    """Attach mode: patch the stopped guest as soon as no CPU is inside a replaced
+    function (checked in GDB: pc and the kernel stack's return addresses); while
+    one is, let the guest run a moment and look again."""
+    from gdbfault.gdb import GdbCommandError
+    plan = patch.write_plan(Path(work) / "livepatch-plan.json")
+    for _ in range(tries):
+        try:
+            dbg.console(f"faultprobe livepatch-now {mi_quote(str(plan))}")
+            return
+        except GdbCommandError as exc:
+            if "not quiescent" not in str(exc):
+                raise GdbfaultError(f"the live patch could not be applied: {exc}") from None
+        dbg.mi("-exec-continue")
+        time.sleep(0.02)
+        dbg.mi("-exec-interrupt")
+        dbg.wait_event(lambda r: r.get("message") == "stopped", 10.0)
+    raise GdbfaultError(f"the live patch was not applied: a replaced function was running at each of "
+                        f"{tries} stops")
 
 
 class PluginPatcher:

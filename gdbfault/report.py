@@ -101,13 +101,17 @@ def _live_patch_lines(lp, tablefmt):
     """The live patch's line, and hits and paths before/after it in two columns."""
     lines = []
     funcs = ", ".join(f"{f['name']} → {f['new']:#x}" for f in lp["functions"])
-    lines.append(f"live patch: {funcs} ({lp['code']['bytes']} bytes at {lp['code']['address']:#x}), "
-                 f"at iteration {lp['at_iteration']} (guest instruction {_num(lp.get('icount'))})"
+    when = (f"at iteration {lp['at_iteration']} (guest instruction {_num(lp.get('icount'))})"
+            if lp.get("at_iteration") is not None else "at once on attaching")
+    lines.append(f"live patch: {funcs} ({lp['code']['bytes']} bytes at {lp['code']['address']:#x}), {when}"
                  + ("" if lp.get("applied") else f" — NOT APPLIED: {lp.get('error')}"))
+    if lp.get("at_iteration") is None and lp.get("applied"):
+        lines.append("the old entries were put back on detaching" if lp.get("unpatched") else
+                     "the kernel was left patched (--keep-patch)")
     if "before" not in lp:
         return lines + [""]
     b, a = lp["before"], lp["after"]
-    rows = [["iterations", b["iterations"], "", a["iterations"], ""]]
+    rows = [["iterations", _num(b["iterations"]), "", _num(a["iterations"]), ""]]
     for sym in b["hits"]:
         def per(phase):
             v = phase["per_iteration"].get(sym)

@@ -358,6 +358,52 @@ class PathTracer:
             self.icount.close()
 
 
+def _apply_plan(engine, plan, record):
+    """Write the plan (saving what the jmps overwrite), then mark the counts."""
+    inferior = gdb.selected_inferior()
+    saved = [[start, bytes(inferior.read_memory(start, end - start)).hex()]
+             for start, end in plan["entries"]]
+    for address, data in plan["writes"]:
+        data = bytes.fromhex(data)
+        inferior.write_memory(address, data)
+        if bytes(inferior.read_memory(address, len(data))) != data:
+            record["error"] = f"write at {address:#x} did not take"
+            return False
+    record["applied"] = True
+    record["saved"] = saved
+    record["bytes"] = sum(len(d) // 2 for _, d in plan["writes"])
+    record["icount"] = engine.icount_now()
+    engine.mark()
+    return True
+
+
+def _replaced_function_running(plan, max_frames=64):
+    """The address inside a replaced function that the stopped CPU is at or will
+    return to (pc, then the frame-pointer chain of the kernel stack), or None.
+    The lab kernel keeps frame pointers; the chain ends at the first saved
+    %ebp outside the current kernel stack (the user's, or an entry frame)."""
+    ranges = plan.get("ranges") or plan["entries"]
+
+    def inside(addr):
+        return any(start <= addr < end for start, end in ranges)
+    pc = _reg("$pc")
+    if inside(pc):
+        return pc
+    if _reg("$cs") & 3 == 3:              # user mode: no kernel function is running
+        return None
+    inferior = gdb.selected_inferior()
+    esp, ebp = _reg("$esp"), _reg("$ebp")
+    stack = esp & ~0x1FFF                 # 8 KiB kernel stacks, as on 2.x
+    for _ in range(max_frames):
+        if not (stack <= ebp < stack + 0x2000 - 8):
+            break
+        frame = bytes(inferior.read_memory(ebp, 8))
+        ebp, ret = int.from_bytes(frame[:4], "little"), int.from_bytes(frame[4:], "little")
+        if inside(ret):
+            return ret
+    return None
+
+
 class LivePatchBreakpoint(gdb.Breakpoint):
     """Writes a live patch at its first hit, then marks the counts (once).
 
@@ -392,17 +438,7 @@ class LivePatchBreakpoint(gdb.Breakpoint):
                 if start <= record["pc"] < end:
                     record["error"] = f"the guest is inside a replaced function ({record['pc']:#x})"
                     return False
-            inferior = gdb.selected_inferior()
-            for address, data in self.plan["writes"]:
-                data = bytes.fromhex(data)
-                inferior.write_memory(address, data)
-                if bytes(inferior.read_memory(address, len(data))) != data:
-                    record["error"] = f"write at {address:#x} did not take"
-                    return False
-            record["applied"] = True
-            record["bytes"] = sum(len(d) // 2 for _, d in self.plan["writes"])
-            record["icount"] = engine.icount_now()
-            engine.mark()
+            _apply_plan(engine, self.plan, record)
         except Exception as exc:      # a failed write must not look like a patched run
             record["error"] = f"{type(exc).__name__}: {exc}"
             return False
@@ -440,6 +476,8 @@ Usage: faultprobe add ROLE LOCATION [SYMBOL]  -- count hits at LOCATION (a symbo
        faultprobe mark                         -- split counts here (snapshot shows before/after)
        faultprobe livepatch LOCATION PLAN      -- at LOCATION's first hit: write PLAN, then mark
        faultprobe icount-at NAME LOCATION [QMP] -- note the instruction count at LOCATION's first hit
+       faultprobe livepatch-now PLAN           -- write PLAN now if no replaced function runs, then mark
+       faultprobe unpatch                      -- put back the bytes the patch's jmps overwrote
        faultprobe reset | enable | disable | clear
 ROLE is a free-form name such as "fault entry"; quote it when it has spaces."""
 
@@ -619,8 +657,51 @@ class IcountAtCommand(_Sub):
         IcountBreakpoint(ENGINE, argv[0], argv[1])
 
 
+class LivePatchNowCommand(_Sub):
+    """Apply a live patch now, if no CPU is inside a replaced function: faultprobe livepatch-now PLAN.json.
+
+Fails (an error naming where the CPU is) when the stopped CPU is in a replaced
+function or will return into one; the caller lets the guest run a little and
+tries again."""
+
+    def __init__(self):
+        super().__init__("livepatch-now")
+
+    def invoke(self, arg, from_tty):
+        argv = gdb.string_to_argv(arg)
+        if len(argv) != 1:
+            raise gdb.GdbError("usage: faultprobe livepatch-now PLAN.json")
+        with open(argv[0]) as f:
+            plan = json.load(f)
+        busy = _replaced_function_running(plan)
+        if busy is not None:
+            raise gdb.GdbError(f"faultprobe: not quiescent: a replaced function is running ({busy:#x})")
+        record = {"applied": False, "pc": _reg("$pc"), "cs": _reg("$cs")}
+        ENGINE.patch = record
+        if not _apply_plan(ENGINE, plan, record):
+            raise gdb.GdbError(f"faultprobe: {record['error']}")
+
+
+class UnpatchCommand(_Sub):
+    """Put back what the live patch's jmps overwrote: faultprobe unpatch."""
+
+    def __init__(self):
+        super().__init__("unpatch")
+
+    def invoke(self, arg, from_tty):
+        record = ENGINE.patch or {}
+        if not record.get("applied") or record.get("unpatched"):
+            return
+        inferior = gdb.selected_inferior()
+        for address, data in record["saved"]:
+            inferior.write_memory(address, bytes.fromhex(data))
+            if bytes(inferior.read_memory(address, len(data) // 2)).hex() != data:
+                raise gdb.GdbError(f"faultprobe: restoring {address:#x} did not take")
+        record["unpatched"] = True
+
+
 FaultprobeCommand()
 for _cls in (AddCommand, ArmCommand, StatsCommand, JsonCommand, TraceCommand, ResetCommand,
              EnableCommand, DisableCommand, ClearCommand, MarkCommand, LivePatchCommand,
-             IcountAtCommand):
+             IcountAtCommand, LivePatchNowCommand, UnpatchCommand):
     _cls()

@@ -268,3 +268,43 @@ def test_plugin_backend_gdb_connects_only_to_patch(lab_built, no_leaks):
     assert _path(lp["before"], USER_SEARCH_SIGNAL)["count"] == at
     assert _path(lp["after"], USER_SIGNAL)["count"] == n - at
     assert _path(lp["after"], USER_SIGNAL)["median"] == _path(lp["after"], USER_SIGNAL)["max"]
+
+
+@pytest.mark.qemu
+def test_attach_patches_at_once_and_never_leaves_the_kernel_patched(lab_built, no_leaks, tmp_path):
+    """--pid attach: the patch goes in at once (no CPU in do_page_fault), the
+    counts split there, and detaching puts the old entry back unless --keep-patch."""
+    from gdbfault.locations import lab_kernel, workload_binary
+    from gdbfault.qemu import Machine, MachineConfig
+    kernel, _ = lab_kernel("vanilla")
+    entry = next(int(line.split()[0], 16) for line in
+                 open(str(kernel).replace("kernel.elf", "System.map")) if line.endswith(" do_page_fault\n"))
+
+    def entry_bytes(m):
+        out = subprocess.run(["gdb", "-batch", "-nx", "-ex", "set architecture i386",
+                              "-ex", f"target remote {m.gdb_socket}", "-ex", f"x/5xb {entry:#x}",
+                              "-ex", "detach"], capture_output=True, text=True, timeout=60).stdout
+        line = next(line for line in out.splitlines() if line.startswith(f"{entry:#x}"))
+        return bytes(int(w, 16) for w in line.split(":", 1)[1].split())
+
+    with Machine(MachineConfig(kernel=kernel, initrd=[workload_binary("mprotect")],
+                               append="iterations=50000000", halted=False, icount=False)) as m:
+        m.start()
+        original = entry_bytes(m)
+        assert original[0] != 0xE9
+        out = tmp_path / "run.json"
+        r = run_cli("attach", "--pid", str(m.pid), "--duration", "2", "--live-patch", SEED, "-o", str(out),
+                    tmpdir=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert "live patch: do_page_fault → " in r.stdout and "at once on attaching" in r.stdout
+        lp = json.loads(out.read_text())["live_patch"]
+        assert lp["applied"] and lp["unpatched"]
+        assert lp["after"]["hits"]["force_sig"] > 0 and lp["after"]["hits"]["search_exception_table"] == 0
+        assert entry_bytes(m) == original                    # put back on detaching
+        r = run_cli("attach", "--pid", str(m.pid), "--duration", "1", "--live-patch", SEED, "--keep-patch",
+                    tmpdir=tmp_path)
+        assert r.returncode == 0 and "left patched (--keep-patch)" in r.stdout, r.stderr
+        kept = entry_bytes(m)
+        assert kept[0] == 0xE9 and entry + 5 + int.from_bytes(kept[1:], "little", signed=True) == \
+            lp["functions"][0]["new"]
+        assert m.poll() is None                              # the guest runs on, patched
