@@ -111,6 +111,7 @@ def _spec_from_args(args):
                    icount=args.icount, timeout_s=args.timeout, trace=args.trace, replay=args.replay,
                    backend=args.backend,
                    cost_sample=args.cost_sample, live_patch=live_patch,
+                   timeline=bool(live_patch and getattr(args, "plot", None)),
                    keep_run_dir=getattr(args, "keep_run_dir", False))
 
 
@@ -176,7 +177,10 @@ def cmd_attach(args):
             bar.close()
     if args.output:
         save_run(result, args.output)
-    if getattr(args, "plot", None):
+    if getattr(args, "plot", None) and (result.get("live_patch") or {}).get("timeline"):
+        from gdbfault.plot import plot_live_patch
+        plot_live_patch(result, args.plot)
+    elif getattr(args, "plot", None):
         from gdbfault.plot import plot_paths
         plot_paths([(_label(result), result)], args.plot)
     sys.stdout.write(render(result, args.format))

@@ -206,8 +206,26 @@ def fill_live_patch(result, snap, patch, at, iterations):
             phases[name]["paths"] = rows
             phases[name]["user_fault_searches"] = user_fault_searches(rows)
         phases["after"]["paths"] += summarise_paths({"paths": [], "open": trace.get("open", [])})
+    if trace and trace.get("timeline"):
+        lp["timeline"] = timeline_windows(trace["timeline"])
     lp.update(phases)
     return lp
+
+
+def timeline_windows(points, windows=60):
+    """Hits of each role per window of guest instructions, from [[entry icount, [roles]]]."""
+    if not points:
+        return None
+    first, last = min(p[0] for p in points), max(p[0] for p in points)
+    width = max(1, -(-(last - first + 1) // windows))
+    roles = sorted({r for _, ev in points for r in ev} | {"fault entry"})
+    counts = {r: [0] * windows for r in roles}
+    for icount, events in points:
+        w = min(windows - 1, (icount - first) // width)
+        counts["fault entry"][w] += 1
+        for r in events:
+            counts[r][w] += 1
+    return {"start": first, "width": width, "hits": counts}
 
 
 def live_patch_checks(result, patch, guest):

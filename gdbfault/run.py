@@ -52,6 +52,7 @@ class RunSpec:
     replay: bool = True                  # record without GDB, count in the replay (icount only)
     cost_sample: int = 1                 # cost every Nth fault only
     live_patch: object = None            # livepatch_run.LivePatchSpec: patch the kernel mid-run
+    timeline: bool = False               # keep each traced path's instruction count (--plot of a live patch)
 
     def kernel_files(self):
         if self.kernel == "lab":
@@ -272,6 +273,8 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
             if spec.icount:
                 _lend_qmp(dbg)
             livepatch_run.arm(dbg, plan, points, machine.probe_qmp_socket if spec.icount else None)
+            if spec.timeline and spec.trace and spec.icount:
+                dbg.console("faultprobe timeline")
         if boot:                         # stops once at the workload's entry: is the map right?
             from gdbfault.realkernel import check_banner
             result["kernel"]["banner"] = check_banner(dbg, symbols, boot.image, arm, spec.timeout_s)

@@ -288,6 +288,7 @@ class PathTracer:
         self.icount = icount
         self.sample = max(1, int(sample))
         self.returns = {}       # return address -> ReturnBreakpoint
+        self.timeline = None    # [(entry icount, events)] once `faultprobe timeline` ran
         self.reset()
 
     def reset(self):
@@ -333,6 +334,8 @@ class PathTracer:
         rec["count"] += 1
         if cost is not None:
             rec["costs"].append(cost)
+            if self.timeline is not None:
+                self.timeline.append((entry_icount, events))
         # One mprotect-loop iteration = one signal-raising fault to the next.
         if entry_icount is not None and self.sample == 1 and "signal forced" in events:
             if self.last_signal_entry is not None:
@@ -347,7 +350,9 @@ class PathTracer:
                 "open": [{"phase": ph, "events": list(ev)} for _, _, ev, ph in self.stack],
                 "paths": [{"phase": ph, "events": list(ev), "count": r["count"], "costs": r["costs"]}
                           for (ph, ev), r in self.paths.items()],
-                "iteration_costs": self.iteration_costs}
+                "iteration_costs": self.iteration_costs,
+                **({"timeline": [[ic, list(ev)] for ic, ev in self.timeline]}
+                   if self.timeline is not None else {})}
 
     def close(self):
         for bp in self.returns.values():
@@ -478,6 +483,7 @@ Usage: faultprobe add ROLE LOCATION [SYMBOL]  -- count hits at LOCATION (a symbo
        faultprobe icount-at NAME LOCATION [QMP] -- note the instruction count at LOCATION's first hit
        faultprobe livepatch-now PLAN           -- write PLAN now if no replaced function runs, then mark
        faultprobe unpatch                      -- put back the bytes the patch's jmps overwrote
+       faultprobe timeline                     -- keep each traced path's instruction count (for plots)
        faultprobe reset | enable | disable | clear
 ROLE is a free-form name such as "fault entry"; quote it when it has spaces."""
 
@@ -575,6 +581,18 @@ instructions. Use "-" for no QMP socket."""
             ENGINE.tracer.close()
         ENGINE.tracer = PathTracer(ENGINE, role, icount, sample)
         ENGINE.icount_reader = icount
+
+
+class TimelineCommand(_Sub):
+    """Keep each costed path's entry instruction count and events (for a timeline plot)."""
+
+    def __init__(self):
+        super().__init__("timeline")
+
+    def invoke(self, arg, from_tty):
+        if ENGINE.tracer is None or ENGINE.tracer.icount is None:
+            raise gdb.GdbError("faultprobe: a timeline needs `faultprobe trace QMP` first")
+        ENGINE.tracer.timeline = []
 
 
 class ResetCommand(_Sub):
@@ -703,5 +721,5 @@ class UnpatchCommand(_Sub):
 FaultprobeCommand()
 for _cls in (AddCommand, ArmCommand, StatsCommand, JsonCommand, TraceCommand, ResetCommand,
              EnableCommand, DisableCommand, ClearCommand, MarkCommand, LivePatchCommand,
-             IcountAtCommand, LivePatchNowCommand, UnpatchCommand):
+             IcountAtCommand, LivePatchNowCommand, UnpatchCommand, TimelineCommand):
     _cls()

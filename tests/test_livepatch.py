@@ -171,10 +171,18 @@ def test_seed_patch_in_one_boot_under_record_replay(lab_built, no_leaks, tmp_pat
     from gdbfault.run import RunSpec, run_qemu
     out = tmp_path / "run.json"
     r = run_cli("attach", "--qemu", "--iterations", str(ITERATIONS), "--live-patch", SEED,
-                "--patch-at", str(AT), "-q", "--output", str(out), tmpdir=tmp_path)
+                "--patch-at", str(AT), "-q", "--output", str(out), "--plot", str(tmp_path / "t.png"),
+                tmpdir=tmp_path)
     assert r.returncode == 0, r.stderr
     run = json.loads(out.read_text())
     lp = run["live_patch"]
+    # the timeline: the search line falls to zero at the patch
+    assert (tmp_path / "t.png").stat().st_size > 10000
+    tl = lp["timeline"]
+    window_of_patch = (lp["icount"] - tl["start"]) // tl["width"]
+    assert sum(tl["hits"]["exception search"][:window_of_patch]) > 0
+    assert sum(tl["hits"]["exception search"][window_of_patch + 1:]) == 0
+    assert sum(tl["hits"]["signal forced"][window_of_patch + 1:]) > 0
     f = lp["functions"][0]
     assert re.search(rf"live patch: do_page_fault → {f['new']:#x} \(\d+ bytes at {lp['code']['address']:#x}\), "
                      rf"at iteration {AT} \(guest instruction [\d,]+\)", r.stdout), r.stdout
