@@ -71,6 +71,8 @@ def build_parser():
     at.add_argument("--patch-at", type=int, metavar="N",
                     help="with --live-patch: apply it after N iterations (0 = before the first; "
                          "default: half of --iterations)")
+    at.add_argument("--unpatch-at", type=int, metavar="N",
+                    help="with --live-patch: put the old function entries back after N iterations")
     at.add_argument("--keep-patch", action="store_true",
                     help="with --live-patch on --port/--socket/--pid: leave the kernel patched when detaching "
                          "(by default the old entries are put back)")
@@ -100,9 +102,9 @@ def _spec_from_args(args):
     live_patch = None
     if getattr(args, "live_patch", None):
         from gdbfault.livepatch_run import LivePatchSpec
-        live_patch = LivePatchSpec(args.live_patch, args.patch_at)
-    elif getattr(args, "patch_at", None) is not None:
-        raise GdbfaultError("--patch-at goes with --live-patch")
+        live_patch = LivePatchSpec(args.live_patch, args.patch_at, args.unpatch_at)
+    elif getattr(args, "patch_at", None) is not None or getattr(args, "unpatch_at", None) is not None:
+        raise GdbfaultError("--patch-at and --unpatch-at go with --live-patch")
     if getattr(args, "keep_patch", False):
         raise GdbfaultError("--keep-patch goes with --port/--socket/--pid (gdbfault's own QEMU ends with the run)")
     return RunSpec(kernel=args.kernel, variant=args.variant, system_map=args.system_map,
@@ -132,8 +134,9 @@ def _progress_bar(args):
 
 
 def _attach_running(args):
-    if getattr(args, "patch_at", None) is not None:
-        raise GdbfaultError("--patch-at goes with --qemu; attached to a running QEMU the patch goes in at once")
+    if getattr(args, "patch_at", None) is not None or getattr(args, "unpatch_at", None) is not None:
+        raise GdbfaultError("--patch-at/--unpatch-at go with --qemu; attached to a running QEMU the patch "
+                            "goes in at once and comes out on detaching")
     from gdbfault.attach import attach_running, gdbstub_of_pid
     from gdbfault.locations import lab_kernel
     if args.pid is not None:

@@ -89,9 +89,10 @@ class LivePatch:
                 "code": {"address": self.code_address, "bytes": len(self.code)},
                 "functions": [f.describe() for f in self.functions]}
 
-    def write_plan(self, path):
-        """The writes as JSON for `faultprobe livepatch` (addresses and hex bytes)."""
-        plan = {"writes": [[addr, data.hex()] for addr, data in self.writes()],
+    def write_plan(self, path, unpatch=False):
+        """The writes as JSON for `faultprobe livepatch` (addresses and hex bytes);
+        unpatch: the breakpoint's second hit puts the old entries back."""
+        plan = {"writes": [[addr, data.hex()] for addr, data in self.writes()], "unpatch": bool(unpatch),
                 "functions": [f.name for f in self.functions],
                 "entries": [[f.old, f.old + JMP_LEN] for f in self.functions],
                 # whole old functions, for the stack check of a patch applied at once

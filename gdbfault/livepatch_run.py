@@ -46,6 +46,7 @@ _SEED_PATCH = Path(__file__).resolve().parents[1] / "qemu" / "kernel" / "patches
 class LivePatchSpec:
     file: str
     at: int = None          # iterations done before the patch; None = half of them
+    unpatch_at: int = None  # iterations done before the old entries go back; None = never
 
 
 def prepare(spec, kernel, system_map):
@@ -57,6 +58,12 @@ def prepare(spec, kernel, system_map):
     at = lp.at if lp.at is not None else spec.iterations // 2
     if at < 0 or at > spec.iterations:
         raise GdbfaultError(f"--patch-at {at} is beyond --iterations {spec.iterations}")
+    if lp.unpatch_at is not None:
+        if spec.backend != "gdb":
+            raise GdbfaultError("--unpatch-at works with --backend gdb only")
+        if not at < lp.unpatch_at <= spec.iterations:
+            raise GdbfaultError(f"--unpatch-at {lp.unpatch_at} must be after --patch-at {at} and within "
+                                f"--iterations {spec.iterations}")
     if not spec.workload:
         raise GdbfaultError("--live-patch needs a workload (the patch moment is one of its iterations)")
     patch = prepare_live_patch(lp.file, kernel, system_map,
@@ -170,8 +177,15 @@ def _after_model(result, patch):
     return None
 
 
-def fill_live_patch(result, snap, patch, at, iterations):
-    """result["live_patch"]: before/after hits, paths and checks, and the patch line's facts."""
+PHASE_NAMES = ("before", "after", "after_unpatch")
+
+
+def fill_live_patch(result, snap, patch, at, iterations, unpatch_at=None):
+    """result["live_patch"]: hits, paths and checks per phase, and the patch line's facts.
+
+    The phases are cut at the engine's marks: "before" the patch, "after" it,
+    and with --unpatch-at "after_unpatch" (the old entries back in place).
+    """
     p = (snap or {}).get("patch") or {}
     lp = {"at_iteration": at, "source": patch.source, "kind": patch.kind,
           "functions": [f.describe() for f in patch.functions],
@@ -180,32 +194,45 @@ def fill_live_patch(result, snap, patch, at, iterations):
           "icount": p.get("icount"), "stop_s": p.get("stop_s"),
           "icount_marks": (snap or {}).get("icount_marks", {}),
           "unpatched": bool(p.get("unpatched"))}
+    if unpatch_at is not None:
+        lp.update({"unpatch_at_iteration": unpatch_at, "unpatch_icount": p.get("unpatch_icount")})
     result["live_patch"] = lp
-    mark = (snap or {}).get("mark")
-    if not mark:
+    marks = (snap or {}).get("marks") or ([snap["mark"]] if (snap or {}).get("mark") else [])
+    if not marks:
         return lp
-    marked = {m["address"]: m["hits"]["workload"] for m in mark["probes"]}
-    iters = {"before": at, "after": iterations - at} if at is not None else {"before": None, "after": None}
-    phases = {name: {"iterations": n, "hits": {}, "per_iteration": {}} for name, n in iters.items()}
+    cuts = [at, unpatch_at][:len(marks)]
+    if at is not None and iterations is not None:
+        bounds = [0] + cuts + [iterations]
+        iters = [bounds[i + 1] - bounds[i] for i in range(len(cuts) + 1)]
+    else:
+        iters = [None] * (len(marks) + 1)
+    names = PHASE_NAMES[:len(marks) + 1]
+    phases = {name: {"iterations": n, "hits": {}, "per_iteration": {}} for name, n in zip(names, iters)}
+    by_mark = [{m["address"]: m["hits"]["workload"] for m in mark["probes"]} for mark in marks]
     for probe in result["probes"]:
-        before = marked.get(probe["address"], 0)
-        split = {"before": before, "after": probe["hits"]["workload"] - before}
-        for name, n in split.items():
+        levels = [0] + [m.get(probe["address"], 0) for m in by_mark] + [probe["hits"]["workload"]]
+        for k, name in enumerate(names):
+            n = levels[k + 1] - levels[k]
             phases[name]["hits"][probe["symbol"]] = n
-            phases[name]["per_iteration"][probe["symbol"]] = round(n / iters[name], 4) if iters[name] else None
+            phases[name]["per_iteration"][probe["symbol"]] = round(n / iters[k], 4) if iters[k] else None
     trace = snap.get("trace")
-    if trace and "trace" in mark:
-        at_mark = {(m["phase"], tuple(m["events"])): m for m in mark["trace"]["paths"]}
-        before_paths, after_paths = [], []
+    if trace and all("trace" in m for m in marks):
+        at_marks = [{(m["phase"], tuple(m["events"])): m for m in mark["trace"]["paths"]} for mark in marks]
+        split = {name: [] for name in names}
         for path in trace["paths"]:
-            m = at_mark.get((path["phase"], tuple(path["events"])), {"count": 0, "costed": 0})
-            before_paths.append(dict(path, count=m["count"], costs=path["costs"][:m["costed"]]))
-            after_paths.append(dict(path, count=path["count"] - m["count"], costs=path["costs"][m["costed"]:]))
-        for name, paths in (("before", before_paths), ("after", after_paths)):
-            rows = summarise_paths({"paths": [x for x in paths if x["count"]], "open": []})
+            key = (path["phase"], tuple(path["events"]))
+            levels = [{"count": 0, "costed": 0}] + \
+                [am.get(key, {"count": 0, "costed": 0}) for am in at_marks] + \
+                [{"count": path["count"], "costed": len(path["costs"])}]
+            for k, name in enumerate(names):
+                lo, hi = levels[k], levels[k + 1]
+                split[name].append(dict(path, count=hi["count"] - lo["count"],
+                                        costs=path["costs"][lo["costed"]:hi["costed"]]))
+        for name in names:
+            rows = summarise_paths({"paths": [x for x in split[name] if x["count"]], "open": []})
             phases[name]["paths"] = rows
             phases[name]["user_fault_searches"] = user_fault_searches(rows)
-        phases["after"]["paths"] += summarise_paths({"paths": [], "open": trace.get("open", [])})
+        phases[names[-1]]["paths"] += summarise_paths({"paths": [], "open": trace.get("open", [])})
     if trace and trace.get("timeline"):
         lp["timeline"] = timeline_windows(trace["timeline"])
     lp.update(phases)
@@ -237,7 +264,10 @@ def live_patch_checks(result, patch, guest):
     model = result["kernel"]["model"]
     after_model = _after_model(result, patch)
     rows = []
-    for name, m, drop in (("before", model, False), ("after", after_model or model, after_model is None)):
+    for name, m, drop in (("before", model, False), ("after", after_model or model, after_model is None),
+                          ("after_unpatch", model, False)):
+        if name not in lp:
+            continue
         g = _phase_guest(guest, total_iterations, lp[name]["iterations"])
         if g is None or not result["kernel"].get("lab"):
             return result["checks"]

@@ -31,6 +31,9 @@ def plot_live_patch(result, path):
     if lp.get("icount") is not None:
         ax.axvline(lp["icount"] / 1e6, color="black", linestyle="--",
                    label=f"live patch (iteration {lp.get('at_iteration')})")
+    if lp.get("unpatch_icount") is not None:
+        ax.axvline(lp["unpatch_icount"] / 1e6, color="grey", linestyle=":",
+                   label=f"unpatched (iteration {lp.get('unpatch_at_iteration')})")
     ax.set_xlabel("guest instructions (millions)")
     ax.set_ylabel(f"hits per {width:,} instructions")
     ax.set_title(f"{', '.join(f['name'] for f in lp['functions'])} replaced in the running kernel", fontsize=10)

@@ -108,38 +108,44 @@ def _live_patch_lines(lp, tablefmt):
     if lp.get("at_iteration") is None and lp.get("applied"):
         lines.append("the old entries were put back on detaching" if lp.get("unpatched") else
                      "the kernel was left patched (--keep-patch)")
+    if lp.get("unpatch_at_iteration") is not None:
+        lines.append(f"unpatched: the old entries put back at iteration {lp['unpatch_at_iteration']} "
+                     f"(guest instruction {_num(lp.get('unpatch_icount'))})")
     if "before" not in lp:
         return lines + [""]
-    b, a = lp["before"], lp["after"]
-    rows = [["iterations", _num(b["iterations"]), "", _num(a["iterations"]), ""]]
-    for sym in b["hits"]:
+    titles = {"before": "before patch", "after": "after patch", "after_unpatch": "after unpatch"}
+    phases = [(name, lp[name]) for name in titles if name in lp]
+    rows = [["iterations"] + [x for _, ph in phases for x in (_num(ph["iterations"]), "")]]
+    for sym in lp["before"]["hits"]:
         def per(phase):
             v = phase["per_iteration"].get(sym)
             return f"{v:.2f}" if v is not None else "-"
-        rows.append([sym, b["hits"][sym], per(b), a["hits"][sym], per(a)])
-    lines.append(tabulate(rows, headers=["", "before patch", "per iteration", "after patch", "per iteration"],
-                          tablefmt=tablefmt, disable_numparse=True,
-                          colalign=("left", "right", "right", "right", "right")))
-    if "paths" in b:
-        shapes = list(dict.fromkeys([p["shape"] for p in b["paths"]] + [p["shape"] for p in a["paths"]]))
-        by = {(ph, p["shape"]): p for ph, phase in (("b", b), ("a", a)) for p in phase["paths"]}
+        rows.append([sym] + [x for _, ph in phases for x in (ph["hits"][sym], per(ph))])
+    headers = [""] + [x for name, _ in phases for x in (titles[name], "per iteration")]
+    lines.append(tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True,
+                          colalign=("left",) + ("right",) * (len(headers) - 1)))
+    if all("paths" in ph for _, ph in phases):
+        shapes = list(dict.fromkeys(p["shape"] for _, ph in phases for p in ph["paths"]))
+        by = {(name, p["shape"]): p for name, ph in phases for p in ph["paths"]}
         prow = []
         for shape in shapes:
             row = [shape]
-            for ph in ("b", "a"):
-                p = by.get((ph, shape))
+            for name, _ in phases:
+                p = by.get((name, shape))
                 row += [p["count"], _num(p["median"]), _num(p["p95"])] if p else [0, "-", "-"]
             prow.append(row)
+        short = {"before": "before", "after": "after", "after_unpatch": "after unpatch"}
+        headers = ["path"] + [x for name, _ in phases for x in (f"{short[name]}: count", "median", "p95")]
         lines.append("")
-        lines.append(tabulate(prow, headers=["path", "before: count", "median", "p95",
-                                             "after: count", "median", "p95"],
-                              tablefmt=tablefmt, disable_numparse=True, colalign=("left",) + ("right",) * 6))
+        lines.append(tabulate(prow, headers=headers, tablefmt=tablefmt, disable_numparse=True,
+                              colalign=("left",) + ("right",) * (len(headers) - 1)))
         lines.append("(after the patch every call of a replaced function also runs the 5-byte jmp at its "
                      "old entry: one guest instruction)")
-    bad = [c for phase in (b, a) for c in phase.get("checks", []) if not c["ok"]]
-    checked = sum(len(phase.get("checks", [])) for phase in (b, a))
+    bad = [c for _, ph in phases for c in ph.get("checks", []) if not c["ok"]]
+    checked = sum(len(ph.get("checks", [])) for _, ph in phases)
     if checked:
-        lines.append("before and after the patch the counts match the guest's truth ✓" if not bad else
+        lines.append(f"{', '.join(titles[n] for n, _ in phases)}: the counts match the guest's truth ✓"
+                     if not bad else
                      "✗ " + "; ".join(f"{c['symbol']}: counted {c['counted']}, expected {c['expected']}"
                                       for c in bad))
     c = lp.get("consistency")
@@ -152,12 +158,12 @@ def _live_patch_lines(lp, tablefmt):
         lines.append(f"guest timing: the patch stop ({lp['stop_s'] * 1e3:.1f} ms in GDB) moved the live guest's "
                      "clock by an amount not measured on this backend; it is in cycles/iteration above")
     if t:
+        stops = "the patch stops" if lp.get("unpatch_at_iteration") is not None else "the patch stop"
+        took = f"; the stop took {t['stop_s'] * 1e3:.1f} ms in GDB" if t.get("stop_s") is not None else ""
         lines.append(f"guest timing: the workload's loop executed {_num(t['instructions'])} instructions and "
-                     f"its rdtsc counted {_num(t['guest_cycles'])} cycles: the patch stop moved the guest's "
-                     f"clock by {_num(t['extra_cycles'])} cycles ({t['extra_cycles'] / 1e6:.3f} ms of guest time; "
-                     f"the stop took {t['stop_s'] * 1e3:.1f} ms in GDB), included in cycles/iteration above"
-                     if t.get("stop_s") is not None else
-                     f"clock by {_num(t['extra_cycles'])} cycles, included in cycles/iteration above")
+                     f"its rdtsc counted {_num(t['guest_cycles'])} cycles: {stops} moved the guest's clock by "
+                     f"{_num(t['extra_cycles'])} cycles ({t['extra_cycles'] / 1e6:.3f} ms of guest time{took}), "
+                     "included in cycles/iteration above")
     lines.append("")
     return lines
 

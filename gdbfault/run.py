@@ -74,6 +74,8 @@ class RunSpec:
         if self.live_patch is not None and self.iterations is not None:
             at = self.live_patch.at if self.live_patch.at is not None else self.iterations // 2
             words.append(f"mark={int(at)}")     # the workload calls gdbfault_mark() there
+            if self.live_patch.unpatch_at is not None:
+                words.append(f"mark2={int(self.live_patch.unpatch_at)}")
         if self.append:
             words.append(self.append)
         return " ".join(words)
@@ -239,7 +241,8 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
     result["mode"]["replay"] = replay
     if live is not None:
         from gdbfault import livepatch_run
-        plan = live[0].write_plan(_temp_dir(cleanup) / "livepatch-plan.json")
+        plan = live[0].write_plan(_temp_dir(cleanup) / "livepatch-plan.json",
+                                  unpatch=spec.live_patch.unpatch_at is not None)
         points = livepatch_run.WorkloadPoints(config.initrd[0])
     try:
         if replay and live is not None:    # the patch must be part of the recording too
@@ -319,7 +322,8 @@ def _fill_live_patch(result, snap, live, spec):
     from gdbfault import livepatch_run
     patch, at = live
     guest = result["guest"] or {}
-    livepatch_run.fill_live_patch(result, snap, patch, at, int(guest.get("iterations") or spec.iterations))
+    livepatch_run.fill_live_patch(result, snap, patch, at, int(guest.get("iterations") or spec.iterations),
+                                  spec.live_patch.unpatch_at)
     livepatch_run.check_consistency(result, snap)
     result["checks"] = livepatch_run.live_patch_checks(result, patch, guest)
     livepatch_run.timing_perturbation(result)

@@ -111,7 +111,7 @@ class ProbeEngine:
         self.stops = 0              # stops taken as real (not duplicates)
         self.stop_icount = None     # (stop number, instruction count) when a stop read it
         self.tracer = None          # a PathTracer once `faultprobe trace` ran
-        self.marked = None          # counts at `mark` (the live-patch moment), see mark()
+        self.marks = []             # counts at each `mark` (live patch, unpatch), see mark()
         self.patch = None           # what `faultprobe livepatch` did, when it did
         self.icount_marks = {}      # name -> instruction count at `faultprobe icount-at`
         self.own_icount = None      # a QMP reader opened for icount-at without a tracer
@@ -172,7 +172,7 @@ class ProbeEngine:
                                "paths": [{"phase": ph, "events": list(ev), "count": r["count"],
                                           "costed": len(r["costs"])}
                                          for (ph, ev), r in t.paths.items()]}
-        self.marked = marked
+        self.marks.append(marked)
 
     def icount_now(self):
         reader = self.icount_reader or self.own_icount
@@ -223,8 +223,9 @@ class ProbeEngine:
                 "duplicates": sum(p["duplicates"] for p in probes)}
         if self.tracer is not None:
             snap["trace"] = self.tracer.snapshot()
-        if self.marked is not None:
-            snap["mark"] = self.marked
+        if self.marks:
+            snap["mark"] = self.marks[0]
+            snap["marks"] = self.marks
         if self.patch is not None:
             snap["patch"] = self.patch
         if self.icount_marks:
@@ -414,7 +415,8 @@ class LivePatchBreakpoint(gdb.Breakpoint):
 
     PLAN is JSON: {"writes": [[address, "hex bytes"], ...] (replacement code
     first, then the jmp over each old entry), "functions": [...],
-    "entries": [[start, end], ...]}. The writes happen only with the CPU in
+    "entries": [[start, end], ...], "unpatch": bool}. With "unpatch", the
+    breakpoint's second hit puts the old entries back and marks again. The writes happen only with the CPU in
     user mode (CPL 3): on this single-CPU kernel no kernel function is then
     running, so none is half-way through a function being replaced. It all
     happens inside this stop, with no round trip to another process, so the
@@ -431,8 +433,10 @@ class LivePatchBreakpoint(gdb.Breakpoint):
 
     def stop(self):
         engine = self.engine
+        if engine.patch is not None and engine.patch.get("applied") and self.plan.get("unpatch"):
+            return self._unpatch()
         t0 = time.monotonic()
-        self.enabled = False
+        self.enabled = bool(self.plan.get("unpatch"))     # the next hit takes the patch out
         record = {"applied": False, "pc": _reg("$pc"), "cs": _reg("$cs")}
         engine.patch = record
         try:
@@ -450,6 +454,30 @@ class LivePatchBreakpoint(gdb.Breakpoint):
         finally:
             record["stop_s"] = round(time.monotonic() - t0, 6)
         return False
+
+
+    def _unpatch(self):
+        """The second mark (--unpatch-at): put the old entries back, mark again."""
+        engine, record = self.engine, self.engine.patch
+        t0 = time.monotonic()
+        self.enabled = False
+        try:
+            _restore(record)
+            record["unpatch_icount"] = engine.icount_now()
+            engine.mark()
+        except Exception as exc:
+            record["error"] = f"unpatching: {type(exc).__name__}: {exc}"
+        record["unpatch_stop_s"] = round(time.monotonic() - t0, 6)
+        return False
+
+
+def _restore(record):
+    inferior = gdb.selected_inferior()
+    for address, data in record["saved"]:
+        inferior.write_memory(address, bytes.fromhex(data))
+        if bytes(inferior.read_memory(address, len(data) // 2)).hex() != data:
+            raise gdb.GdbError(f"faultprobe: restoring {address:#x} did not take")
+    record["unpatched"] = True
 
 
 class IcountBreakpoint(gdb.Breakpoint):
@@ -710,12 +738,7 @@ class UnpatchCommand(_Sub):
         record = ENGINE.patch or {}
         if not record.get("applied") or record.get("unpatched"):
             return
-        inferior = gdb.selected_inferior()
-        for address, data in record["saved"]:
-            inferior.write_memory(address, bytes.fromhex(data))
-            if bytes(inferior.read_memory(address, len(data) // 2)).hex() != data:
-                raise gdb.GdbError(f"faultprobe: restoring {address:#x} did not take")
-        record["unpatched"] = True
+        _restore(record)
 
 
 FaultprobeCommand()

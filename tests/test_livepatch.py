@@ -155,6 +155,11 @@ def test_patch_at_beyond_iterations(lab_built, no_leaks, tmp_path):
                    f"--patch-at {ITERATIONS + 1} is beyond --iterations {ITERATIONS}")
 
 
+def test_unpatch_at_not_after_patch_at(lab_built, no_leaks, tmp_path):
+    one_line_error(_bad(tmp_path, "--live-patch", SEED, "--patch-at", "20", "--unpatch-at", "20"),
+                   "--unpatch-at 20 must be after --patch-at 20")
+
+
 # -- the patch event under record/replay ---------------------------------------
 
 def _hits(phase):
@@ -316,3 +321,20 @@ def test_attach_patches_at_once_and_never_leaves_the_kernel_patched(lab_built, n
         assert kept[0] == 0xE9 and entry + 5 + int.from_bytes(kept[1:], "little", signed=True) == \
             lp["functions"][0]["new"]
         assert m.poll() is None                              # the guest runs on, patched
+
+
+@pytest.mark.qemu
+def test_unpatch_at_puts_the_old_entry_back_under_record_replay(lab_built, no_leaks):
+    from gdbfault.livepatch_run import LivePatchSpec
+    from gdbfault.paths import USER_SEARCH_SIGNAL, USER_SIGNAL
+    from gdbfault.run import RunSpec, run_qemu
+    run = run_qemu(RunSpec(iterations=30, live_patch=LivePatchSpec(SEED, 10, 20)))
+    assert "mark=10 mark2=20" in run["workload"]["command_line"]
+    lp = run["live_patch"]
+    assert lp["applied"] and lp["unpatched"] and lp["unpatch_icount"] > lp["icount"]
+    search = [lp[ph]["per_iteration"]["search_exception_table"] for ph in ("before", "after", "after_unpatch")]
+    assert search == [1.0, 0.0, 1.0]
+    assert _path(lp["after_unpatch"], USER_SEARCH_SIGNAL)["median"] == _path(lp["before"], USER_SEARCH_SIGNAL)["median"]
+    assert _path(lp["after_unpatch"], USER_SIGNAL) is None
+    assert all(c["ok"] for c in run["checks"]) and any(c.get("phase") == "after_unpatch" for c in run["checks"])
+    assert lp["consistency"]["same"]
