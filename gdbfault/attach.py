@@ -30,8 +30,9 @@ def _detach(dbg, timeout=10.0, unpatch=False):
     it returns normally)."""
     dbg.mi("-exec-interrupt")
     dbg.wait_event(lambda r: r.get("message") == "stopped"
-                   and (r.get("payload") or {}).get("signal-name") == "SIGINT", timeout)
+                   and (r.get("payload") or {}).get("signal-name") == "SIGINT", timeout / 4)
     deadline = time.monotonic() + timeout
+    next_interrupt = time.monotonic() + 1.0
     while True:
         try:
             if unpatch:
@@ -39,11 +40,22 @@ def _detach(dbg, timeout=10.0, unpatch=False):
             dbg.console("faultprobe clear")
             break
         except GdbCommandError as exc:
-            # The interrupt can land while GDB steps over a probe; it settles.
+            # The interrupt can land while GDB steps over a probe; it settles,
+            # or (seen under load) is lost: then interrupt again.
             if "while the target is running" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+            if time.monotonic() > next_interrupt:
+                next_interrupt = time.monotonic() + 1.0
+                _interrupt_again(dbg)
     dbg.mi("-target-detach")
+
+
+def _interrupt_again(dbg):
+    try:
+        dbg.mi("-exec-interrupt")
+    except GdbCommandError:          # it stopped meanwhile
+        pass
 
 
 def gdbstub_of_pid(pid):

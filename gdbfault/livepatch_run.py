@@ -381,12 +381,21 @@ def apply_now(dbg, patch, work, tries=50):
             dbg.console(f"faultprobe livepatch-now {mi_quote(str(plan))}")
             return
         except GdbCommandError as exc:
+            if "while the target is running" in str(exc):
+                # the interrupt landed while GDB stepped over a probe (it settles) or was lost
+                time.sleep(0.1)
+                try:
+                    dbg.mi("-exec-interrupt")
+                except GdbCommandError:
+                    pass
+                continue
             if "not quiescent" not in str(exc):
                 raise GdbfaultError(f"the live patch could not be applied: {exc}") from None
         dbg.mi("-exec-continue")
         time.sleep(0.02)
         dbg.mi("-exec-interrupt")
-        dbg.wait_event(lambda r: r.get("message") == "stopped", 10.0)
+        dbg.wait_event(lambda r: r.get("message") == "stopped"
+                       and (r.get("payload") or {}).get("signal-name") == "SIGINT", 10.0)
     raise GdbfaultError(f"the live patch was not applied: a replaced function was running at each of "
                         f"{tries} stops")
 

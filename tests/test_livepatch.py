@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -298,11 +299,14 @@ def test_attach_patches_at_once_and_never_leaves_the_kernel_patched(lab_built, n
                               "-ex", f"target remote {m.gdb_socket}", "-ex", f"x/5xb {entry:#x}",
                               "-ex", "detach"], capture_output=True, text=True, timeout=60).stdout
         line = next(line for line in out.splitlines() if line.startswith(f"{entry:#x}"))
-        return bytes(int(w, 16) for w in line.split(":", 1)[1].split())
+        return bytes(int(w, 16) for w in re.findall(r"\b0x([0-9a-f]{2})\b", line.split(":", 1)[1])[:5])
 
     with Machine(MachineConfig(kernel=kernel, initrd=[workload_binary("mprotect")],
                                append="iterations=50000000", halted=False, icount=False)) as m:
         m.start()
+        deadline = time.monotonic() + 60         # kernel addresses are mapped once the workload runs
+        while "GDBFAULT-START" not in m.serial_output() and time.monotonic() < deadline:
+            time.sleep(0.2)
         original = entry_bytes(m)
         assert original[0] != 0xE9
         out = tmp_path / "run.json"
