@@ -182,6 +182,7 @@ def test_seed_patch_in_one_boot_under_record_replay(lab_built, no_leaks, tmp_pat
     assert r.returncode == 0, r.stderr
     run = json.loads(out.read_text())
     lp = run["live_patch"]
+    assert not list(tmp_path.glob("gdbfault-*")), "temporary folders left behind"
     # the timeline: the search line falls to zero at the patch
     assert (tmp_path / "t.png").stat().st_size > 10000
     tl = lp["timeline"]
