@@ -22,23 +22,41 @@ from gdbfault.symbols import load_symbols
 __all__ = ["attach_running", "gdbstub_of_pid"]
 
 
-def _detach(dbg, timeout=10.0):
-    """Stop the guest, remove our breakpoints, detach: it runs on untouched."""
+def _detach(dbg, timeout=10.0, unpatch=False):
+    """Stop the guest, remove our breakpoints, detach: it runs on untouched.
+
+    unpatch: first put back the bytes a live patch's jmps overwrote (the
+    replacement code stays in the live-patch area, so a CPU still running
+    it returns normally)."""
     dbg.mi("-exec-interrupt")
     # Any stop will do: an interrupt that lands while GDB steps over a probe
     # is not always reported as SIGINT, and waiting for one cost 10 s.
     dbg.wait_event(lambda r: r.get("message") == "stopped", min(timeout, 2.0))
     deadline = time.monotonic() + timeout
+    next_interrupt = time.monotonic() + 1.0
     while True:
         try:
+            if unpatch:
+                dbg.console("faultprobe unpatch")
             dbg.console("faultprobe clear")
             break
         except GdbCommandError as exc:
-            # The interrupt can land while GDB steps over a probe; it settles.
+            # The interrupt can land while GDB steps over a probe; it settles,
+            # or (seen under load) is lost: then interrupt again.
             if "while the target is running" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+            if time.monotonic() > next_interrupt:
+                next_interrupt = time.monotonic() + 1.0
+                _interrupt_again(dbg)
     dbg.mi("-target-detach")
+
+
+def _interrupt_again(dbg):
+    try:
+        dbg.mi("-exec-interrupt")
+    except GdbCommandError:          # it stopped meanwhile
+        pass
 
 
 def gdbstub_of_pid(pid):
@@ -144,19 +162,26 @@ def describe_qemu(proc):
 
 
 def attach_running(address, kernel, system_map=None, profile=None, extra_probes=(),
-                   duration=None, gdb="gdb", pid=None):
+                   duration=None, gdb="gdb", pid=None, live_patch=None, keep_patch=False,
+                   lab_variant=None):
     """Count on a QEMU that is already running, then detach and leave it running.
 
     address: 'host:port' or a unix socket path (pid: the QEMU's, when known).
     Counts until `duration` seconds have passed or Ctrl-C (then exit 0: that is
     how the user ends the count); SIGTERM/SIGHUP save the counts and raise
     RunFailed with the signal's exit code. Returns a RunResult dict.
+    live_patch: a file for --live-patch, applied at once (livepatch_run.apply_now)
+    and taken out again before detaching unless keep_patch.
     """
     from gdbfault.lifecycle import Stopped
     kernel = Path(kernel)
     symbols = load_symbols(kernel, system_map)
     prof = load_profile(profile) if profile else pick_profile(symbols)
     probes = resolve_probes(prof, symbols, extra_probes)
+    patch = None
+    if live_patch:                       # built (or refused) before we touch the guest
+        from gdbfault.livepatch import prepare_live_patch
+        patch = prepare_live_patch(live_patch, kernel, system_map, lab_variant)
     _check_reachable(address)
     spec = RunSpec(kernel=str(kernel), system_map=system_map, workload=None, gdb=gdb, trace=False)
     result = _new_result(spec, kernel, symbols, prof, probes, None)
@@ -177,6 +202,9 @@ def attach_running(address, kernel, system_map=None, profile=None, extra_probes=
         _connect(dbg, address)
         _load_probe_engine(dbg, probes, None)
         t_start = time.monotonic()
+        if patch is not None:
+            from gdbfault.livepatch_run import apply_now
+            apply_now(dbg, patch, work)
         dbg.mi("-exec-continue")
         deadline = t_start + duration if duration else None
         interrupted = False
@@ -190,7 +218,12 @@ def attach_running(address, kernel, system_map=None, profile=None, extra_probes=
             interrupted = exc
         session.snapshot = read_counts(dbg, work)
         _fill(result, session, t_start, spec)      # the window ends here, not after the detach
-        _detach(dbg)
+        _detach(dbg, unpatch=patch is not None and not keep_patch)
+        if patch is not None:            # the patch's record now says whether it was taken out
+            session.snapshot["patch"] = read_counts(dbg, work).get("patch")
+            from gdbfault.livepatch_run import fill_live_patch
+            lp = fill_live_patch(result, session.snapshot, patch, None, None)
+            lp["kept"] = bool(keep_patch)
         result["run"]["complete"] = True
         result["run"]["exit"] = "interrupted; detached, guest left running" if interrupted \
             else "detached, guest left running"
@@ -205,6 +238,12 @@ def attach_running(address, kernel, system_map=None, profile=None, extra_probes=
         raise
     except (GdbfaultError, KeyboardInterrupt) as exc:
         _salvage(result, session, t_start, spec)
+        if patch is not None and not keep_patch and session.debugger is not None \
+                and session.debugger.alive:
+            try:                         # never leave the user's kernel patched
+                _detach(session.debugger, unpatch=True)
+            except GdbfaultError:
+                pass
         if isinstance(exc, KeyboardInterrupt):
             stopped = exc if isinstance(exc, Stopped) else Stopped()
             exc = GdbfaultError(str(stopped))

@@ -33,6 +33,9 @@ A metric reference is "RUN.PATH" with PATH one of
                               (traced paths with both a search and a signal)
     cycles_per_iteration      the guest's own cycles per iteration
     iterations                the guest's iterations
+    before.PATH | after.PATH  of a live-patched run (live_patch = "FILE", patch_at = N):
+                              PATH (hits, per_iteration, path, user_fault_searches,
+                              iterations) before or after the patch went in
 
 Only the runs that expectations refer to are run, each once, in parallel when
 the machine has more than one core. Exit status: 0 all pass, 1 some fail, 2
@@ -58,7 +61,8 @@ OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le
        ">": operator.gt, ">=": operator.ge}
 NEGATED = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
 RUN_KEYS = ("kernel", "variant", "workload", "iterations", "profile", "system_map", "append",
-            "probes", "timeout", "cost_sample")
+            "probes", "timeout", "cost_sample", "live_patch", "patch_at")
+PHASES = ("before", "after")          # of a live-patched run (live_patch = FILE)
 EXPECT_KEYS = ("name", "left", "op", "right", "factor")
 TOP_KEYS = ("title", "description", "defaults", "runs", "expect")
 PROBE_CATEGORIES = ("hits", "boot_hits", "per_iteration")
@@ -208,7 +212,7 @@ def _top_line(text, key):
 
 
 def _check_run_keys(table, path, text, where):
-    types = {"iterations": int, "cost_sample": int, "timeout": (int, float), "probes": list}
+    types = {"iterations": int, "cost_sample": int, "timeout": (int, float), "probes": list, "patch_at": int}
     for key, value in table.items():
         line = table_line(text, where, key)
         if key not in RUN_KEYS:
@@ -277,6 +281,15 @@ def parse_ref(ref, runs):
     if not dot or not rest:
         raise ValueError(f"{ref!r} names no metric after the run (e.g. '{run}.hits.force_sig')")
     cat, _, arg = rest.partition(".")
+    if cat in PHASES:
+        if not arg:
+            raise ValueError(f"{ref!r}: '{cat}' needs a metric after it (e.g. '{run}.{cat}.per_iteration."
+                             "search_exception_table')")
+        _run, inner, inner_args = parse_ref(f"{run}.{arg}", runs)
+        if inner in ("guest", "cycles_per_iteration", "boot_hits", "iteration"):
+            raise ValueError(f"{ref!r}: '{inner}' is a whole-run metric; '{cat}.' takes hits, per_iteration, "
+                             "path, user_fault_searches or iterations")
+        return (run, "phase", (cat, inner, inner_args))
     if cat in SCALARS:
         if arg:
             raise ValueError(f"{ref!r}: '{cat}' takes nothing after it")
@@ -309,6 +322,13 @@ class MetricError(Exception):
 
 def resolve(result, category, args=()):
     """The value of a metric on a RunResult dict; None when the run has no such path."""
+    if category == "phase":
+        from gdbfault.livepatch_run import phase_view
+        phase, inner, inner_args = args
+        view = phase_view(result, phase)
+        if view is None:
+            raise MetricError(f"'{phase}.' needs a live-patched run (live_patch = FILE in its [runs] table)")
+        return resolve(view, inner, inner_args)
     if category in PROBE_CATEGORIES:
         (name,) = args
         probe = next((p for p in result.get("probes", []) if p["role"] == name), None) \
@@ -372,6 +392,16 @@ def run_specs(spec, names):
             key = "variant" if "variant" in str(exc) else "probes"
             raise SpecError(f"{_where(spec.path, table_line(spec.text, f'runs.{name}', key) or line)}: "
                             f"[runs.{name}] key '{key}': {exc}")
+        live_patch = None
+        if cfg.get("live_patch"):
+            from gdbfault.livepatch_run import LivePatchSpec
+            patch_file = Path(cfg["live_patch"])
+            if not patch_file.is_absolute():
+                for base in (Path(spec.path).parent, Path.cwd()):
+                    if (base / patch_file).exists():
+                        patch_file = (base / patch_file).resolve()
+                        break
+            live_patch = LivePatchSpec(str(patch_file), cfg.get("patch_at"))
         kernel = cfg.get("kernel", "lab")
         if kernel != "lab" and not Path(kernel).is_absolute():
             kernel = str((Path(spec.path).parent / kernel).resolve()) \
@@ -379,7 +409,8 @@ def run_specs(spec, names):
         out[name] = RunSpec(kernel=kernel, variant=variant, system_map=cfg.get("system_map"),
                             workload=cfg.get("workload", "mprotect"), iterations=cfg.get("iterations"),
                             append=cfg.get("append", ""), profile=cfg.get("profile"), extra_probes=probes,
-                            timeout_s=float(cfg.get("timeout", 600.0)), cost_sample=cfg.get("cost_sample", 1))
+                            timeout_s=float(cfg.get("timeout", 600.0)), cost_sample=cfg.get("cost_sample", 1),
+                            live_patch=live_patch)
     return out
 
 

@@ -98,6 +98,17 @@ def build_parser():
     at.add_argument("--duration", type=float, metavar="SECONDS",
                     help="with --port/--socket/--pid: count this long (default: until Ctrl-C)")
     _add_run_options(at)
+    at.add_argument("--live-patch", metavar="FILE",
+                    help="apply FILE (a patch for the lab kernel, or an i386 .o of replacement functions) "
+                         "to the running kernel mid-run; the report splits before/after")
+    at.add_argument("--patch-at", type=int, metavar="N",
+                    help="with --live-patch: apply it after N iterations (0 = before the first; "
+                         "default: half of --iterations)")
+    at.add_argument("--unpatch-at", type=int, metavar="N",
+                    help="with --live-patch: put the old function entries back after N iterations")
+    at.add_argument("--keep-patch", action="store_true",
+                    help="with --live-patch on --port/--socket/--pid: leave the kernel patched when detaching "
+                         "(by default the old entries are put back)")
     at.add_argument("--format", default="table", choices=FORMATS, help="report format (default: table)")
     at.add_argument("--output", "-o", metavar="FILE", help="save the run as JSON (also when it fails)")
     at.add_argument("--keep-run-dir", action="store_true", help="keep QEMU's run directory (serial log)")
@@ -131,12 +142,21 @@ def check_outputs(args):
 
 def _spec_from_args(args):
     from gdbfault.run import RunSpec, validate_spec
+    live_patch = None
+    if getattr(args, "live_patch", None):
+        from gdbfault.livepatch_run import LivePatchSpec
+        live_patch = LivePatchSpec(args.live_patch, args.patch_at, args.unpatch_at)
+    elif getattr(args, "patch_at", None) is not None or getattr(args, "unpatch_at", None) is not None:
+        raise GdbfaultError("--patch-at and --unpatch-at go with --live-patch")
+    if getattr(args, "keep_patch", False):
+        raise GdbfaultError("--keep-patch goes with --port/--socket/--pid (gdbfault's own QEMU ends with the run)")
     spec = RunSpec(kernel=args.kernel, variant=args.variant, system_map=args.system_map,
                    workload=args.workload, iterations=args.iterations, append=args.append,
                    profile=args.profile, extra_probes=[parse_probe_option(p) for p in args.probe],
                    icount=args.icount, timeout_s=args.timeout, trace=args.trace, replay=args.replay,
                    backend=args.backend,
-                   cost_sample=args.cost_sample,
+                   cost_sample=args.cost_sample, live_patch=live_patch,
+                   timeline=bool(live_patch and getattr(args, "plot", None)),
                    keep_run_dir=getattr(args, "keep_run_dir", False))
     validate_spec(spec)
     return spec
@@ -159,6 +179,9 @@ def _progress_bar(args):
 
 
 def _attach_running(args):
+    if getattr(args, "patch_at", None) is not None or getattr(args, "unpatch_at", None) is not None:
+        raise GdbfaultError("--patch-at/--unpatch-at go with --qemu; attached to a running QEMU the patch "
+                            "goes in at once and comes out on detaching")
     from gdbfault.attach import attach_running, gdbstub_of_pid
     from gdbfault.locations import lab_kernel
     if args.pid is not None:
@@ -176,7 +199,9 @@ def _attach_running(args):
     if not args.quiet and args.duration is None:
         print(f"counting on {address}; Ctrl-C to stop and report", file=sys.stderr)
     return attach_running(address, kernel, system_map, args.profile,
-                          [parse_probe_option(p) for p in args.probe], args.duration, pid=args.pid)
+                          [parse_probe_option(p) for p in args.probe], args.duration, pid=args.pid,
+                          live_patch=args.live_patch, keep_patch=args.keep_patch,
+                          lab_variant=args.variant if args.kernel == "lab" else None)
 
 
 def cmd_attach(args):
@@ -203,7 +228,10 @@ def cmd_attach(args):
             bar.close()
     if args.output:
         save_run(result, args.output)
-    if getattr(args, "plot", None):
+    if getattr(args, "plot", None) and (result.get("live_patch") or {}).get("timeline"):
+        from gdbfault.plot import plot_live_patch
+        plot_live_patch(result, args.plot)
+    elif getattr(args, "plot", None):
         from gdbfault.plot import plot_paths
         plot_paths([(_label(result), result)], args.plot)
     sys.stdout.write(render(result, args.format))

@@ -9,10 +9,40 @@ rest.
 """
 from gdbfault.errors import GdbfaultError
 
-__all__ = ["plot_paths", "require_matplotlib"]
+__all__ = ["plot_paths", "plot_live_patch", "require_matplotlib"]
 
 WIDE_RANGE = 8          # max/min ratio from which an axis goes logarithmic
 OUTLIER = 3             # a cost this many times off the median is labelled
+
+
+def plot_live_patch(result, path):
+    """A live-patched run's timeline: hits per window of guest instructions, the patch marked."""
+    lp = result.get("live_patch") or {}
+    tl = lp.get("timeline")
+    if not tl:
+        raise GdbfaultError("nothing to plot: the run kept no timeline (it needs the GDB backend, "
+                            "-icount and path tracing)")
+    plt = require_matplotlib()
+    fig, ax = plt.subplots(figsize=(9, 4))
+    start, width = tl["start"], tl["width"]
+    for role, counts in tl["hits"].items():
+        xs = [(start + (i + 0.5) * width) / 1e6 for i in range(len(counts))]
+        search = role == "exception search"    # the seed's subject: drawn on top
+        ax.plot(xs, counts, marker=".", label=role, linewidth=2.5 if search else 1.2, zorder=3 if search else 2)
+    if lp.get("icount") is not None:
+        ax.axvline(lp["icount"] / 1e6, color="black", linestyle="--",
+                   label=f"live patch (iteration {lp.get('at_iteration')})")
+    if lp.get("unpatch_icount") is not None:
+        ax.axvline(lp["unpatch_icount"] / 1e6, color="grey", linestyle=":",
+                   label=f"unpatched (iteration {lp.get('unpatch_at_iteration')})")
+    ax.set_xlabel("guest instructions (millions)")
+    ax.set_ylabel(f"hits per {width:,} instructions")
+    ax.set_title(f"{', '.join(f['name'] for f in lp['functions'])} replaced in the running kernel", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def require_matplotlib():

@@ -28,7 +28,7 @@ __all__ = ["PROBE_KINDS", "PLUGIN_DIR", "BUILD_COMMAND", "PluginUnavailable",
            "qemu_plugin_args", "read_plugin_result", "fault_return_sites",
            "lab_fault_probes", "DEFAULT_EVENTS"]
 
-PROBE_KINDS = ("count", "entry", "event", "ret", "arm")
+PROBE_KINDS = ("count", "entry", "event", "ret", "arm", "mark")
 PHASES = ("boot", "workload")
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "qemu" / "plugin"
 BUILD_COMMAND = "make -C qemu/plugin"

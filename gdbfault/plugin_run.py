@@ -39,33 +39,45 @@ def plugin_probe_list(kernel, probes, arm):
     return out
 
 
-def run_with_plugin(spec, result, config, probes, arm, deadline=None):
+def run_with_plugin(spec, result, config, probes, arm, deadline=None, live=None):
     """Boot with the plugin loaded, wait for the guest to end, fill `result`.
 
     Stopped early (a signal, --timeout, an error), QEMU is asked to quit in
     order (SIGTERM): the plugin writes its counts at exit and they are kept.
+    live: (LivePatch, iteration) for --live-patch: GDB then connects only to
+    apply it (livepatch_run.PluginPatcher).
     """
     from gdbfault.run import TimedOut, _end_label, open_path_label
     library = plugin_library()            # PluginUnavailable names what is missing
     if deadline is None:
         deadline = time.monotonic() + spec.timeout_s
+    patcher = None
+    if live is not None:
+        from gdbfault.livepatch_run import PluginPatcher
+        patcher = PluginPatcher(spec, live, config.initrd[0])
     machine = Machine(config)
     machine.prepare()
     probe_file = machine.run_dir / "probes.txt"
     out_file = machine.run_dir / "plugin-result.json"
     plist = plugin_probe_list(config.kernel, probes, arm)
+    if patcher is not None:
+        plist += patcher.plugin_probes()
     t0 = time.monotonic()
     try:
         write_probe_file(probe_file, plist)
         config.extra_args = list(config.extra_args) + qemu_plugin_args(library, probe_file, out_file)
-        config.halted = False
+        config.halted = patcher is not None    # the patch breakpoint goes in before the guest runs
         result["mode"].update({"backend": "plugin", "replay": False,
                                "trace": any(kind == "ret" for _, kind, _ in plist)})
+        snap = None
         try:
             machine.start(timeout=min(20.0, max(1.0, deadline - t0)))
+            if patcher is not None:
+                patcher.attach(machine, config.kernel)
             status = machine.wait_until(deadline)
             if status is None:
                 raise TimedOut(f"the guest did not finish within --timeout {spec.timeout_s:g} s (hung?)")
+            snap = patcher.finish() if patcher is not None else None
         except (GdbfaultError, KeyboardInterrupt) as exc:
             with shielded():
                 _salvage_plugin(result, machine, out_file, probes, spec, t0, _end_label(exc))
@@ -81,12 +93,16 @@ def run_with_plugin(spec, result, config, probes, arm, deadline=None):
                                  "so this run has none") from None
         data = read_plugin_result(out_file)
         _fill_from_plugin(result, data, probes, machine, spec, wall, open_path_label(status))
+        if patcher is not None:
+            patcher.fill(result, data, snap, {p.symbol: p.role for p in probes})
         machine.check_exit(status)
         if result["guest"] is None and not result["workload"].get("own"):
             raise GuestError("the workload printed no GDBFAULT-RESULT line")
         result["run"]["complete"] = True
         return result
     finally:
+        if patcher is not None:
+            patcher.close()
         machine.close(keep_dir=spec.keep_run_dir)
 
 

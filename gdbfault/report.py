@@ -106,7 +106,8 @@ def kernel_label(result):
 
 
 def _expected_by_role(result):
-    return {c["role"]: c for c in result.get("checks", [])}
+    # whole-run rows only (a live-patched run also has one row per phase)
+    return {c["role"]: c for c in result.get("checks", []) if c.get("phase", "total") == "total"}
 
 
 def _csv(result):
@@ -129,6 +130,81 @@ def _csv(result):
 
 def _seconds(ticks, hz):
     return f"{ticks / hz:.2f} s" if hz else f"{ticks} ticks"
+
+
+def _num(v):
+    return f"{v:,}" if isinstance(v, int) else ("-" if v is None else str(v))
+
+
+def _live_patch_lines(lp, tablefmt):
+    """The live patch's line, and hits and paths before/after it in two columns."""
+    lines = []
+    funcs = ", ".join(f"{f['name']} → {f['new']:#x}" for f in lp["functions"])
+    when = (f"at iteration {lp['at_iteration']} (guest instruction {_num(lp.get('icount'))})"
+            if lp.get("at_iteration") is not None else "at once on attaching")
+    lines.append(f"live patch: {funcs} ({lp['code']['bytes']} bytes at {lp['code']['address']:#x}), {when}"
+                 + ("" if lp.get("applied") else f" — NOT APPLIED: {lp.get('error')}"))
+    if lp.get("at_iteration") is None and lp.get("applied"):
+        lines.append("the old entries were put back on detaching" if lp.get("unpatched") else
+                     "the kernel was left patched (--keep-patch)")
+    if lp.get("unpatch_at_iteration") is not None:
+        lines.append(f"unpatched: the old entries put back at iteration {lp['unpatch_at_iteration']} "
+                     f"(guest instruction {_num(lp.get('unpatch_icount'))})")
+    if "before" not in lp:
+        return lines + [""]
+    titles = {"before": "before patch", "after": "after patch", "after_unpatch": "after unpatch"}
+    phases = [(name, lp[name]) for name in titles if name in lp]
+    rows = [["iterations"] + [x for _, ph in phases for x in (_num(ph["iterations"]), "")]]
+    for sym in lp["before"]["hits"]:
+        def per(phase):
+            v = phase["per_iteration"].get(sym)
+            return f"{v:.2f}" if v is not None else "-"
+        rows.append([sym] + [x for _, ph in phases for x in (ph["hits"][sym], per(ph))])
+    headers = [""] + [x for name, _ in phases for x in (titles[name], "per iteration")]
+    lines.append(tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True,
+                          colalign=("left",) + ("right",) * (len(headers) - 1)))
+    if all("paths" in ph for _, ph in phases):
+        shapes = list(dict.fromkeys(p["shape"] for _, ph in phases for p in ph["paths"]))
+        by = {(name, p["shape"]): p for name, ph in phases for p in ph["paths"]}
+        prow = []
+        for shape in shapes:
+            row = [shape]
+            for name, _ in phases:
+                p = by.get((name, shape))
+                row += [p["count"], _num(p["median"]), _num(p["p95"])] if p else [0, "-", "-"]
+            prow.append(row)
+        short = {"before": "before", "after": "after", "after_unpatch": "after unpatch"}
+        headers = ["path"] + [x for name, _ in phases for x in (f"{short[name]}: count", "median", "p95")]
+        lines.append("")
+        lines.append(tabulate(prow, headers=headers, tablefmt=tablefmt, disable_numparse=True,
+                              colalign=("left",) + ("right",) * (len(headers) - 1)))
+        lines.append("(after the patch every call of a replaced function also runs the 5-byte jmp at its "
+                     "old entry: one guest instruction)")
+    bad = [c for _, ph in phases for c in ph.get("checks", []) if not c["ok"]]
+    checked = sum(len(ph.get("checks", [])) for _, ph in phases)
+    if checked:
+        lines.append(f"{', '.join(titles[n] for n, _ in phases)}: the counts match the guest's truth ✓"
+                     if not bad else
+                     "✗ " + "; ".join(f"{c['symbol']}: counted {c['counted']}, expected {c['expected']}"
+                                      for c in bad))
+    c = lp.get("consistency")
+    if c:
+        lines.append(f"record and replay agree: {_num(c['replay_icount_at_end'])} guest instructions at the "
+                     f"workload's end in both (patch stop: {_num(c['record_icount_at_patch'])} recording, "
+                     f"{_num(c['replay_icount_at_patch'])} replay, as QEMU counts them)")
+    t = lp.get("timing")
+    if not t and lp.get("stop_s") is not None:
+        lines.append(f"guest timing: the patch stop ({lp['stop_s'] * 1e3:.1f} ms in GDB) moved the live guest's "
+                     "clock by an amount not measured on this backend; it is in cycles/iteration above")
+    if t:
+        stops = "the patch stops" if lp.get("unpatch_at_iteration") is not None else "the patch stop"
+        took = f"; the stop took {t['stop_s'] * 1e3:.1f} ms in GDB" if t.get("stop_s") is not None else ""
+        lines.append(f"guest timing: the workload's loop executed {_num(t['instructions'])} instructions and "
+                     f"its rdtsc counted {_num(t['guest_cycles'])} cycles: {stops} moved the guest's clock by "
+                     f"{_num(t['extra_cycles'])} cycles ({t['extra_cycles'] / 1e6:.3f} ms of guest time{took}), "
+                     "included in cycles/iteration above")
+    lines.append("")
+    return lines
 
 
 def _text(result, tablefmt):
@@ -197,7 +273,9 @@ def _text(result, tablefmt):
     if checks:
         bad = [c for c in checks if not c["ok"]]
         if not bad:
-            lines.append(f"counts match the guest's own summary ✓ ({len(checks)} probes checked; "
+            whole = [c for c in checks if c.get("phase", "total") == "total"]
+            phased = " and in each phase of the live patch" if len(whole) < len(checks) else ""
+            lines.append(f"counts match the guest's own summary ✓ ({len(whole)} probes checked{phased}; "
                          f"duplicate stop reports filtered: {dups})")
         else:
             others = {p["role"]: p.get("alternatives") or [] for p in result["probes"]}
@@ -207,7 +285,8 @@ def _text(result, tablefmt):
                     names = others[c["role"]]
                     hint = (f" — this kernel also has {', '.join(names)}: try "
                             f"--probe '{c['role']}={names[0]}'")
-                lines.append(f"✗ {c['role']} ({c['symbol']}): counted {c['counted']}, "
+                where = f" {c['phase']} the live patch" if c.get("phase") in ("before", "after") else ""
+                lines.append(f"✗ {c['role']} ({c['symbol']}){where}: counted {c['counted']}, "
                              f"the guest's summary implies {c['expected']}{hint}")
     lines.append("")
 
@@ -231,6 +310,9 @@ def _text(result, tablefmt):
         if "user_fault_searches" in result:
             lines.append(f"user faults that searched the exception table: {result['user_fault_searches']}")
         lines.append("")
+
+    if result.get("live_patch"):
+        lines += _live_patch_lines(result["live_patch"], tablefmt)
 
     r = result["run"]
     status = "complete" if r.get("complete") else f"INCOMPLETE: {r.get('error')}"

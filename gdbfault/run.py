@@ -61,6 +61,8 @@ class RunSpec:
     backend: str = "gdb"                 # "gdb" (breakpoints) or "plugin" (TCG plugin, no stops)
     replay: bool = True                  # record without GDB, count in the replay (icount only)
     cost_sample: int = 1                 # cost every Nth fault only
+    live_patch: object = None            # livepatch_run.LivePatchSpec: patch the kernel mid-run
+    timeline: bool = False               # keep each traced path's instruction count (--plot of a live patch)
 
     def kernel_files(self):
         if self.kernel == "lab":
@@ -79,6 +81,11 @@ class RunSpec:
         words = []
         if self.iterations is not None:
             words.append(f"iterations={int(self.iterations)}")
+        if self.live_patch is not None and self.iterations is not None:
+            at = self.live_patch.at if self.live_patch.at is not None else self.iterations // 2
+            words.append(f"mark={int(at)}")     # the workload calls gdbfault_mark() there
+            if self.live_patch.unpatch_at is not None:
+                words.append(f"mark2={int(self.live_patch.unpatch_at)}")
         if self.append:
             words.append(self.append)
         return " ".join(words)
@@ -112,6 +119,7 @@ class _Session:
         self.machine = None
         self.debugger = None
         self.snapshot = None          # last counts read from GDB
+        self.watch = None             # called about once a second; raises when the run went wrong
 
     def close(self, keep_dir=False):
         if self.debugger is not None:
@@ -147,14 +155,19 @@ def _load_probe_engine(dbg, probes, arm_address):
         dbg.console(f"faultprobe arm *{arm_address:#x}")
 
 
+def _lend_qmp(dbg):
+    """GDB's Python gets qemu.qmp from our own environment (to read instruction counts)."""
+    import qemu.qmp
+    site = Path(qemu.qmp.__file__).resolve().parents[2]
+    dbg.console(f"python import sys; sys.path.append({str(site)!r})")
+
+
 def _start_tracer(dbg, probes, qmp_socket, sample):
     """Path tracing inside GDB; qemu.qmp is lent from our own environment."""
     if not any(p.role == ENTRY for p in probes):
         return False
     if qmp_socket is not None:
-        import qemu.qmp
-        site = Path(qemu.qmp.__file__).resolve().parents[2]
-        dbg.console(f"python import sys; sys.path.append({str(site)!r})")
+        _lend_qmp(dbg)
     dbg.console(f"faultprobe trace {mi_quote(str(qmp_socket)) if qmp_socket else '-'} {int(sample)}")
     return True
 
@@ -210,6 +223,10 @@ def run_qemu(spec, progress=None):
     probes = resolve_probes(profile, symbols, spec.extra_probes)
     initrd = [workload_file(spec.workload)] if spec.workload else []
     arm = elf_entry(initrd[0]) if initrd else None
+    live = None
+    if spec.live_patch is not None:      # built (or refused) before anything boots
+        from gdbfault.livepatch_run import prepare
+        live = prepare(spec, kernel, system_map)
     boot = None
     cleanup = []                         # folders to remove at the end
     try:
@@ -238,8 +255,8 @@ def run_qemu(spec, progress=None):
     try:
         if spec.backend == "plugin":
             from gdbfault.plugin_run import run_with_plugin
-            return run_with_plugin(spec, result, config, probes, arm, deadline)
-        return _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress, deadline)
+            return run_with_plugin(spec, result, config, probes, arm, deadline, live)
+        return _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress, deadline, live)
     except (GdbfaultError, KeyboardInterrupt) as exc:
         cause = exc
         if isinstance(exc, KeyboardInterrupt):
@@ -282,15 +299,32 @@ def _new_result(spec, kernel, symbols, profile, probes, boot):
     }
 
 
-def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress, deadline):
+def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress, deadline, live=None):
     """The GDB backend: record the guest, then count in its replay under GDB."""
     kernel = config.kernel
     session = _Session()
     t_start = None
     replay = spec.replay and spec.icount
     result["mode"]["replay"] = replay
+    if live is not None:
+        from gdbfault import livepatch_run
+        plan = live[0].write_plan(_temp_dir(cleanup) / "livepatch-plan.json",
+                                  unpatch=spec.live_patch.unpatch_at is not None)
+        points = livepatch_run.WorkloadPoints(config.initrd[0])
     try:
-        if replay:
+        if replay and live is not None:    # the patch must be part of the recording too
+
+            def attach_recorder(dbg, address):
+                _prepare_debugger(dbg, kernel)
+                _connect(dbg, address)
+                _load_probe_engine(dbg, [], None)
+                _lend_qmp(dbg)
+            record_file, recorded = livepatch_run.record_with_patch(
+                spec, config, result, cleanup, plan, points, _rr_icount(config), attach_recorder,
+                deadline)
+            config.icount_options = f"{_rr_icount(config)},rr=replay,rrfile={record_file}"
+            config.extra_args = config.extra_args + ["-net", "none"]
+        elif replay:
             record_file, recorded = _record(spec, config, result, cleanup, deadline)
             config.icount_options = f"{_rr_icount(config)},rr=replay,rrfile={record_file}"
             config.extra_args = config.extra_args + ["-net", "none"]
@@ -305,6 +339,14 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
         if spec.trace:
             _start_tracer(dbg, probes, machine.probe_qmp_socket if spec.icount else None,
                           spec.cost_sample)
+        if live is not None:
+            if replay:
+                session.watch = livepatch_run.ReplayWatch(machine, result)
+            if spec.icount:
+                _lend_qmp(dbg)
+            livepatch_run.arm(dbg, plan, points, machine.probe_qmp_socket if spec.icount else None)
+            if spec.timeline and spec.trace and spec.icount:
+                dbg.console("faultprobe timeline")
         if boot:                         # stops once at the workload's entry: is the map right?
             from gdbfault.realkernel import check_banner
             banner = check_banner(dbg, symbols, boot.image, arm, max(1.0, deadline - time.monotonic()),
@@ -326,6 +368,8 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
         machine.check_exit(status)
         if replay:
             _check_replay(result, recorded, machine)
+        if live is not None:
+            _fill_live_patch(result, session.snapshot, live, spec)
         if result["guest"] is None and not is_own_workload(spec.workload):
             raise GuestError("the workload printed no GDBFAULT-RESULT line "
                              f"(serial log: {machine.serial_log})")
@@ -363,6 +407,26 @@ def _note_teardown(result, machine):
     result["run"]["exit_status"] = machine.poll()
     result["run"]["exit"] = describe_exit(machine.poll())
     result["run"]["stopped_by_gdbfault"] = machine.stopped_by_us
+
+
+
+
+def _temp_dir(cleanup):
+    folder = private_dir("gdbfault-run-")
+    cleanup.append(folder)
+    return folder
+
+
+def _fill_live_patch(result, snap, live, spec):
+    """Before/after the patch, its checks, and the proof the replay ran what was recorded."""
+    from gdbfault import livepatch_run
+    patch, at = live
+    guest = result["guest"] or {}
+    livepatch_run.fill_live_patch(result, snap, patch, at, int(guest.get("iterations") or spec.iterations),
+                                  spec.live_patch.unpatch_at)
+    livepatch_run.check_consistency(result, snap)
+    result["checks"] = livepatch_run.live_patch_checks(result, patch, guest)
+    livepatch_run.timing_perturbation(result)
 
 
 def _record(spec, config, result, cleanup, deadline):
@@ -455,6 +519,8 @@ def _supervise(spec, session, deadline, progress):
                 if machine.poll() is not None:
                     return machine.poll()
                 raise
+            if session.watch is not None:
+                session.watch()
             if progress is not None:
                 guest = parse_guest_output(machine.serial_output())
                 done, total = guest["progress"] or (0, spec.iterations or 0)

@@ -25,7 +25,8 @@ import time
 
 import gdb
 
-__all__ = ["ENGINE", "ProbeEngine", "CountingBreakpoint", "PhaseBreakpoint"]
+__all__ = ["ENGINE", "ProbeEngine", "CountingBreakpoint", "PhaseBreakpoint", "LivePatchBreakpoint",
+           "IcountBreakpoint"]
 
 # Registers compared to spot a duplicate stop report (i386).
 _DUP_REGS = ("$eax", "$ecx", "$edx", "$ebx", "$esp", "$ebp", "$esi", "$edi", "$eflags")
@@ -110,6 +111,10 @@ class ProbeEngine:
         self.stops = 0              # stops taken as real (not duplicates)
         self.stop_icount = None     # (stop number, instruction count) when a stop read it
         self.tracer = None          # a PathTracer once `faultprobe trace` ran
+        self.marks = []             # counts at each `mark` (live patch, unpatch), see mark()
+        self.patch = None           # what `faultprobe livepatch` did, when it did
+        self.icount_marks = {}      # name -> instruction count at `faultprobe icount-at`
+        self.own_icount = None      # a QMP reader opened for icount-at without a tracer
 
     def add(self, role, location, symbol=None):
         if symbol is None and not location.startswith("*"):
@@ -151,6 +156,27 @@ class ProbeEngine:
     def note_icount(self, value):
         """The tracer read the instruction count at the current stop."""
         self.stop_icount = (self.stops, value)
+
+    def mark(self):
+        """Remember every count as it is now: the snapshot then splits before/after.
+
+        Nothing changes on the per-hit path; costs are lists that only grow,
+        so the split of each is just its length at this moment.
+        """
+        marked = {"stops": self.stops,
+                  "probes": [{"address": bp.address(), "hits": dict(bp.hits)} for bp in self.probes]}
+        if self.tracer is not None:
+            t = self.tracer
+            marked["trace"] = {"entries": t.entries, "lost": t.lost, "open": len(t.stack),
+                               "iteration_costs": len(t.iteration_costs),
+                               "paths": [{"phase": ph, "events": list(ev), "count": r["count"],
+                                          "costed": len(r["costs"])}
+                                         for (ph, ev), r in t.paths.items()]}
+        self.marks.append(marked)
+
+    def icount_now(self):
+        reader = self.icount_reader or self.own_icount
+        return reader() if reader is not None else None
 
     def reset(self):
         for bp in self.probes:
@@ -197,6 +223,13 @@ class ProbeEngine:
                 "duplicates": sum(p["duplicates"] for p in probes)}
         if self.tracer is not None:
             snap["trace"] = self.tracer.snapshot()
+        if self.marks:
+            snap["mark"] = self.marks[0]
+            snap["marks"] = self.marks
+        if self.patch is not None:
+            snap["patch"] = self.patch
+        if self.icount_marks:
+            snap["icount_marks"] = dict(self.icount_marks)
         return snap
 
 
@@ -256,6 +289,7 @@ class PathTracer:
         self.icount = icount
         self.sample = max(1, int(sample))
         self.returns = {}       # return address -> ReturnBreakpoint
+        self.timeline = None    # [(entry icount, events)] once `faultprobe timeline` ran
         self.reset()
 
     def reset(self):
@@ -301,6 +335,8 @@ class PathTracer:
         rec["count"] += 1
         if cost is not None:
             rec["costs"].append(cost)
+            if self.timeline is not None:
+                self.timeline.append((entry_icount, events))
         # One mprotect-loop iteration = one signal-raising fault to the next.
         if entry_icount is not None and self.sample == 1 and "signal forced" in events:
             if self.last_signal_entry is not None:
@@ -315,7 +351,9 @@ class PathTracer:
                 "open": [{"phase": ph, "events": list(ev)} for _, _, ev, ph in self.stack],
                 "paths": [{"phase": ph, "events": list(ev), "count": r["count"], "costs": r["costs"]}
                           for (ph, ev), r in self.paths.items()],
-                "iteration_costs": self.iteration_costs}
+                "iteration_costs": self.iteration_costs,
+                **({"timeline": [[ic, list(ev)] for ic, ev in self.timeline]}
+                   if self.timeline is not None else {})}
 
     def close(self):
         for bp in self.returns.values():
@@ -324,6 +362,137 @@ class PathTracer:
         self.returns = {}
         if self.icount is not None:
             self.icount.close()
+
+
+def _apply_plan(engine, plan, record):
+    """Write the plan (saving what the jmps overwrite), then mark the counts."""
+    inferior = gdb.selected_inferior()
+    saved = [[start, bytes(inferior.read_memory(start, end - start)).hex()]
+             for start, end in plan["entries"]]
+    for address, data in plan["writes"]:
+        data = bytes.fromhex(data)
+        inferior.write_memory(address, data)
+        if bytes(inferior.read_memory(address, len(data))) != data:
+            record["error"] = f"write at {address:#x} did not take"
+            return False
+    record["applied"] = True
+    record["saved"] = saved
+    record["bytes"] = sum(len(d) // 2 for _, d in plan["writes"])
+    record["icount"] = engine.icount_now()
+    engine.mark()
+    return True
+
+
+def _replaced_function_running(plan, max_frames=64):
+    """The address inside a replaced function that the stopped CPU is at or will
+    return to (pc, then the frame-pointer chain of the kernel stack), or None.
+    The lab kernel keeps frame pointers; the chain ends at the first saved
+    %ebp outside the current kernel stack (the user's, or an entry frame)."""
+    ranges = plan.get("ranges") or plan["entries"]
+
+    def inside(addr):
+        return any(start <= addr < end for start, end in ranges)
+    pc = _reg("$pc")
+    if inside(pc):
+        return pc
+    if _reg("$cs") & 3 == 3:              # user mode: no kernel function is running
+        return None
+    inferior = gdb.selected_inferior()
+    esp, ebp = _reg("$esp"), _reg("$ebp")
+    stack = esp & ~0x1FFF                 # 8 KiB kernel stacks, as on 2.x
+    for _ in range(max_frames):
+        if not (stack <= ebp < stack + 0x2000 - 8):
+            break
+        frame = bytes(inferior.read_memory(ebp, 8))
+        ebp, ret = int.from_bytes(frame[:4], "little"), int.from_bytes(frame[4:], "little")
+        if inside(ret):
+            return ret
+    return None
+
+
+class LivePatchBreakpoint(gdb.Breakpoint):
+    """Writes a live patch at its first hit, then marks the counts (once).
+
+    PLAN is JSON: {"writes": [[address, "hex bytes"], ...] (replacement code
+    first, then the jmp over each old entry), "functions": [...],
+    "entries": [[start, end], ...], "unpatch": bool}. With "unpatch", the
+    breakpoint's second hit puts the old entries back and marks again. The writes happen only with the CPU in
+    user mode (CPL 3): on this single-CPU kernel no kernel function is then
+    running, so none is half-way through a function being replaced. It all
+    happens inside this stop, with no round trip to another process, so the
+    guest is stopped for as short a time as GDB allows. A patch that cannot
+    go in is never half-written and never stops the guest: the error is
+    recorded (`patch` in the JSON snapshot) and the guest runs on unpatched.
+    """
+
+    def __init__(self, engine, location, plan):
+        super().__init__(location, internal=True)
+        self.silent = True
+        self.engine = engine
+        self.plan = plan
+
+    def stop(self):
+        engine = self.engine
+        if engine.patch is not None and engine.patch.get("applied") and self.plan.get("unpatch"):
+            return self._unpatch()
+        t0 = time.monotonic()
+        self.enabled = bool(self.plan.get("unpatch"))     # the next hit takes the patch out
+        record = {"applied": False, "pc": _reg("$pc"), "cs": _reg("$cs")}
+        engine.patch = record
+        try:
+            if record["cs"] & 3 != 3:
+                record["error"] = f"the guest is not in user mode (cs={record['cs']:#x})"
+                return False
+            for start, end in self.plan["entries"]:
+                if start <= record["pc"] < end:
+                    record["error"] = f"the guest is inside a replaced function ({record['pc']:#x})"
+                    return False
+            _apply_plan(engine, self.plan, record)
+        except Exception as exc:      # a failed write must not look like a patched run
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            return False
+        finally:
+            record["stop_s"] = round(time.monotonic() - t0, 6)
+        return False
+
+
+    def _unpatch(self):
+        """The second mark (--unpatch-at): put the old entries back, mark again."""
+        engine, record = self.engine, self.engine.patch
+        t0 = time.monotonic()
+        self.enabled = False
+        try:
+            _restore(record)
+            record["unpatch_icount"] = engine.icount_now()
+            engine.mark()
+        except Exception as exc:
+            record["error"] = f"unpatching: {type(exc).__name__}: {exc}"
+        record["unpatch_stop_s"] = round(time.monotonic() - t0, 6)
+        return False
+
+
+def _restore(record):
+    inferior = gdb.selected_inferior()
+    for address, data in record["saved"]:
+        inferior.write_memory(address, bytes.fromhex(data))
+        if bytes(inferior.read_memory(address, len(data) // 2)).hex() != data:
+            raise gdb.GdbError(f"faultprobe: restoring {address:#x} did not take")
+    record["unpatched"] = True
+
+
+class IcountBreakpoint(gdb.Breakpoint):
+    """Notes the guest instruction count at its first hit under NAME, then disables itself."""
+
+    def __init__(self, engine, name, location):
+        super().__init__(location, internal=True)
+        self.silent = True
+        self.engine = engine
+        self.name = name
+
+    def stop(self):
+        self.enabled = False
+        self.engine.icount_marks[self.name] = self.engine.icount_now()
+        return False
 
 
 ENGINE = ProbeEngine()
@@ -337,6 +506,12 @@ Usage: faultprobe add ROLE LOCATION [SYMBOL]  -- count hits at LOCATION (a symbo
        faultprobe stats                       -- print the counts
        faultprobe json [FILE]                 -- the counts as JSON (to FILE if given)
        faultprobe trace [QMP [SAMPLE [ROLE]]]  -- follow each fault from entry to return
+       faultprobe mark                         -- split counts here (snapshot shows before/after)
+       faultprobe livepatch LOCATION PLAN      -- at LOCATION's first hit: write PLAN, then mark
+       faultprobe icount-at NAME LOCATION [QMP] -- note the instruction count at LOCATION's first hit
+       faultprobe livepatch-now PLAN           -- write PLAN now if no replaced function runs, then mark
+       faultprobe unpatch                      -- put back the bytes the patch's jmps overwrote
+       faultprobe timeline                     -- keep each traced path's instruction count (for plots)
        faultprobe reset | enable | disable | clear
 ROLE is a free-form name such as "fault entry"; quote it when it has spaces."""
 
@@ -436,6 +611,18 @@ instructions. Use "-" for no QMP socket."""
         ENGINE.icount_reader = icount
 
 
+class TimelineCommand(_Sub):
+    """Keep each costed path's entry instruction count and events (for a timeline plot)."""
+
+    def __init__(self):
+        super().__init__("timeline")
+
+    def invoke(self, arg, from_tty):
+        if ENGINE.tracer is None or ENGINE.tracer.icount is None:
+            raise gdb.GdbError("faultprobe: a timeline needs `faultprobe trace QMP` first")
+        ENGINE.tracer.timeline = []
+
+
 class ResetCommand(_Sub):
     """Zero every probe's counts."""
 
@@ -476,7 +663,86 @@ class ClearCommand(_Sub):
         ENGINE.clear()
 
 
+class MarkCommand(_Sub):
+    """Split the counts here: the JSON snapshot gets each count as it is now ("mark")."""
+
+    def __init__(self):
+        super().__init__("mark")
+
+    def invoke(self, arg, from_tty):
+        ENGINE.mark()
+
+
+class LivePatchCommand(_Sub):
+    """Apply a live patch at LOCATION's first hit: faultprobe livepatch LOCATION PLAN.json."""
+
+    def __init__(self):
+        super().__init__("livepatch")
+
+    def invoke(self, arg, from_tty):
+        argv = gdb.string_to_argv(arg)
+        if len(argv) != 2:
+            raise gdb.GdbError("usage: faultprobe livepatch LOCATION PLAN.json")
+        with open(argv[1]) as f:
+            plan = json.load(f)
+        LivePatchBreakpoint(ENGINE, argv[0], plan)
+
+
+class IcountAtCommand(_Sub):
+    """Note the instruction count at LOCATION's first hit: faultprobe icount-at NAME LOCATION [QMP]."""
+
+    def __init__(self):
+        super().__init__("icount-at")
+
+    def invoke(self, arg, from_tty):
+        argv = gdb.string_to_argv(arg)
+        if len(argv) not in (2, 3):
+            raise gdb.GdbError("usage: faultprobe icount-at NAME LOCATION [QMP_SOCKET]")
+        if len(argv) == 3 and ENGINE.icount_reader is None and ENGINE.own_icount is None:
+            ENGINE.own_icount = QmpIcount(argv[2])
+        IcountBreakpoint(ENGINE, argv[0], argv[1])
+
+
+class LivePatchNowCommand(_Sub):
+    """Apply a live patch now, if no CPU is inside a replaced function: faultprobe livepatch-now PLAN.json.
+
+Fails (an error naming where the CPU is) when the stopped CPU is in a replaced
+function or will return into one; the caller lets the guest run a little and
+tries again."""
+
+    def __init__(self):
+        super().__init__("livepatch-now")
+
+    def invoke(self, arg, from_tty):
+        argv = gdb.string_to_argv(arg)
+        if len(argv) != 1:
+            raise gdb.GdbError("usage: faultprobe livepatch-now PLAN.json")
+        with open(argv[0]) as f:
+            plan = json.load(f)
+        busy = _replaced_function_running(plan)
+        if busy is not None:
+            raise gdb.GdbError(f"faultprobe: not quiescent: a replaced function is running ({busy:#x})")
+        record = {"applied": False, "pc": _reg("$pc"), "cs": _reg("$cs")}
+        ENGINE.patch = record
+        if not _apply_plan(ENGINE, plan, record):
+            raise gdb.GdbError(f"faultprobe: {record['error']}")
+
+
+class UnpatchCommand(_Sub):
+    """Put back what the live patch's jmps overwrote: faultprobe unpatch."""
+
+    def __init__(self):
+        super().__init__("unpatch")
+
+    def invoke(self, arg, from_tty):
+        record = ENGINE.patch or {}
+        if not record.get("applied") or record.get("unpatched"):
+            return
+        _restore(record)
+
+
 FaultprobeCommand()
 for _cls in (AddCommand, ArmCommand, StatsCommand, JsonCommand, TraceCommand, ResetCommand,
-             EnableCommand, DisableCommand, ClearCommand):
+             EnableCommand, DisableCommand, ClearCommand, MarkCommand, LivePatchCommand,
+             IcountAtCommand, LivePatchNowCommand, UnpatchCommand, TimelineCommand):
     _cls()

@@ -51,3 +51,11 @@ void init_builtin_modules(void)
 	for (i = 0; i < ARRAY_SIZE(builtin_modules); i++)
 		register_module(builtin_modules[i]);
 }
+
+/*
+ * Room for replacement functions loaded by a debugger into the running
+ * kernel (gdbfault --live-patch), as 2.x kept room for modules: zero-filled,
+ * page-aligned, never touched by the kernel itself.  kernel.ld brackets it
+ * with __livepatch_start / __livepatch_end so a System.map gives its size.
+ */
+char livepatch_area[16384] __attribute__((aligned(4096), section(".bss.livepatch")));

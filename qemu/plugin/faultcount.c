@@ -13,6 +13,10 @@
  *          returns to, right after "call do_page_fault")
  *   arm    its first execution switches the phase from "boot" to "workload"
  *          (without an arm probe everything is "workload")
+ *   mark   its first execution snapshots every probe's count ("at_mark" in
+ *          the output) and tags the paths opened from then on
+ *          ("after_mark": still phase "workload"): gdbfault --live-patch
+ *          splits counts and paths before/after the patch with it
  *
  * Counting model
  *   - One vCPU: each translation block (TB) carries one inline add of its
@@ -89,8 +93,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 #define TAG_MARK        ((uintptr_t)1 << TAG_MARK_SHIFT)
 #define TAG_SITE_SHIFT  13
 
-enum kind { K_COUNT, K_ENTRY, K_EVENT, K_RET, K_ARM };
-static const char *const kind_names[] = { "count", "entry", "event", "ret", "arm" };
+enum kind { K_COUNT, K_ENTRY, K_EVENT, K_RET, K_ARM, K_MARK };
+static const char *const kind_names[] = { "count", "entry", "event", "ret", "arm", "mark" };
 
 struct probe {
     uint64_t addr;
@@ -98,6 +102,7 @@ struct probe {
     char *name;
     uint64_t total;             /* inline-counted executions (1 vCPU) */
     uint64_t boot;              /* snapshot of total at arm time */
+    uint64_t at_mark;           /* snapshot of total at mark time */
 };
 
 /* All probes at one address, processed in kind order: arm, ret, entry, event. */
@@ -137,7 +142,8 @@ static int nprobes;
 static struct site *sites;      /* sorted by addr */
 static int nsites;
 static int has_arm;
-static int phase;               /* 0 boot, 1 workload */
+static int has_mark, marked;    /* a mark probe; it has executed */
+static int phase;               /* 0 boot, 1 workload, 2 workload after the mark */
 static int multi;               /* more than one vCPU possible */
 static int nvcpus = 1;
 static struct vcpu *vcpus;
@@ -163,6 +169,7 @@ static int kind_rank(enum kind k)
 {
     switch (k) {
     case K_ARM: return 0;
+    case K_MARK: return 0;
     case K_RET: return 1;
     case K_ENTRY: return 2;
     case K_EVENT: return 3;
@@ -202,7 +209,7 @@ static int load_probes(const char *path)
         }
         if (n != 3 || (k = parse_kind(kind)) < 0) {
             fprintf(stderr, "faultcount: %s:%d: expected '<hex address> "
-                    "<count|entry|event|ret|arm> <name>'\n", path, lineno);
+                    "<count|entry|event|ret|arm|mark> <name>'\n", path, lineno);
             fclose(f);
             return -1;
         }
@@ -217,6 +224,9 @@ static int load_probes(const char *path)
         probes[nprobes].name = strdup(name);
         if (k == K_ARM) {
             has_arm = 1;
+        }
+        if (k == K_MARK) {
+            has_mark = 1;
         }
         nprobes++;
     }
@@ -349,6 +359,21 @@ static void arm_now(void)
     pthread_mutex_unlock(&lock);
 }
 
+static void mark_now(void)
+{
+    pthread_mutex_lock(&lock);
+    if (!marked) {
+        for (int i = 0; i < nprobes; i++) {
+            probes[i].at_mark = __atomic_load_n(&probes[i].total, __ATOMIC_RELAXED);
+        }
+        marked = 1;
+        if (phase == 1) {
+            phase = 2;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
+
 static void site_exec(unsigned int vcpu_index, void *udata)
 {
     uintptr_t tag = (uintptr_t)udata;
@@ -375,6 +400,11 @@ static void site_exec(unsigned int vcpu_index, void *udata)
         case K_ARM:
             if (phase == 0) {
                 arm_now();
+            }
+            break;
+        case K_MARK:
+            if (!marked) {
+                mark_now();
             }
             break;
         case K_RET:
@@ -507,7 +537,7 @@ static void json_str(FILE *f, const char *s)
 
 static const char *phase_name(int ph)
 {
-    return ph ? "workload" : "boot";
+    return ph ? "workload" : "boot";     /* 2: "workload", with after_mark */
 }
 
 static void write_output(qemu_plugin_id_t id, void *udata)
@@ -565,8 +595,19 @@ static void write_output(qemu_plugin_id_t id, void *udata)
         fprintf(f, "%s\n ", i ? "," : "");
         json_str(f, probes[i].name);
         fprintf(f, ":{\"boot\":%" PRIu64 ",\"workload\":%" PRIu64
-                ",\"kind\":\"%s\",\"address\":\"%#" PRIx64 "\"}",
+                ",\"kind\":\"%s\",\"address\":\"%#" PRIx64 "\"",
                 boot, tot - boot, kind_names[probes[i].kind], probes[i].addr);
+        if (has_mark) {
+            uint64_t at = 0;
+            for (int j = i; j < nprobes; j++) {
+                if (strcmp(probes[j].name, probes[i].name) == 0) {
+                    at += marked ? probes[j].at_mark : probes[j].total;
+                }
+            }
+            /* workload hits before the mark */
+            fprintf(f, ",\"at_mark\":%" PRIu64, at >= boot ? at - boot : 0);
+        }
+        fputc('}', f);
     }
     fprintf(f, "},\n\"paths\":[");
     int first = 1;
@@ -590,14 +631,15 @@ static void write_output(qemu_plugin_id_t id, void *udata)
                     sh->bins[b].cost, sh->bins[b].n);
             n += sh->bins[b].n;
         }
-        fprintf(f, "},\"count\":%" PRIu64 "}", n);
+        fprintf(f, "},\"count\":%" PRIu64 "%s}", n,
+                sh->phase == 2 ? ",\"after_mark\":true" : "");
     }
     fprintf(f, "],\n\"unmatched_ret\":%" PRIu64 ",\"open_paths_at_exit\":%d,"
             "\"dropped_paths\":%" PRIu64 ",\"inexact_paths\":%" PRIu64
             ",\"insns_total\":%" PRIu64
-            ",\"phase_at_exit\":\"%s\",\"vcpus\":%d,\"max_depth\":%d}\n",
+            ",\"phase_at_exit\":\"%s\",\"marked\":%s,\"vcpus\":%d,\"max_depth\":%d}\n",
             unmatched_ret, open_paths, dropped_paths, inexact_paths, total,
-            phase_name(phase),
+            phase_name(phase), marked ? "true" : "false",
             nvcpus, MAX_DEPTH);
     if (fclose(f) != 0 || rename(tmp, out_path) != 0) {
         fprintf(stderr, "faultcount: cannot write %s: %s\n", out_path,

@@ -1,23 +1,42 @@
 /* The measured-loop driver shared by all workloads. */
 #include "work.h"
 
-/* "iterations=N": 1 and *out = N; 0 for other words; a bad N is fatal */
-static int parse_iterations(const char *s, u32 *out)
+/* "KEY=N" (key given with its '='): 1 and *out = N; 0 for other words;
+ * a bad N is fatal (with the message `bad`) */
+static int parse_number(const char *s, const char *key, const char *bad, u32 *out)
 {
-	const char *key = "iterations=";
 	u32 v = 0;
 	while (*key)
 		if (*s++ != *key++)
 			return 0;
 	if (*s < '0' || *s > '9')
-		fatal("bad iterations= value", 0, 0);
+		fatal(bad, 0, 0);
 	for (; *s; s++) {
 		if (*s < '0' || *s > '9' || v > (0xffffffffu - 9) / 10)
-			fatal("bad iterations= value", 0, 0);
+			fatal(bad, 0, 0);
 		v = v * 10 + (u32)(*s - '0');
 	}
 	*out = v;
 	return 1;
+}
+
+static void parse_word(const char *s, u32 *iterations, u32 *marks)
+{
+	if (!parse_number(s, "iterations=", "bad iterations= value", iterations)
+	    && !parse_number(s, "mark=", "bad mark= value", &marks[0]))
+		parse_number(s, "mark2=", "bad mark2= value", &marks[1]);
+}
+
+/*
+ * "mark=N": called once, when N iterations are done (before iteration N+1;
+ * N = 0 is before the first); "mark2=M" (M >= N) calls it a second time.  It does nothing: it is a place a debugger can
+ * stop at exactly once (gdbfault --live-patch --patch-at N), instead of
+ * counting N stops at the step function -- every stop moves the clock of a
+ * guest being recorded.  noipa keeps the call and the symbol.
+ */
+__attribute__((noipa, noinline)) void gdbfault_mark(u32 done)
+{
+	__asm__ volatile("" : : "r"(done) : "memory");
 }
 
 static void progress(u32 done, u32 total)
@@ -34,7 +53,8 @@ static void progress(u32 done, u32 total)
 
 __attribute__((noreturn)) void rt_main(int argc, char **argv, char **envp)
 {
-	u32 n = workload.default_iterations, i, every, countdown;
+	u32 n = workload.default_iterations, i, every, countdown, stop, k;
+	u32 marks[2] = { 0xffffffffu, 0xffffffffu };
 	struct tms tm0, tm1;
 	long t0, t1;
 	u64 c0, c1, cycles;
@@ -44,9 +64,9 @@ __attribute__((noreturn)) void rt_main(int argc, char **argv, char **envp)
 	/* iterations=N as an environment string or an argument word
 	 * (the lab kernel passes `-append` words the Linux way); argv wins */
 	for (i = 0; envp && envp[i]; i++)
-		parse_iterations(envp[i], &n);
+		parse_word(envp[i], &n, marks);
 	for (i = 1; i < (u32)argc; i++)
-		parse_iterations(argv[i], &n);
+		parse_word(argv[i], &n, marks);
 
 	cnt.zero_ok = 1;
 	pid = sys_getpid();
@@ -68,12 +88,26 @@ __attribute__((noreturn)) void rt_main(int argc, char **argv, char **envp)
 
 	t0 = sys_times(&tm0);
 	c0 = rdtsc();
-	for (i = 0; i < n; i++) {
-		workload.step(i, n);
-		if (--countdown == 0 || i + 1 == n) {
-			countdown = every;
-			progress(i + 1, n);
+	if (marks[1] != 0xffffffffu && marks[1] < marks[0])
+		fatal("mark2= is before mark=", marks[0], marks[1]);
+	/* The same loop run in pieces, so that the marks cost no instruction
+	 * per iteration: up to a mark, the call, on to the next one. */
+	i = 0;
+	for (k = 0;;) {
+		stop = k < 2 && marks[k] < n ? marks[k] : n;
+		for (; i < stop; i++) {
+			workload.step(i, n);
+			if (--countdown == 0 || i + 1 == n) {
+				countdown = every;
+				progress(i + 1, n);
+			}
 		}
+		if (k < 2 && marks[k] <= n) {     /* here i == marks[k] */
+			gdbfault_mark(i);
+			k++;
+			continue;
+		}
+		break;
 	}
 	c1 = rdtsc();
 	t1 = sys_times(&tm1);
