@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gdbfault.errors import GdbfaultError
-from gdbfault.locations import lab_kernel
 
 __all__ = ["LivePatch", "Replacement", "prepare_live_patch", "kernel_symbol_table", "jmp_rel32",
            "AREA_START", "AREA_END"]
