@@ -451,6 +451,7 @@ def run_profile(spec):
     try:
         config, boot = _machine_config(spec, kernel, funcs, cleanup)
         machine = Machine(config)
+        machine.prepare()
         ranges, out = machine.run_dir / "ranges.txt", machine.run_dir / "kprofile.json"
         write_ranges(ranges, funcs, kernel_base(funcs), marks, uaccess_sites(kernel, funcs))
         config.extra_args = list(config.extra_args) + [
