@@ -22,6 +22,7 @@ import subprocess
 from pathlib import Path
 
 from gdbfault.errors import GdbfaultError
+from gdbfault.locations import IN_CHECKOUT, REPO
 
 __all__ = ["PROBE_KINDS", "PLUGIN_DIR", "BUILD_COMMAND", "PluginUnavailable",
            "PluginResultError", "plugin_library", "write_probe_file",
@@ -30,7 +31,7 @@ __all__ = ["PROBE_KINDS", "PLUGIN_DIR", "BUILD_COMMAND", "PluginUnavailable",
 
 PROBE_KINDS = ("count", "entry", "event", "ret", "arm")
 PHASES = ("boot", "workload")
-PLUGIN_DIR = Path(__file__).resolve().parent.parent / "qemu" / "plugin"
+PLUGIN_DIR = REPO / "qemu" / "plugin"       # its build/ is packaged into a wheel (setup.py)
 BUILD_COMMAND = "make -C qemu/plugin"
 RESULT_VERSION = 1
 DEFAULT_EVENTS = ("search_exception_table", "force_sig", "handle_mm_fault")
@@ -65,6 +66,10 @@ def plugin_library(plugin_dir=None) -> Path:
     lib = plugin_dir / "build" / "libfaultcount.so"
     if lib.is_file():
         return lib
+    if not IN_CHECKOUT and plugin_dir == PLUGIN_DIR:
+        raise PluginUnavailable("the QEMU plugin backend is unavailable: this installed gdbfault "
+                                "was packaged without it",
+                                f"build it in a checkout (`{BUILD_COMMAND}`), then rebuild the wheel")
     missing = _missing_parts(plugin_dir)
     if not missing:
         missing = [f"the built plugin {lib}"]
