@@ -7,7 +7,7 @@ the ratio gdbfault/anchor (1.0 = no per-hit cost added over bare GDB).
 Timings are wall clock on a shared machine: trust the ratio, not the seconds.
 
     python -m gdbfault.bench [--iterations N] [--repeat K] [--variant V] [--workload W]
-                             [--part anchor|plugin|all] [--plugin-iterations N]
+                             [--part anchor|plugin|all] [--plugin-iterations N] [--anchor PATH]
 
 The plugin part runs the zero-stop backend against an uninstrumented run of
 the same guest (100,000 iterations by default) and puts the GDB backend's
@@ -18,6 +18,7 @@ import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 from tabulate import tabulate
 
@@ -29,14 +30,15 @@ __all__ = ["anchor_script", "run_anchor", "run_gdbfault", "main"]
 SYMBOLS = ("do_page_fault", "search_exception_table", "force_sig", "handle_mm_fault")
 
 
-def anchor_script():
-    path = REPO.parent / "shared" / "anchors" / "bare_gdb_count.py"
+def anchor_script(path=None):
+    """The bare-GDB anchor script: `path`, or ../shared/anchors/ beside the checkout."""
+    path = Path(path) if path else REPO.parent / "shared" / "anchors" / "bare_gdb_count.py"
     return path if path.is_file() else None
 
 
-def run_anchor(variant, workload, iterations, icount=True):
+def run_anchor(variant, workload, iterations, icount=True, script=None):
     kernel, _ = lab_kernel(variant)
-    cmd = [sys.executable, str(anchor_script()), "--kernel", str(kernel),
+    cmd = [sys.executable, str(script or anchor_script()), "--kernel", str(kernel),
            "--initrd", str(workload_binary(workload)), "--append", f"iterations={iterations}",
            "--symbols", ",".join(SYMBOLS), "--qemu-arg=-no-reboot"]
     if icount:
@@ -56,13 +58,14 @@ def run_gdbfault(variant, workload, iterations, icount=True, trace=False):
             "checks_ok": all(c["ok"] for c in res["checks"])}
 
 
-def run_uninstrumented(variant, workload, iterations):
-    """Wall time of the same guest with nothing attached (icount, like the others)."""
+def run_uninstrumented(variant, workload, iterations, icount=True):
+    """Wall time of the same guest with nothing attached (icount like the others, or not)."""
     import time
     from gdbfault.qemu import Machine, MachineConfig
     kernel, _ = lab_kernel(variant)
     with Machine(MachineConfig(kernel=kernel, initrd=[workload_binary(workload)],
-                               append=f"iterations={iterations}", halted=False)) as m:
+                               append=f"iterations={iterations}", icount=icount,
+                               halted=False)) as m:
         t0 = time.monotonic()              # QEMU's life only, like the plugin run's wall_s
         m.start()
         status = m.wait(1800)
@@ -72,13 +75,14 @@ def run_uninstrumented(variant, workload, iterations):
     return wall
 
 
-def bench_plugin(variant, workload, iterations, gdb_iterations, repeat):
+def bench_plugin(variant, workload, iterations, gdb_iterations, repeat, icount=True):
     """Zero-stop backend vs no instrumentation, with the GDB backend beside it."""
     import time
     rows, ratios = [], []
     for i in range(repeat):
-        plain = run_uninstrumented(variant, workload, iterations)
-        res = run_qemu(RunSpec(variant=variant, workload=workload, iterations=iterations, backend="plugin"))
+        plain = run_uninstrumented(variant, workload, iterations, icount)
+        res = run_qemu(RunSpec(variant=variant, workload=workload, iterations=iterations,
+                               backend="plugin", icount=icount))
         plugin = res["run"]["wall_s"]       # QEMU start to exit, plugin loaded
         ratios.append(plugin / plain)
         rows.append([i + 1, f"{plain:.2f}", f"{plugin:.2f}", f"{plugin / plain:.2f}", res["run"]["hits"],
@@ -86,7 +90,8 @@ def bench_plugin(variant, workload, iterations, gdb_iterations, repeat):
     t0 = time.monotonic()
     gdb = run_qemu(RunSpec(variant=variant, workload=workload, iterations=gdb_iterations))
     gdb_wall = time.monotonic() - t0
-    print(f"\nzero-stop backend: lab kernel ({variant}), {workload} × {iterations}, -icount shift=0, "
+    print(f"\nzero-stop backend: lab kernel ({variant}), {workload} × {iterations}, "
+          f"{'-icount shift=0' if icount else 'plain TCG'}, "
           "wall seconds of the QEMU process (boot included, gdbfault's own set-up not)")
     print(tabulate(rows, headers=["run", "uninstrumented s", "plugin s", "ratio", "plugin hits", "exact"]))
     print(f"median ratio plugin/uninstrumented: {statistics.median(ratios):.2f} (target ≤ 1.3)")
@@ -106,24 +111,28 @@ def main(argv=None):
     ap.add_argument("--no-icount", dest="icount", action="store_false")
     ap.add_argument("--part", choices=("anchor", "plugin", "all"), default="all")
     ap.add_argument("--plugin-iterations", type=int, default=100000)
+    ap.add_argument("--anchor", metavar="PATH",
+                    help="bare_gdb_count.py (default: ../shared/anchors/ beside the checkout)")
     a = ap.parse_args(argv)
     if a.part in ("plugin", "all"):
         from gdbfault.plugin_backend import PluginUnavailable, plugin_library
         try:
             plugin_library()
-            bench_plugin(a.variant, a.workload, a.plugin_iterations, a.iterations, a.repeat)
+            bench_plugin(a.variant, a.workload, a.plugin_iterations, a.iterations, a.repeat, a.icount)
         except PluginUnavailable as exc:
             print(f"zero-stop backend: skipped ({exc})")
         if a.part == "plugin":
             return 0
-    if anchor_script() is None:
-        print("bench: ../shared/anchors/bare_gdb_count.py not found beside the repo", file=sys.stderr)
+    script = anchor_script(a.anchor)
+    if script is None:
+        print(f"bench: anchor script {a.anchor or '../shared/anchors/bare_gdb_count.py'} not found "
+              "(give it with --anchor PATH)", file=sys.stderr)
         return 2
     rows = []
     rates = {"anchor": [], "count": [], "trace": []}
     for i in range(a.repeat):
         # Alternate the three so machine noise hits them alike.
-        an = run_anchor(a.variant, a.workload, a.iterations, a.icount)
+        an = run_anchor(a.variant, a.workload, a.iterations, a.icount, script)
         count = run_gdbfault(a.variant, a.workload, a.iterations, a.icount, trace=False)
         trace = run_gdbfault(a.variant, a.workload, a.iterations, a.icount, trace=True)
         rates["anchor"].append(an["hits_per_s"])

@@ -124,9 +124,13 @@ def _connect(dbg, address):
     dbg.mi(f"-target-select remote {address}", timeout=30)
 
 
-def _load_probe_engine(dbg, probes, arm_address):
+def _load_probe_engine(dbg, probes, arm_address, replay=False):
     dbg.console(f"source {GDBSCRIPTS / 'faultprobe.py'}")
     dbg.console("help faultprobe")     # fails loudly if the script did not load
+    if replay:
+        # Only a live guest gets duplicate stop reports: a replay saves the
+        # filter's nine register reads per stop (counts are checked anyway).
+        dbg.console("faultprobe dedup off")
     for p in probes:
         dbg.console(f"faultprobe add {mi_quote(p.role)} *{p.address:#x} {p.symbol}")
     if arm_address is not None:
@@ -233,7 +237,7 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
         session.debugger = dbg = Debugger(spec.gdb)
         _prepare_debugger(dbg, kernel)
         _connect(dbg, str(machine.gdb_socket))
-        _load_probe_engine(dbg, probes, arm)
+        _load_probe_engine(dbg, probes, arm, replay=replay)
         if spec.trace:
             _start_tracer(dbg, probes, machine.probe_qmp_socket if spec.icount else None,
                           spec.cost_sample)
@@ -370,6 +374,8 @@ def _fill(result, session, t_start, spec):
             got = by_addr.get(p["address"])
             if got:
                 p["hits"], p["total"], p["duplicates"] = got["hits"], got["total"], got["duplicates"]
+    if snap:
+        result["run"]["duplicate_filter"] = snap.get("dedup", True)
     if snap and snap.get("trace"):
         trace = snap["trace"]
         result["paths"] = summarise_paths(trace)
