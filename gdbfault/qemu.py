@@ -79,12 +79,10 @@ class Machine:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.run_dir, 0o700)
         self.gdb_socket = self.run_dir / "gdb.sock"
-        self.qmp_socket = self.run_dir / "qmp.sock"
         self.probe_qmp_socket = self.run_dir / "qmp-probes.sock"   # for the in-GDB path tracer
         self.serial_log = self.run_dir / "serial.log"
         self.stderr_log = self.run_dir / "qemu.err"
         self.proc = None
-        self._qmp = None
 
     # -- launching ---------------------------------------------------------
     def command(self):
@@ -101,7 +99,6 @@ class Machine:
                 "-serial", f"file:{self.serial_log}",
                 "-device", f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04",
                 "-gdb", f"unix:{self.gdb_socket},server=on,wait=off",
-                "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
                 "-qmp", f"unix:{self.probe_qmp_socket},server=on,wait=off",
                 "-monitor", "none"]
         if c.initrd:
@@ -129,7 +126,7 @@ class Machine:
             if self.proc.poll() is not None:
                 raise GdbfaultError(f"QEMU died at launch ({describe_exit(self.proc.returncode)}): "
                                     f"{self.stderr_tail() or 'no message'}")
-            if self.gdb_socket.exists() and self.qmp_socket.exists():
+            if self.gdb_socket.exists() and self.probe_qmp_socket.exists():
                 return self
             time.sleep(0.02)
         raise GdbfaultError(f"QEMU did not open its gdbstub within {timeout:.0f} s")
@@ -149,19 +146,6 @@ class Machine:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
-
-    def qmp(self):
-        """A connected QMP client (qemu.qmp's synchronous one)."""
-        if self._qmp is None:
-            from qemu.qmp.legacy import QEMUMonitorProtocol
-            client = QEMUMonitorProtocol(str(self.qmp_socket))
-            client.connect()
-            self._qmp = client
-        return self._qmp
-
-    def icount(self):
-        """Guest instructions executed so far (QMP query-replay, -icount only)."""
-        return int(self.qmp().cmd("query-replay")["icount"])
 
     def serial_output(self):
         try:
@@ -190,12 +174,6 @@ class Machine:
     # -- teardown ----------------------------------------------------------
     def close(self, keep_dir=False):
         """Stop QEMU (if running) and remove the run directory."""
-        if self._qmp is not None:
-            try:
-                self._qmp.close()
-            except Exception:
-                pass
-            self._qmp = None
         if self.proc is not None and self.proc.poll() is None:
             kill_tree(self.proc.pid)
             try:
