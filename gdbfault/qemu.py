@@ -41,6 +41,9 @@ class MachineConfig:
     memory_mb: int = 64
     icount: bool = True
     icount_options: str = "shift=0"
+    # -icount options a record and its replay run under (then ",rr=record|replay,rrfile=F");
+    # realkernel.apply_boot may ask for sleep=off.
+    rr_icount: str = "shift=0"
     extra_args: list = field(default_factory=list)
     qemu: str = "qemu-system-i386"
     halted: bool = True       # -S: wait for the debugger before running

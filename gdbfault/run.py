@@ -7,6 +7,7 @@ schema in report.py). Whatever happens — a guest that oopses or hangs, QEMU
 or GDB killed, Ctrl-C — the counts measured so far are kept in the result
 attached to the raised error, and no QEMU or GDB process is left behind.
 """
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -229,8 +230,9 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
     try:
         if replay:
             record_file, recorded = _record(spec, config, result, cleanup)
-            config.icount_options = f"{_rr_icount(config)},rr=replay,rrfile={record_file}"
-            config.extra_args = config.extra_args + ["-net", "none"]
+            config = dataclasses.replace(
+                config, icount_options=f"{config.rr_icount},rr=replay,rrfile={record_file}",
+                extra_args=config.extra_args + ["-net", "none"])
         session.machine = Machine(config)
         machine = session.machine
         machine.start()
@@ -283,10 +285,10 @@ def _record(spec, config, result, cleanup):
     import tempfile
     rec_dir = Path(tempfile.mkdtemp(prefix="gdbfault-rec-"))
     record_file = rec_dir / "guest.rr"
-    rec = Machine(MachineConfig(kernel=config.kernel, initrd=config.initrd, append=config.append,
-                                memory_mb=config.memory_mb, qemu=config.qemu, halted=False,
-                                icount_options=f"{_rr_icount(config)},rr=record,rrfile={record_file}",
-                                extra_args=config.extra_args + ["-net", "none"]), run_dir=rec_dir)
+    rec = Machine(dataclasses.replace(
+        config, icount=True, halted=False,
+        icount_options=f"{config.rr_icount},rr=record,rrfile={record_file}",
+        extra_args=config.extra_args + ["-net", "none"]), run_dir=rec_dir)
     t0 = time.monotonic()
     try:
         rec.start()
@@ -301,11 +303,6 @@ def _record(spec, config, result, cleanup):
     result["record"] = {"exit_status": status, "exit": describe_exit(status),
                         "wall_s": round(time.monotonic() - t0, 3)}
     return record_file, {"status": status, "serial": serial}
-
-
-def _rr_icount(config):
-    """-icount options for record and replay (realkernel.BootSetup may ask for sleep=off)."""
-    return getattr(config, "rr_icount", None) or "shift=0"
 
 
 def _check_replay(result, recorded, machine):
