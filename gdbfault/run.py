@@ -61,10 +61,10 @@ class RunSpec:
             raise GdbfaultError(f"kernel file not found: {kernel}")
         return kernel, Path(self.system_map) if self.system_map else None
 
-    @property
-    def kernel_model(self):
-        """Which ground-truth rules apply (truth.expected_hits)."""
-        return f"lab-{self.variant}" if self.kernel == "lab" else "generic"
+    def kernel_model(self, profile_name):
+        """Which ground-truth rules apply (truth.expected_hits): the lab
+        variant's own, else those of the kernel's probe profile."""
+        return f"lab-{self.variant}" if self.kernel == "lab" else profile_name
 
     def command_line(self):
         words = []
@@ -206,7 +206,7 @@ def _new_result(spec, kernel, symbols, profile, probes, boot):
         "kernel": {"path": str(kernel), "lab": spec.kernel == "lab",
                    "variant": spec.variant if spec.kernel == "lab" else None,
                    "symbols": f"{symbols.kind} ({symbols.source})", "profile": profile.name,
-                   "model": spec.kernel_model if spec.kernel == "lab" else profile.name,
+                   "model": spec.kernel_model(profile.name),
                    "boot": boot.describe() if boot else None},
         "workload": {"name": spec.workload, "iterations": spec.iterations,
                      "command_line": spec.command_line()},

@@ -94,7 +94,6 @@ class PhaseBreakpoint(gdb.Breakpoint):
 
     def stop(self):
         self.engine.phase = "workload"
-        self.engine.armed_at = time.monotonic()
         self.enabled = False
         return False
 
@@ -106,7 +105,6 @@ class ProbeEngine:
         self.probes = []
         self.phase = "workload"
         self.phase_bp = None
-        self.armed_at = None
         self.started = time.monotonic()
         self.dedup = True           # filter duplicate stop reports (live QEMU); see module doc
         self.last_bp = None
