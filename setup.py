@@ -79,10 +79,13 @@ class BuildWithGuestParts(build_py):
 
 
 class GuestPartsDistribution(Distribution):
-    """A wheel that carries the plugin (a host .so) is tagged for this platform."""
+    """A wheel that may carry the plugin (a host .so) is tagged for this platform.
+
+    Decided from the plugin's source, not its build: the wheel's tag is fixed
+    before build_py runs the plugin's make."""
 
     def has_ext_modules(self):
-        return (QEMU / "plugin" / "build" / "libfaultcount.so").is_file()
+        return (QEMU / "plugin" / "faultcount.c").is_file()
 
 
 setup(cmdclass={"build_py": BuildWithGuestParts}, distclass=GuestPartsDistribution)
