@@ -13,12 +13,12 @@ Boot paths (`BootPlan.path`):
 - "grub": QEMU 7.2's `-kernel` loader corrupts images older than protocol
   2.02 (it writes initrd_addr_max at 0x22c, still setup code there; FACTS.md),
   so those are booted by a real bootloader instead: GRUB 2 (Debian's
-  grub-pc-bin), built by `gdbfault.grubboot` into a GRUB core image that
-  carries the kernel, the initrd and a grub.cfg in an embedded memdisk and
-  is itself loaded by QEMU's `-kernel` through GRUB's `lnxboot.img`
-  (a protocol-2.05 Linux boot stub). GRUB's `linux16`/`initrd16` implement
-  every old protocol. No disk or CD device is involved, so record/replay
-  needs no blkreplay driver.
+  grub-pc-bin), set up by `gdbfault.grubboot`: a GRUB core image with an
+  embedded config, loaded by QEMU's `-kernel` through GRUB's `lnxboot.img`
+  (a protocol-2.05 Linux boot stub), reads the kernel and the initrd from a
+  tar archive attached as an IDE disk (through QEMU's blkreplay driver, so
+  record/replay works). GRUB's `linux16`/`initrd16` implement every old
+  protocol.
 
 Also read here: whether the image may randomise its own base address (KASLR:
 protocol >= 2.05 with the relocatable_kernel flag), which decides whether

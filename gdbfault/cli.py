@@ -14,7 +14,7 @@ from gdbfault.lifecycle import (Stopped, install_handlers, pending_signal, reset
                                 signal_label, stop_signal)
 from gdbfault.locations import VARIANTS, WORKLOADS
 from gdbfault.profiles import parse_probe_option
-from gdbfault.report import FORMATS, load_run, render, save_run
+from gdbfault.report import FORMATS, kernel_label, load_run, render, save_run
 
 __all__ = ["main", "build_parser", "EXIT_CODES"]
 
@@ -233,7 +233,7 @@ def cmd_attach(args):
         plot_live_patch(result, args.plot)
     elif getattr(args, "plot", None):
         from gdbfault.plot import plot_paths
-        plot_paths([(_label(result), result)], args.plot)
+        plot_paths([(kernel_label(result), result)], args.plot)
     sys.stdout.write(render(result, args.format))
     if args.plot and args.format == "table":
         print(f"plot written to {args.plot}")
@@ -252,11 +252,6 @@ def _verify(spec, result):
     if spec.backend != "plugin":
         raise GdbfaultError("--verify-with gdb goes with --backend plugin")
     return cross_check(result, run_qemu(dataclasses.replace(spec, backend="gdb")))
-
-
-def _label(result):
-    from gdbfault.report import kernel_label
-    return kernel_label(result)
 
 
 def cmd_report(args):

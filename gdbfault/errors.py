@@ -1,4 +1,10 @@
-"""The one exception type the CLI turns into a one-line error."""
+"""The exceptions the CLI turns into a one-line error and an exit code.
+
+`GdbfaultError` (exit 2) and its subclasses — `GuestError` here (exit 3), and
+others beside the code that raises them (gdb.GdbCommandError, run.RunFailed,
+checks.SpecError, plugin_backend.PluginUnavailable, ...) — carry the message;
+`exit_code` says how the CLI exits.
+"""
 
 __all__ = ["GdbfaultError", "GuestError"]
 

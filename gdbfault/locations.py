@@ -1,23 +1,46 @@
-"""Where the project's own parts live: lab kernels, workloads, gdbscripts.
+"""Where the project's own parts live: lab kernels, workloads, gdbscripts, plugin.
 
-Everything is found relative to this package, so an editable install and a
-plain checkout (`python -m gdbfault`) behave the same.
+Two places, one layout. In a checkout (and an editable install) they are
+where `make build` leaves them (qemu/*/build/, gdbscripts/). A wheel (`pip
+install`, `pipx install`) carries copies of those build outputs inside the
+package as gdbfault/_data/, laid out the same way (setup.py's build hook
+makes them), so an installed gdbfault needs no checkout.
 """
 from pathlib import Path
 
 from gdbfault.errors import GdbfaultError
 
-__all__ = ["REPO", "GDBSCRIPTS", "lab_kernel", "workload_binary",
+__all__ = ["REPO", "IN_CHECKOUT", "GDBSCRIPTS", "lab_kernel", "workload_binary",
            "WORKLOADS", "VARIANTS", "PROFILE_DIR"]
 
-REPO = Path(__file__).resolve().parent.parent
+_PACKAGE = Path(__file__).resolve().parent
+_CHECKOUT = _PACKAGE.parent
+# A checkout is recognised by the lab kernel's sources; site-packages has none.
+IN_CHECKOUT = (_CHECKOUT / "qemu" / "kernel" / "Makefile").is_file()
+# The root both layouts share: gdbscripts/, qemu/kernel/build/, qemu/workloads/build/, ...
+REPO = _CHECKOUT if IN_CHECKOUT else _PACKAGE / "_data"
 GDBSCRIPTS = REPO / "gdbscripts"
+# What to tell a user whose build output is missing.
+_REBUILD = ("run `make setup` (or `make {target}`)" if IN_CHECKOUT else
+            "this installed gdbfault was packaged without it: rebuild the wheel from a "
+            "checkout after `make build`")
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 WORKLOADS = ("mprotect", "demand", "efault", "mixed")
-# vanilla (1997 order), patched (the seed's change), and any experiment
-# builds under qemu/kernel/variants/ (e.g. "broken", for the check tests).
-VARIANTS = ("vanilla", "patched") + tuple(sorted(
-    p.name for p in (REPO / "qemu" / "kernel" / "variants").glob("*") if p.is_dir()))
+
+
+def _extra_variants():
+    """Experiment builds beyond vanilla and patched (e.g. "broken", for the
+    check tests): the folders of qemu/kernel/variants/ in a checkout, the
+    kernels it carries in an installed package."""
+    if IN_CHECKOUT:
+        names = {p.name for p in (REPO / "qemu" / "kernel" / "variants").glob("*") if p.is_dir()}
+    else:
+        names = {p.parent.name for p in (REPO / "qemu" / "kernel" / "build").glob("*/kernel.elf")}
+    return tuple(sorted(names - {"vanilla", "patched"}))
+
+
+# vanilla (1997 order), patched (the seed's change), then the experiments.
+VARIANTS = ("vanilla", "patched") + _extra_variants()
 
 
 def lab_kernel(variant):
@@ -29,7 +52,7 @@ def lab_kernel(variant):
     elf = build / "kernel.elf"
     if not elf.is_file():
         raise GdbfaultError(f"lab kernel ({variant}) is not built: {elf} is missing",
-                            "run `make setup` (or `make -C qemu/kernel`)")
+                            _REBUILD.format(target="-C qemu/kernel"))
     return elf, build / "System.map"
 
 
@@ -41,5 +64,5 @@ def workload_binary(name):
     path = REPO / "qemu" / "workloads" / "build" / f"{name}.elf"
     if not path.is_file():
         raise GdbfaultError(f"workload '{name}' is not built: {path} is missing",
-                            "run `make setup` (or `make -C qemu/workloads`)")
+                            _REBUILD.format(target="-C qemu/workloads"))
     return path

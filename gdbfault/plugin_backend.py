@@ -22,18 +22,17 @@ import subprocess
 from pathlib import Path
 
 from gdbfault.errors import GdbfaultError
+from gdbfault.locations import IN_CHECKOUT, REPO
 
 __all__ = ["PROBE_KINDS", "PLUGIN_DIR", "BUILD_COMMAND", "PluginUnavailable",
            "PluginResultError", "plugin_library", "write_probe_file",
-           "qemu_plugin_args", "read_plugin_result", "fault_return_sites",
-           "lab_fault_probes", "DEFAULT_EVENTS"]
+           "qemu_plugin_args", "read_plugin_result", "fault_return_sites"]
 
 PROBE_KINDS = ("count", "entry", "event", "ret", "arm", "mark")
 PHASES = ("boot", "workload")
-PLUGIN_DIR = Path(__file__).resolve().parent.parent / "qemu" / "plugin"
+PLUGIN_DIR = REPO / "qemu" / "plugin"       # its build/ is packaged into a wheel (setup.py)
 BUILD_COMMAND = "make -C qemu/plugin"
 RESULT_VERSION = 1
-DEFAULT_EVENTS = ("search_exception_table", "force_sig", "handle_mm_fault")
 
 
 class PluginUnavailable(GdbfaultError):
@@ -65,6 +64,10 @@ def plugin_library(plugin_dir=None) -> Path:
     lib = plugin_dir / "build" / "libfaultcount.so"
     if lib.is_file():
         return lib
+    if not IN_CHECKOUT and plugin_dir == PLUGIN_DIR:
+        raise PluginUnavailable("the QEMU plugin backend is unavailable: this installed gdbfault "
+                                "was packaged without it",
+                                f"build it in a checkout (`{BUILD_COMMAND}`), then rebuild the wheel")
     missing = _missing_parts(plugin_dir)
     if not missing:
         missing = [f"the built plugin {lib}"]
@@ -193,29 +196,3 @@ def fault_return_sites(kernel_elf, entry_symbol="page_fault",
         raise GdbfaultError(f"no `call {callee}` found in {entry_symbol} of "
                             f"{kernel_elf}", proc.stderr.strip() or None)
     return sites
-
-
-def lab_fault_probes(kernel_elf, system_map, events=DEFAULT_EVENTS,
-                     entry="do_page_fault", arm=None) -> list:
-    """The default probe list for a lab-style kernel: `entry` as the path
-    entry, `events` as events, the return sites after `call entry` in
-    page_fault as ret probes, and optionally `arm` (a symbol) as arm probe.
-    Symbols come from system_map (`nm -n` format)."""
-    symbols = {}
-    for line in Path(system_map).read_text(encoding="utf-8").splitlines():
-        parts = line.split()
-        if len(parts) >= 3:
-            symbols.setdefault(parts[2], int(parts[0], 16))
-
-    def address(name):
-        if name not in symbols:
-            raise GdbfaultError(f"symbol {name} is not in {system_map}")
-        return symbols[name]
-    probes = [(address(entry), "entry", entry)]
-    probes += [(address(name), "event", name) for name in events]
-    sites = fault_return_sites(kernel_elf, callee=entry)
-    probes += [(addr, "ret", "fault_return" if len(sites) == 1 else f"fault_return_{i}")
-               for i, addr in enumerate(sites)]
-    if arm:
-        probes.append((address(arm), "arm", arm))
-    return probes

@@ -13,15 +13,15 @@ from gdbfault.lifecycle import shielded
 from gdbfault.paths import cost_stats, summarise_paths, user_fault_searches
 from gdbfault.plugin_backend import (fault_return_sites, plugin_library, qemu_plugin_args,
                                      read_plugin_result, write_probe_file)
-from gdbfault.profiles import ENTRY
+from gdbfault.profiles import ENTRY, load_profile, pick_profile, resolve_probes
 from gdbfault.qemu import EXIT_CLEAN, Machine, describe_exit
-from gdbfault.symbols import is_elf
+from gdbfault.symbols import is_elf, load_symbols
 from gdbfault.truth import compare_with_guest, parse_guest_output
 
-__all__ = ["run_with_plugin", "plugin_probe_list", "cross_check"]
+__all__ = ["run_with_plugin", "plugin_probe_list", "kernel_probe_list", "cross_check"]
 
 
-def plugin_probe_list(kernel, probes, arm):
+def plugin_probe_list(kernel, probes, arm, arm_name="workload_start"):
     """[(address, kind, name)] for the plugin; names are the probe symbols."""
     entry = next((p for p in probes if p.role == ENTRY), None)
     out = []
@@ -35,8 +35,19 @@ def plugin_probe_list(kernel, probes, arm):
             sites = []
         out += [(addr, "ret", f"return_{i}") for i, addr in enumerate(sites)]
     if arm is not None:
-        out.append((arm, "arm", "workload_start"))
+        out.append((arm, "arm", arm_name))
     return out
+
+
+def kernel_probe_list(kernel, system_map=None, profile=None, extra_probes=(), arm_symbol=None):
+    """The plugin's probe list for a kernel, outside a run (the plugin's own
+    tools and tests): the probes `gdbfault attach` would arm, from the same
+    symbols and profile, plus an arm probe on `arm_symbol` if given."""
+    symbols = load_symbols(kernel, system_map)
+    chosen = load_profile(profile) if profile else pick_profile(symbols)
+    probes = resolve_probes(chosen, symbols, list(extra_probes))
+    arm = symbols.require(arm_symbol) if arm_symbol else None
+    return plugin_probe_list(kernel, probes, arm, arm_name=arm_symbol)
 
 
 def run_with_plugin(spec, result, config, probes, arm, deadline=None, live=None):

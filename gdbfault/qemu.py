@@ -44,6 +44,9 @@ class MachineConfig:
     memory_mb: int = 64
     icount: bool = True
     icount_options: str = "shift=0"
+    # -icount options a record and its replay run under (then ",rr=record|replay,rrfile=F");
+    # realkernel.apply_boot may ask for sleep=off.
+    rr_icount: str = "shift=0"
     extra_args: list = field(default_factory=list)
     qemu: str = "qemu-system-i386"
     halted: bool = True       # -S: wait for the debugger before running
@@ -119,12 +122,10 @@ class Machine:
         self.run_dir = Path(run_dir) if run_dir else private_base() / f"gdbfault-run-{secrets.token_hex(6)}"
         self.stopped_by_us = False     # close() had to end a QEMU that was still running
         self.gdb_socket = self.run_dir / "gdb.sock"
-        self.qmp_socket = self.run_dir / "qmp.sock"
         self.probe_qmp_socket = self.run_dir / "qmp-probes.sock"   # for the in-GDB path tracer
         self.serial_log = self.run_dir / "serial.log"
         self.stderr_log = self.run_dir / "qemu.err"
         self.proc = None
-        self._qmp = None
 
     # -- launching ---------------------------------------------------------
     def prepare(self):
@@ -147,7 +148,6 @@ class Machine:
                 "-serial", f"file:{self.serial_log}",
                 "-device", f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04",
                 "-gdb", f"unix:{self.gdb_socket},server=on,wait=off",
-                "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
                 "-qmp", f"unix:{self.probe_qmp_socket},server=on,wait=off",
                 "-monitor", "none"]
         if c.initrd:
@@ -176,7 +176,7 @@ class Machine:
             if self.proc.poll() is not None:
                 raise GdbfaultError(f"QEMU died at launch ({describe_exit(self.proc.returncode)}): "
                                     f"{self.stderr_tail() or 'no message'}")
-            if self.gdb_socket.exists() and self.qmp_socket.exists():
+            if self.gdb_socket.exists() and self.probe_qmp_socket.exists():
                 return self
             check_stop()
             time.sleep(0.02)
@@ -224,19 +224,6 @@ class Machine:
                 pass
         return self.proc.poll()
 
-    def qmp(self):
-        """A connected QMP client (qemu.qmp's synchronous one)."""
-        if self._qmp is None:
-            from qemu.qmp.legacy import QEMUMonitorProtocol
-            client = QEMUMonitorProtocol(str(self.qmp_socket))
-            client.connect()
-            self._qmp = client
-        return self._qmp
-
-    def icount(self):
-        """Guest instructions executed so far (QMP query-replay, -icount only)."""
-        return int(self.qmp().cmd("query-replay")["icount"])
-
     def serial_output(self):
         try:
             return self.serial_log.read_text(errors="replace")
@@ -265,12 +252,6 @@ class Machine:
     def close(self, keep_dir=False):
         """Stop QEMU (if running) and remove the run directory; no signal cuts it short."""
         with shielded():
-            if self._qmp is not None:
-                try:
-                    self._qmp.close()
-                except Exception:
-                    pass
-                self._qmp = None
             self.stop()
             if self._own_dir and not keep_dir:
                 shutil.rmtree(self.run_dir, ignore_errors=True)

@@ -276,5 +276,5 @@ def apply_boot(config, boot):
     if boot is not None:
         config.kernel, config.initrd, config.append = boot.kernel, list(boot.initrd), boot.append
         config.memory_mb, config.extra_args = boot.memory_mb, list(boot.extra_args)
-        config.rr_icount = boot.rr_icount       # read by run._rr_icount
+        config.rr_icount = boot.rr_icount       # record and replay use it (run.py)
     return config

@@ -10,7 +10,8 @@ The RunResult (schema "gdbfault.run/1") is a plain dict:
   checks    [{role, symbol, expected, counted, ok}]    probe hits vs the guest's truth
   paths     [{shape, events, count, costed, min, median, p95, max, cost_hist}]  (when traced)
   user_fault_searches   traced faults that searched the table and raised a signal
-  run       {complete, error, exit_status, exit, wall_s, hits, duplicates, hits_per_s}
+  run       {complete, error, exit_status, exit, wall_s, hits, duplicates, hits_per_s,
+             duplicate_filter (False when counted in a replay, where none is needed)}
 JSON output is that dict; CSV is one row per probe with the columns in CSV_FIELDS.
 """
 import csv
@@ -275,8 +276,12 @@ def _text(result, tablefmt):
         if not bad:
             whole = [c for c in checks if c.get("phase", "total") == "total"]
             phased = " and in each phase of the live patch" if len(whole) < len(checks) else ""
+            # A replay never reports a stop twice, so gdbfault runs no filter there.
+            filtered = ("counted in a replay: no duplicate stop reports to filter"
+                        if result["run"].get("duplicate_filter") is False
+                        else f"duplicate stop reports filtered: {dups}")
             lines.append(f"counts match the guest's own summary ✓ ({len(whole)} probes checked{phased}; "
-                         f"duplicate stop reports filtered: {dups})")
+                         f"{filtered})")
         else:
             others = {p["role"]: p.get("alternatives") or [] for p in result["probes"]}
             for c in bad:

@@ -7,6 +7,7 @@ schema in report.py). Whatever happens — a guest that oopses or hangs, QEMU
 or GDB killed, Ctrl-C — the counts measured so far are kept in the result
 attached to the raised error, and no QEMU or GDB process is left behind.
 """
+import dataclasses
 import json
 import shutil
 import signal
@@ -72,10 +73,10 @@ class RunSpec:
             raise GdbfaultError(f"kernel file not found: {kernel}")
         return kernel, Path(self.system_map) if self.system_map else None
 
-    @property
-    def kernel_model(self):
-        """Which ground-truth rules apply (truth.expected_hits)."""
-        return f"lab-{self.variant}" if self.kernel == "lab" else "generic"
+    def kernel_model(self, profile_name):
+        """Which ground-truth rules apply (truth.expected_hits): the lab
+        variant's own, else those of the kernel's probe profile."""
+        return f"lab-{self.variant}" if self.kernel == "lab" else profile_name
 
     def command_line(self):
         words = []
@@ -146,9 +147,13 @@ def _connect(dbg, address):
     dbg.mi(f"-target-select remote {address}", timeout=30)
 
 
-def _load_probe_engine(dbg, probes, arm_address):
+def _load_probe_engine(dbg, probes, arm_address, replay=False):
     dbg.console(f"source {GDBSCRIPTS / 'faultprobe.py'}")
     dbg.console("help faultprobe")     # fails loudly if the script did not load
+    if replay:
+        # Only a live guest gets duplicate stop reports: a replay saves the
+        # filter's nine register reads per stop (counts are checked anyway).
+        dbg.console("faultprobe dedup off")
     for p in probes:
         dbg.console(f"faultprobe add {mi_quote(p.role)} *{p.address:#x} {p.symbol}")
     if arm_address is not None:
@@ -284,7 +289,7 @@ def _new_result(spec, kernel, symbols, profile, probes, boot):
         "kernel": {"path": str(kernel), "lab": spec.kernel == "lab",
                    "variant": spec.variant if spec.kernel == "lab" else None,
                    "symbols": f"{symbols.kind} ({symbols.source})", "profile": profile.name,
-                   "model": spec.kernel_model if spec.kernel == "lab" else profile.name,
+                   "model": spec.kernel_model(profile.name),
                    "boot": boot.describe() if boot else None},
         "workload": {"name": spec.workload, "own": is_own_workload(spec.workload),
                      "iterations": spec.iterations,
@@ -320,14 +325,14 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
                 _load_probe_engine(dbg, [], None)
                 _lend_qmp(dbg)
             record_file, recorded = livepatch_run.record_with_patch(
-                spec, config, result, cleanup, plan, points, _rr_icount(config), attach_recorder,
+                spec, config, result, cleanup, plan, points, config.rr_icount, attach_recorder,
                 deadline)
-            config.icount_options = f"{_rr_icount(config)},rr=replay,rrfile={record_file}"
-            config.extra_args = config.extra_args + ["-net", "none"]
         elif replay:
             record_file, recorded = _record(spec, config, result, cleanup, deadline)
-            config.icount_options = f"{_rr_icount(config)},rr=replay,rrfile={record_file}"
-            config.extra_args = config.extra_args + ["-net", "none"]
+        if replay:
+            config = dataclasses.replace(
+                config, icount_options=f"{config.rr_icount},rr=replay,rrfile={record_file}",
+                extra_args=config.extra_args + ["-net", "none"])
         result["run"]["phase"] = "replay" if replay else "live"
         session.machine = Machine(config)
         machine = session.machine
@@ -335,7 +340,7 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
         session.debugger = dbg = Debugger(spec.gdb)
         _prepare_debugger(dbg, kernel)
         _connect(dbg, str(machine.gdb_socket))
-        _load_probe_engine(dbg, probes, arm)
+        _load_probe_engine(dbg, probes, arm, replay=replay)
         if spec.trace:
             _start_tracer(dbg, probes, machine.probe_qmp_socket if spec.icount else None,
                           spec.cost_sample)
@@ -441,10 +446,10 @@ def _record(spec, config, result, cleanup, deadline):
     rec_dir = private_dir("gdbfault-rec-")
     cleanup.append(rec_dir)
     record_file = rec_dir / "guest.rr"
-    rec = Machine(MachineConfig(kernel=config.kernel, initrd=config.initrd, append=config.append,
-                                memory_mb=config.memory_mb, qemu=config.qemu, halted=False,
-                                icount_options=f"{_rr_icount(config)},rr=record,rrfile={record_file}",
-                                extra_args=config.extra_args + ["-net", "none"]), run_dir=rec_dir)
+    rec = Machine(dataclasses.replace(
+        config, icount=True, halted=False,
+        icount_options=f"{config.rr_icount},rr=record,rrfile={record_file}",
+        extra_args=config.extra_args + ["-net", "none"]), run_dir=rec_dir)
     t0 = time.monotonic()
     result["run"]["phase"] = "record"
     status = None
@@ -474,11 +479,6 @@ def _record(spec, config, result, cleanup, deadline):
                 result["run"]["exit_status"] = status
                 result["run"]["exit"] = describe_exit(status) + " while recording"
     return record_file, {"status": status, "serial": serial}
-
-
-def _rr_icount(config):
-    """-icount options for record and replay (realkernel.BootSetup may ask for sleep=off)."""
-    return getattr(config, "rr_icount", None) or "shift=0"
 
 
 def _check_replay(result, recorded, machine):
@@ -551,6 +551,8 @@ def _fill(result, session, t_start, spec, open_label=None):
             got = by_addr.get(p["address"])
             if got:
                 p["hits"], p["total"], p["duplicates"] = got["hits"], got["total"], got["duplicates"]
+    if snap:
+        result["run"]["duplicate_filter"] = snap.get("dedup", True)
     if snap and snap.get("trace"):
         trace = snap["trace"]
         result["paths"] = summarise_paths(trace, open_label=open_label)

@@ -40,12 +40,6 @@ class SymbolTable:
             raise GdbfaultError(f"symbol '{name}' not found in {self.kind} ({self.source})", hint)
         return addr
 
-    def name_at(self, address):
-        for name, addr in self.addresses.items():
-            if addr == address:
-                return name
-        return None
-
 
 def parse_system_map(text, source="System.map"):
     """name -> address from System.map text (`c0101234 T do_page_fault`)."""

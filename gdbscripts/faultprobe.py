@@ -12,11 +12,15 @@ Each probe is an internal breakpoint whose stop() counts the hit and returns
 False, so the guest never stops for the user and no round trip to another
 process happens per hit: that is the fastest way GDB offers to count.
 
-QEMU's gdbstub sometimes reports one hit twice: the same breakpoint again,
-with no guest instruction executed in between. A stop at the same breakpoint
-as the previous stop with identical registers is taken as such a duplicate
-unless the guest's instruction count (QMP, when known) shows progress; the
-duplicates are counted apart and never added to the hits.
+QEMU's gdbstub sometimes reports one hit twice when the guest runs live: the
+same breakpoint again, with no guest instruction executed in between. A stop
+at the same breakpoint as the previous stop with identical registers is taken
+as such a duplicate unless the guest's instruction count (QMP, when known)
+shows progress; the duplicates are counted apart and never added to the
+hits. The check reads nine registers at every stop, so it can be turned off
+where QEMU does not duplicate: `faultprobe dedup off` (gdbfault does so when
+it counts in a record/replay replay, where no duplicate has been seen; the
+counts are checked against the guest's own summary either way).
 
 gdbfault drives these same commands over GDB/MI and reads `faultprobe json`.
 """
@@ -55,7 +59,7 @@ class CountingBreakpoint(gdb.Breakpoint):
 
     def stop(self):
         engine = self.engine
-        if engine.is_duplicate(self):
+        if engine.dedup and engine.is_duplicate(self):
             self.duplicates += 1
             return False
         self.hits[engine.phase] += 1
@@ -91,7 +95,6 @@ class PhaseBreakpoint(gdb.Breakpoint):
 
     def stop(self):
         self.engine.phase = "workload"
-        self.engine.armed_at = time.monotonic()
         self.enabled = False
         return False
 
@@ -103,8 +106,8 @@ class ProbeEngine:
         self.probes = []
         self.phase = "workload"
         self.phase_bp = None
-        self.armed_at = None
         self.started = time.monotonic()
+        self.dedup = True           # filter duplicate stop reports (live QEMU); see module doc
         self.last_bp = None
         self.last_regs = None
         self.icount_reader = None   # callable returning the guest instruction count
@@ -216,7 +219,7 @@ class ProbeEngine:
                            "address": addr, "hits": dict(bp.hits),
                            "total": bp.hits["boot"] + bp.hits["workload"],
                            "duplicates": bp.duplicates})
-        snap = {"schema": SCHEMA_VERSION, "phase": self.phase,
+        snap = {"schema": SCHEMA_VERSION, "phase": self.phase, "dedup": self.dedup,
                 "elapsed_s": round(time.monotonic() - self.started, 3),
                 "probes": probes,
                 "total_hits": sum(p["total"] for p in probes),
@@ -265,7 +268,8 @@ class ReturnBreakpoint(gdb.Breakpoint):
         self.duplicates = 0
 
     def stop(self):
-        if self.tracer.engine.is_duplicate(self):
+        engine = self.tracer.engine
+        if engine.dedup and engine.is_duplicate(self):
             self.duplicates += 1
             return False
         self.tracer.leave()
@@ -512,6 +516,7 @@ Usage: faultprobe add ROLE LOCATION [SYMBOL]  -- count hits at LOCATION (a symbo
        faultprobe livepatch-now PLAN           -- write PLAN now if no replaced function runs, then mark
        faultprobe unpatch                      -- put back the bytes the patch's jmps overwrote
        faultprobe timeline                     -- keep each traced path's instruction count (for plots)
+       faultprobe dedup on|off                -- filter duplicate stop reports (default on)
        faultprobe reset | enable | disable | clear
 ROLE is a free-form name such as "fault entry"; quote it when it has spaces."""
 
@@ -621,6 +626,24 @@ class TimelineCommand(_Sub):
         if ENGINE.tracer is None or ENGINE.tracer.icount is None:
             raise gdb.GdbError("faultprobe: a timeline needs `faultprobe trace QMP` first")
         ENGINE.tracer.timeline = []
+
+
+class DedupCommand(_Sub):
+    """Filter duplicate stop reports: faultprobe dedup on|off (default on).
+
+QEMU's gdbstub can report one hit twice while the guest runs live; the filter
+compares registers at every stop to spot that. Turn it off only where QEMU
+does not duplicate (a record/replay replay) to make each stop cheaper."""
+
+    def __init__(self):
+        super().__init__("dedup")
+
+    def invoke(self, arg, from_tty):
+        argv = gdb.string_to_argv(arg)
+        if argv not in (["on"], ["off"]):
+            raise gdb.GdbError("usage: faultprobe dedup on|off")
+        ENGINE.dedup = argv[0] == "on"
+        ENGINE.last_bp = ENGINE.last_regs = ENGINE.stop_icount = None
 
 
 class ResetCommand(_Sub):
@@ -742,7 +765,7 @@ class UnpatchCommand(_Sub):
 
 
 FaultprobeCommand()
-for _cls in (AddCommand, ArmCommand, StatsCommand, JsonCommand, TraceCommand, ResetCommand,
-             EnableCommand, DisableCommand, ClearCommand, MarkCommand, LivePatchCommand,
+for _cls in (AddCommand, ArmCommand, StatsCommand, JsonCommand, TraceCommand, DedupCommand,
+             ResetCommand, EnableCommand, DisableCommand, ClearCommand, MarkCommand, LivePatchCommand,
              IcountAtCommand, LivePatchNowCommand, UnpatchCommand, TimelineCommand):
     _cls()

@@ -26,7 +26,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-if ! "$PYTHON" -c 'import gdbfault, pygdbmi, psutil, tabulate, qemu.qmp, elftools, tqdm, pytest, matplotlib' 2>/dev/null \
+if ! "$PYTHON" -c 'import gdbfault, pygdbmi, psutil, tabulate, qemu.qmp, elftools, tqdm, pytest, matplotlib, wheel' 2>/dev/null \
    || ! command -v gdbfault >/dev/null; then
   echo "install-deps: pip install -e .[test]"
   "$PYTHON" -m pip install -q --disable-pip-version-check -e ".[test]"

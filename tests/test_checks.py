@@ -13,7 +13,8 @@ import pytest
 from gdbfault import checks
 from gdbfault.checks import SpecError, evaluate, load_spec, parse_spec, resolve
 from gdbfault.cli import main
-from gdbfault.compare import build_comparison, render_compare, user_signal_path
+from gdbfault.compare import SEED, build_comparison, render_compare, user_signal_path
+from gdbfault.errors import GdbfaultError
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -341,12 +342,35 @@ def test_compare_rows_and_table(vanilla, patched):
     assert (med["before"], med["after"], med["delta"]) == (347, 95, -252)
     cyc = rows["cycles / iteration"]
     assert cyc["ratio"] == pytest.approx(cyc["after"] / cyc["before"], abs=1e-4)
-    seed = cmp["rows"][-1]
-    assert seed["source"] == "seed" and (seed["before"], seed["after"]) == (76.83, 57.76)
-    assert seed["ratio"] == pytest.approx(0.7518, abs=1e-4)
+    # The seed's 1997 figures are data beside the measured rows, never one of them.
+    assert cmp["seed"] == SEED
+    assert not any(r["before"] == SEED["before"] or "seed" in r["metric"] for r in cmp["rows"])
     table = render_compare(cmp)
     assert "vanilla" in table and "patched" in table and "−252 (−72.6%)" in table
-    assert "sys 76.83 s → 57.76 s, −24.8%" in table
-    for fmt in ("json", "csv", "markdown"):
-        assert render_compare(cmp, fmt)
-    assert json.loads(render_compare(cmp, "json"))["schema"] == "gdbfault.compare/1"
+    pct = (cyc["after"] / cyc["before"] - 1) * 100
+    assert (f"here: cycles/iteration {cyc['before']} → {cyc['after']}, −{abs(pct):.1f}% · "
+            f"seed, 1997 (10^6 iterations, real hardware): sys 76.83 s → 57.76 s, −24.8%") in table
+    # the seed's change is computed from its figures, not printed from a constant
+    halved = render_compare({**cmp, "seed": {**SEED, "after": SEED["before"] / 2}})
+    assert "sys 76.83 s → 38.41 s, −50.0%" in halved
+
+
+def test_compare_renders_every_format(vanilla, patched):
+    import csv
+    import io
+    cmp = build_comparison(vanilla, patched)
+    as_json = json.loads(render_compare(cmp, "json"))
+    assert as_json["schema"] == "gdbfault.compare/1"
+    assert as_json["rows"] == cmp["rows"] and as_json["seed"] == SEED
+    as_csv = list(csv.DictReader(io.StringIO(render_compare(cmp, "csv"))))
+    assert [r["metric"] for r in as_csv] == [r["metric"].strip() for r in cmp["rows"]]
+    search = next(r for r in as_csv if r["metric"] == "search_exception_table / iter")
+    assert (float(search["before"]), float(search["after"])) == (1.0, 0.0)
+    markdown = render_compare(cmp, "markdown").splitlines()
+    header = next(l for l in markdown if l.startswith("|") and "vanilla" in l)
+    assert [c.strip() for c in header.strip("|").split("|")] == ["", "vanilla", "patched", "change",
+                                                                "ratio"]
+    assert any(l.startswith("| search_exception_table / iter") and "1.00" in l and "0.00" in l
+               for l in markdown)
+    with pytest.raises(GdbfaultError, match="unknown format 'yaml'"):
+        render_compare(cmp, "yaml")

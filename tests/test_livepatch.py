@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-from gdbfault.errors import GdbfaultError
 from gdbfault.livepatch import jmp_rel32, prepare_live_patch
 from gdbfault.locations import lab_kernel
 

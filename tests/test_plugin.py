@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from gdbfault import plugin_backend as pb
+from gdbfault.plugin_run import kernel_probe_list
+from gdbfault.symbols import parse_system_map
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = REPO / "qemu" / "plugin"
@@ -159,11 +161,7 @@ def shapes(result, phase=None):
 # ---------------------------------------------- the plugin's own test guest
 
 def guest_symbols():
-    syms = {}
-    for line in GUEST_MAP.read_text().splitlines():
-        addr, _, name = line.split()
-        syms[name] = int(addr, 16)
-    return syms
+    return parse_system_map(GUEST_MAP.read_text(), GUEST_MAP)
 
 
 def test_guest_counts_phases_and_exact_cost(plugin_lib, tmp_path):
@@ -271,7 +269,7 @@ def lab_runs(lib, tmp_factory, variant):
     if variant in _RUNS:
         return _RUNS[variant]
     elf, smap = lab_kernel(variant)
-    probes = pb.lab_fault_probes(elf, smap, arm=ARM_SYMBOL)
+    probes = kernel_probe_list(elf, smap, arm_symbol=ARM_SYMBOL)
     names = list(ITERATIONS)
     paths = {name: workload(name) for name in names}
 
@@ -334,7 +332,7 @@ def test_lab_costs_deterministic_and_no_observer_effect(plugin_lib, tmp_path_fac
     without the plugin gives the same guest-measured cycles per iteration."""
     elf, smap = lab_kernel("vanilla")
     first = lab_runs(plugin_lib, tmp_path_factory, "vanilla")["mprotect"]
-    probes = pb.lab_fault_probes(elf, smap, arm=ARM_SYMBOL)
+    probes = kernel_probe_list(elf, smap, arm_symbol=ARM_SYMBOL)
     args = dict(initrd=workload("mprotect"),
                 append=f"iterations={ITERATIONS['mprotect']}", icount=True)
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -359,7 +357,7 @@ def test_lab_tb_left_early_inside_a_path_is_flagged(plugin_lib, tmp_path):
     instruction) cannot be costed exactly by TB counting: it is counted in
     inexact_paths."""
     elf, smap = lab_kernel("vanilla")
-    probes = pb.lab_fault_probes(elf, smap, arm=ARM_SYMBOL)
+    probes = kernel_probe_list(elf, smap, arm_symbol=ARM_SYMBOL)
     addr = {kind: a for a, kind, _ in probes if kind in ("entry", "ret")}
     swapped = [(addr["ret"], "entry", "fault_return"), (addr["entry"], "ret", "next_fault")]
     rc, truth, res = run_guest(plugin_lib, tmp_path, elf, swapped, initrd=workload("mprotect"),

@@ -67,3 +67,31 @@ def test_tracer_nests_faults_and_matches_returns_by_stack(lab_built, no_leaks):
     # outer path keeps its own events around the nested one; the lost inner return is counted
     assert line == ("RESULT [((), 1), (('exception search', 'signal forced'), 1), "
                     "(('fault resolved',), 1)] 1 0"), line
+
+
+DEDUP = r'''
+import gdb
+gdb.execute("source %(script)s")
+gdb.execute('faultprobe add "fault entry" do_page_fault')
+gdb.execute("break do_page_fault", to_string=True)   # a user breakpoint: stop here once
+gdb.execute("continue", to_string=True)
+bp = ENGINE.probes[0]
+bp.stop()                                # the same stop reported again: filtered
+filtered = (bp.hits["workload"], bp.duplicates)
+gdb.execute("faultprobe dedup off")      # as gdbfault does in a replay
+bp.stop()
+bp.stop()                                # no filter: every report counts
+unfiltered = (bp.hits["workload"], bp.duplicates)
+print("RESULT", filtered, unfiltered, ENGINE.snapshot()["dedup"])
+try:
+    gdb.execute("faultprobe dedup maybe")
+except gdb.error as exc:
+    print("ERROR", exc)
+'''
+
+
+def test_the_duplicate_filter_can_be_turned_off(lab_built, no_leaks):
+    out, err = gdb_on_lab(DEDUP % {"script": GDBSCRIPTS / "faultprobe.py"})
+    line = next((l for l in out.splitlines() if l.startswith("RESULT")), err[-500:])
+    assert line == "RESULT (1, 1) (3, 1) False", line
+    assert "ERROR usage: faultprobe dedup on|off" in out

@@ -197,6 +197,27 @@ def test_qemu_dying_at_launch_says_why(tmp_path, no_leaks):
     m.close()
 
 
+def test_qemu_has_one_qmp_socket_the_tracers(tmp_path):
+    k = tmp_path / "k.elf"
+    k.write_bytes(b"\x7fELF")
+    m = Machine(MachineConfig(kernel=k))
+    argv = m.command()
+    assert argv.count("-qmp") == 1
+    assert argv[argv.index("-qmp") + 1] == f"unix:{m.probe_qmp_socket},server=on,wait=off"
+    m.close()
+
+
+def test_every_machine_config_field_is_declared(tmp_path):
+    import dataclasses
+    from gdbfault.realkernel import BootSetup, apply_boot
+    config = MachineConfig(kernel=tmp_path / "k")
+    boot = BootSetup(kernel=tmp_path / "bz", initrd=[], append="x", memory_mb=256)
+    apply_boot(config, boot)
+    # apply_boot sets only declared fields, so a record/replay copy keeps them all
+    assert vars(config).keys() == {f.name for f in dataclasses.fields(MachineConfig)}
+    assert dataclasses.replace(config, halted=False).rr_icount == "shift=0,sleep=off"
+
+
 def test_missing_kernel_is_a_clear_error(tmp_path):
     with pytest.raises(GdbfaultError, match="kernel file not found"):
         Machine(MachineConfig(kernel=tmp_path / "nope")).command()

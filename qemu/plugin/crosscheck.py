@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Cross-check one path cost of the faultcount plugin independently.
 
-Boots a kernel under `-icount shift=0` with QEMU's gdbstub and QMP on unix
-sockets, and runs `gdb -batch -nx` with two breakpoints: the path entry and
-the return site. At the Nth hit of the entry it reads QEMU's instruction
-counter (QMP `query-replay`), then continues to the next hit of the return
-site and reads it again; it also counts `stepi`s over the same stretch in a
-second pass. Both stops are before their instruction executes, so the
-differences are the instructions from the entry (inclusive) to the return
-site (exclusive): the plugin's path cost.
+Boots a kernel under `-icount shift=0` (gdbfault's own Machine: gdbstub and
+QMP on unix sockets in a private run directory), and runs `gdb -batch -nx`
+with two breakpoints: the path entry and the return site. At the Nth hit of
+the entry it reads QEMU's instruction counter (QMP `query-replay`, through
+the qemu.qmp package, as the probe engine's path tracer does), then continues
+to the next hit of the return site and reads it again; it also counts
+`stepi`s over the same stretch in a second pass. Both stops are before their
+instruction executes, so the differences are the instructions from the entry
+(inclusive) to the return site (exclusive): the plugin's path cost.
 
 Usage:
   crosscheck.py --kernel K.elf [--initrd W.elf] [--append ARGS]
@@ -17,24 +18,24 @@ Prints one JSON object: {"icount_cost": n, "stepi_cost": m}.
 """
 import argparse
 import json
-import os
 import subprocess
-import tempfile
-import time
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # run from a checkout
+
+import qemu.qmp  # noqa: E402
+
+from gdbfault.qemu import Machine, MachineConfig  # noqa: E402
 
 GDB_PY = r'''
-import gdb, json, socket
-def qmp_icount(path):
-    s = socket.socket(socket.AF_UNIX); s.connect(path); f = s.makefile("rw")
-    f.readline()
-    for cmd in ("qmp_capabilities", "query-replay"):
-        f.write(json.dumps({"execute": cmd}) + "\n"); f.flush()
-        while True:
-            msg = json.loads(f.readline())
-            if "return" in msg or "error" in msg:
-                break
-    s.close()
-    return msg["return"]["icount"]
+import gdb, json, sys
+sys.path.append(QMP_SITE)              # GDB's Python borrows our qemu.qmp
+from qemu.qmp.legacy import QEMUMonitorProtocol
+qmp = QEMUMonitorProtocol(QMPSOCK)
+qmp.connect()
+def icount():
+    return qmp.cmd("query-replay")["icount"]
 gdb.execute("set architecture i386")
 gdb.execute("set pagination off")
 gdb.execute("target remote " + GDBSOCK)
@@ -54,49 +55,34 @@ if STEPI:
             break
     result["stepi_cost"] = n
 else:
-    i0 = qmp_icount(QMPSOCK)
+    i0 = icount()
     b1.enabled = False
     b2 = gdb.Breakpoint("*%d" % RET, internal=True)
     gdb.execute("continue")
-    i1 = qmp_icount(QMPSOCK)
-    result["icount_cost"] = i1 - i0
+    result["icount_cost"] = icount() - i0
+qmp.close()
 print("CROSSCHECK " + json.dumps(result))
 gdb.execute("kill")
 '''
 
 
 def one(args, stepi):
-    with tempfile.TemporaryDirectory(prefix="fcx.") as tmp:
-        gsock, qsock = os.path.join(tmp, "gdb"), os.path.join(tmp, "qmp")
-        cmd = ["qemu-system-i386", "-m", "64", "-nodefaults", "-display", "none",
-               "-no-reboot", "-S", "-icount", "shift=0", "-kernel", args.kernel,
-               "-gdb", f"unix:{gsock},server=on,wait=off",
-               "-qmp", f"unix:{qsock},server=on,wait=off",
-               "-serial", f"file:{os.path.join(tmp, 'serial.log')}",
-               "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
-        if args.initrd:
-            cmd += ["-initrd", args.initrd]
-        if args.append:
-            cmd += ["-append", args.append]
-        qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
-        try:
-            for _ in range(100):
-                if os.path.exists(gsock) and os.path.exists(qsock):
-                    break
-                time.sleep(0.05)
-            script = os.path.join(tmp, "x.py")
-            with open(script, "w") as f:
-                f.write(f"GDBSOCK={gsock!r}\nQMPSOCK={qsock!r}\nENTRY={args.entry}\n"
-                        f"RET={args.ret}\nNTH={args.nth}\nSTEPI={stepi}\n" + GDB_PY)
-            proc = subprocess.run(["gdb", "-nx", "-batch", "-x", script],
-                                  capture_output=True, text=True, timeout=600)
-            for line in proc.stdout.splitlines():
-                if line.startswith("CROSSCHECK "):
-                    return json.loads(line[len("CROSSCHECK "):])
-            raise SystemExit(f"gdb failed: {proc.stdout[-800:]} {proc.stderr[-800:]}")
-        finally:
-            qemu.kill()
-            qemu.wait()
+    config = MachineConfig(kernel=Path(args.kernel), initrd=[args.initrd] if args.initrd else [],
+                           append=args.append or "")
+    with Machine(config) as machine:
+        machine.start()
+        site = Path(qemu.qmp.__file__).resolve().parents[2]
+        script = machine.run_dir / "crosscheck-gdb.py"
+        script.write_text(f"GDBSOCK={str(machine.gdb_socket)!r}\n"
+                          f"QMPSOCK={str(machine.probe_qmp_socket)!r}\n"
+                          f"QMP_SITE={str(site)!r}\nENTRY={args.entry}\nRET={args.ret}\n"
+                          f"NTH={args.nth}\nSTEPI={stepi}\n" + GDB_PY)
+        proc = subprocess.run(["gdb", "-nx", "-batch", "-x", str(script)],
+                              capture_output=True, text=True, timeout=600)
+    for line in proc.stdout.splitlines():
+        if line.startswith("CROSSCHECK "):
+            return json.loads(line[len("CROSSCHECK "):])
+    raise SystemExit(f"gdb failed: {proc.stdout[-800:]} {proc.stderr[-800:]}")
 
 
 def main():
