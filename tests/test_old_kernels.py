@@ -107,15 +107,19 @@ def test_map_of_another_build_is_refused(fixture_built, tmp_path, no_leaks):
     assert "2.2.26-lab" in err[0]                               # what the image says
 
 
-def test_kernel_that_panics_before_init_is_reported_at_once(fixture_built, no_leaks):
+@pytest.mark.parametrize("replay, says", [
+    (True, "the recording run failed"),        # the recording (no debugger) sees the panic
+    (False, "never started the workload"),     # live: the banner check sees QEMU end
+])
+def test_kernel_that_panics_before_init_is_reported_at_once(fixture_built, no_leaks, replay, says):
     """init= names a file the initrd lacks: the kernel panics at boot. The
     report says so (exit 3, the panic line) instead of waiting the timeout."""
     image, system_map = oldboot("oldboot")
     t0 = time.monotonic()
     with pytest.raises(RunFailed) as failed:
         run_qemu(RunSpec(kernel=str(image), system_map=str(system_map), workload="mprotect",
-                         iterations=3, append="init=/nosuch", trace=False, timeout_s=300))
+                         iterations=3, append="init=/nosuch", trace=False, timeout_s=300, replay=replay))
     assert failed.value.exit_code == 3
     message = str(failed.value)
-    assert "never started the workload" in message and "No init found" in message
+    assert says in message and "No init found" in message
     assert time.monotonic() - t0 < 250          # far from the 300 s timeout, on a loaded machine too
