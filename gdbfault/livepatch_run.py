@@ -309,12 +309,31 @@ class ReplayWatch:
         self.result = result
         self.last = None
         self.since = time.monotonic()
+        self._qmp = None
+
+    def _icount(self):
+        """QMP query-replay on the machine's watch socket (MachineConfig.watch_qmp)."""
+        if self._qmp is None:
+            from qemu.qmp.legacy import QEMUMonitorProtocol
+            client = QEMUMonitorProtocol(str(self.machine.watch_qmp_socket))
+            client.connect()
+            self._qmp = client
+        return int(self._qmp.cmd("query-replay")["icount"])
+
+    def close(self):
+        if self._qmp is not None:
+            try:
+                self._qmp.close()
+            except Exception:
+                pass
+            self._qmp = None
 
     def __call__(self):
+        from qemu.qmp import QMPError
         try:
-            now = self.machine.icount()
-        except Exception:             # QMP gone: QEMU's own end is reported instead
-            return
+            now = self._icount()
+        except (OSError, EOFError, QMPError):
+            return                    # QMP gone: QEMU's own end is reported instead
         if now != self.last:
             self.last, self.since = now, time.monotonic()
             return

@@ -50,6 +50,9 @@ class MachineConfig:
     extra_args: list = field(default_factory=list)
     qemu: str = "qemu-system-i386"
     halted: bool = True       # -S: wait for the debugger before running
+    # A second QMP socket for gdbfault's own reads (the replay watchdog of a
+    # live patch) while the in-GDB tracer holds the first one.
+    watch_qmp: bool = False
 
 
 def describe_exit(status):
@@ -123,6 +126,7 @@ class Machine:
         self.stopped_by_us = False     # close() had to end a QEMU that was still running
         self.gdb_socket = self.run_dir / "gdb.sock"
         self.probe_qmp_socket = self.run_dir / "qmp-probes.sock"   # for the in-GDB path tracer
+        self.watch_qmp_socket = self.run_dir / "qmp-watch.sock"    # with config.watch_qmp
         self.serial_log = self.run_dir / "serial.log"
         self.stderr_log = self.run_dir / "qemu.err"
         self.proc = None
@@ -150,6 +154,8 @@ class Machine:
                 "-gdb", f"unix:{self.gdb_socket},server=on,wait=off",
                 "-qmp", f"unix:{self.probe_qmp_socket},server=on,wait=off",
                 "-monitor", "none"]
+        if c.watch_qmp:
+            argv += ["-qmp", f"unix:{self.watch_qmp_socket},server=on,wait=off"]
         if c.initrd:
             argv += ["-initrd", ",".join(qemu_opt_escape(p) for p in c.initrd)]
         if c.append:

@@ -123,6 +123,8 @@ class _Session:
         self.watch = None             # called about once a second; raises when the run went wrong
 
     def close(self, keep_dir=False):
+        if self.watch is not None and hasattr(self.watch, "close"):
+            self.watch.close()
         if self.debugger is not None:
             self.debugger.close()
         if self.machine is not None:
@@ -333,6 +335,8 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
             config = dataclasses.replace(
                 config, icount_options=f"{config.rr_icount},rr=replay,rrfile={record_file}",
                 extra_args=config.extra_args + ["-net", "none"])
+        if replay and live is not None:  # the replay watchdog reads the instruction count itself
+            config = dataclasses.replace(config, watch_qmp=True)
         result["run"]["phase"] = "replay" if replay else "live"
         session.machine = Machine(config)
         machine = session.machine

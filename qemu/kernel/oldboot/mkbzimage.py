@@ -14,18 +14,35 @@ symbols stay behind: like a real bzImage, the image has none.
 import struct
 import sys
 
-from elftools.elf.elffile import ELFFile
-
 LOAD_ADDRESS = 0x100000       # where a bzImage's protected-mode part goes
 PAGE_OFFSET = 0xC0000000
 SETUP_SECTS, SYSSIZE, CODE32_START, KVER_PTR = 0x1F1, 0x1F4, 0x214, 0x20E
 
 
+def load_segments(image):
+    """[(p_paddr, file bytes)] of a 32-bit little-endian ELF's PT_LOAD segments.
+
+    Read with struct, not pyelftools: this runs inside `make`, also from a
+    pip build, whose isolated environment has only the build's own packages."""
+    if image[:4] != b"\x7fELF" or image[4] != 1 or image[5] != 1:
+        raise ValueError("not a 32-bit little-endian ELF")
+    phoff, = struct.unpack_from("<I", image, 0x1C)
+    phentsize, phnum = struct.unpack_from("<HH", image, 0x2A)
+    out = []
+    for i in range(phnum):
+        p_type, p_offset, _vaddr, p_paddr, p_filesz = struct.unpack_from("<5I", image, phoff + i * phentsize)
+        if p_type == 1 and p_filesz:                  # PT_LOAD
+            out.append((p_paddr, image[p_offset:p_offset + p_filesz]))
+    return out
+
+
 def flat_payload(elf_path):
     """The PT_LOAD segments laid out from LOAD_ADDRESS, as objcopy -O binary would."""
     with open(elf_path, "rb") as f:
-        segments = [(s["p_paddr"], s.data()[:s["p_filesz"]]) for s in ELFFile(f).iter_segments()
-                    if s["p_type"] == "PT_LOAD" and s["p_filesz"]]
+        try:
+            segments = load_segments(f.read())
+        except ValueError as exc:
+            sys.exit(f"mkbzimage: {elf_path}: {exc}")
     if not segments or min(a for a, _ in segments) != LOAD_ADDRESS:
         sys.exit(f"mkbzimage: {elf_path} does not load at {LOAD_ADDRESS:#x}")
     blob = bytearray(max(a + len(d) for a, d in segments) - LOAD_ADDRESS)
