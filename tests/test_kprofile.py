@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gdbfault.kprofile import (ProfileSpec, build_profile, kernel_functions, read_kprofile_result,
-                               run_profile, workload_marks)
+                               run_profile)
 from gdbfault.kprofile_report import profile_changes, render_changes, render_profile
 
 REPO = Path(__file__).resolve().parent.parent
