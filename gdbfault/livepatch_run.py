@@ -29,7 +29,7 @@ from gdbfault.errors import GdbfaultError, GuestError
 from gdbfault.gdb import Debugger, mi_quote
 from gdbfault.paths import summarise_paths, user_fault_searches
 from gdbfault.profiles import SEARCH
-from gdbfault.qemu import EXIT_CLEAN, Machine, MachineConfig, describe_exit, private_dir
+from gdbfault.qemu import Machine, MachineConfig, describe_exit, private_dir
 from gdbfault.truth import expected_hits
 
 __all__ = ["LivePatchSpec", "prepare", "WorkloadPoints", "arm", "record_with_patch", "fill_live_patch",
@@ -129,12 +129,7 @@ def record_with_patch(spec, config, result, cleanup, plan_path, points, rr_icoun
         dbg.console(f"faultprobe json {snap_path}")
         snap = json.loads(snap_path.read_text())
         serial = rec.serial_output()
-        if status != EXIT_CLEAN:
-            # A recording that died or whose guest failed has nothing to replay.
-            try:
-                rec.check_exit(status)
-            except GuestError as exc:
-                raise GuestError(f"the recording run failed, no replay attempted: {exc}") from None
+        rec.check_recording_exit(status)
     finally:
         if dbg is not None:
             dbg.close()

@@ -254,6 +254,16 @@ class Machine:
             detail = oops or detail
         raise GuestError(describe_exit(status) + (f": {detail}" if detail else ""))
 
+    def check_recording_exit(self, status):
+        """check_exit for an rr=record run: one that died or whose guest failed
+        has nothing to replay, and the error says so."""
+        if status == EXIT_CLEAN:
+            return
+        try:
+            self.check_exit(status)
+        except GuestError as exc:
+            raise GuestError(f"the recording run failed, no replay attempted: {exc}") from None
+
     # -- teardown ----------------------------------------------------------
     def close(self, keep_dir=False):
         """Stop QEMU (if running) and remove the run directory; no signal cuts it short."""

@@ -464,12 +464,7 @@ def _record(spec, config, result, cleanup, deadline):
             raise TimedOut(f"the guest did not finish within --timeout {spec.timeout_s:g} s (hung?) while "
                            f"recording; serial log tail: {_tail(rec.serial_output())!r}")
         serial = rec.serial_output()
-        if status != EXIT_CLEAN:
-            # A recording that died or whose guest failed has nothing to replay.
-            try:
-                rec.check_exit(status)
-            except GuestError as exc:
-                raise GuestError(f"the recording run failed, no replay attempted: {exc}") from None
+        rec.check_recording_exit(status)
     finally:
         with shielded():
             rec.close(keep_dir=True)     # the record file lives there until the replay is done
