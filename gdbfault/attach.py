@@ -12,11 +12,13 @@ from pathlib import Path
 
 import psutil
 
-from gdbfault.errors import GdbfaultError, GuestError
-from gdbfault.gdb import Debugger, GdbCommandError
+from gdbfault import __version__
+from gdbfault.errors import GdbfaultError, GuestError, RunFailed
+from gdbfault.gdb import Debugger, GdbCommandError, gdb_version
+from gdbfault.measure import fill_result, probe_rows
+from gdbfault.probe_session import connect, load_probe_engine, measured, prepare_debugger, read_counts
 from gdbfault.profiles import load_profile, pick_profile, resolve_probes
-from gdbfault.run import (RunFailed, RunSpec, _connect, _fill, _load_probe_engine, _new_result,
-                          _prepare_debugger, _salvage, _Session, read_counts)
+from gdbfault.result import Kernel, Mode, RunResult, Tool, Workload
 from gdbfault.symbols import load_symbols
 
 __all__ = ["attach_running", "gdbstub_of_pid"]
@@ -169,7 +171,7 @@ def attach_running(address, kernel, system_map=None, profile=None, extra_probes=
     address: 'host:port' or a unix socket path (pid: the QEMU's, when known).
     Counts until `duration` seconds have passed or Ctrl-C (then exit 0: that is
     how the user ends the count); SIGTERM/SIGHUP save the counts and raise
-    RunFailed with the signal's exit code. Returns a RunResult dict.
+    RunFailed with the signal's exit code. Returns a RunResult.
     live_patch: a file for --live-patch, applied at once (livepatch_run.apply_now)
     and taken out again before detaching unless keep_patch.
     """
@@ -183,24 +185,26 @@ def attach_running(address, kernel, system_map=None, profile=None, extra_probes=
         from gdbfault.livepatch import prepare_live_patch
         patch = prepare_live_patch(live_patch, kernel, system_map, lab_variant)
     _check_reachable(address)
-    spec = RunSpec(kernel=str(kernel), system_map=system_map, workload=None, gdb=gdb, trace=False)
-    result = _new_result(spec, kernel, symbols, prof, probes, None)
     proc = qemu_process(address, pid)
     facts = describe_qemu(proc)
-    result["tool"]["qemu"] = facts["qemu"]
-    result["workload"]["attached_to"] = address
+    result = RunResult(
+        tool=Tool(gdbfault=__version__, qemu=facts["qemu"], gdb=gdb_version(gdb)),
+        kernel=Kernel(path=str(kernel), lab=False, variant=None, symbols=f"{symbols.kind} ({symbols.source})",
+                      profile=prof.name, model=prof.name, boot=None),
+        workload=Workload(name=None, own=False, iterations=None, command_line="", attached_to=address),
+        mode=Mode(backend="gdb", accel=facts["accel"], icount=facts["icount"], trace=False, cost_sample=1,
+                  replay=False),
+        probes=probe_rows(probes))
     if proc is not None:
-        result["workload"]["qemu_pid"] = proc.pid
-    result["mode"].update({"accel": facts["accel"], "icount": facts["icount"], "replay": False})
+        result.workload.qemu_pid = proc.pid
     from gdbfault.qemu import private_dir
     work = private_dir("gdbfault-attach-")
-    session = _Session()
-    t_start = None
+    dbg = snapshot = t_start = None
     try:
-        session.debugger = dbg = Debugger(gdb)
-        _prepare_debugger(dbg, kernel)
-        _connect(dbg, address)
-        _load_probe_engine(dbg, probes, None)
+        dbg = Debugger(gdb)
+        prepare_debugger(dbg, kernel)
+        connect(dbg, address)
+        load_probe_engine(dbg, probes, None)
         t_start = time.monotonic()
         if patch is not None:
             from gdbfault.livepatch_run import apply_now
@@ -216,41 +220,49 @@ def attach_running(address, kernel, system_map=None, profile=None, extra_probes=
                     raise GdbfaultError(f"GDB died; last message: {dbg.last_log() or 'none'}")
         except KeyboardInterrupt as exc:
             interrupted = exc
-        session.snapshot = read_counts(dbg, work)
-        _fill(result, session, t_start, spec)      # the window ends here, not after the detach
+        snapshot = read_counts(dbg, work)
+        _fill(result, snapshot, t_start)  # the window ends here, not after the detach
         _detach(dbg, unpatch=patch is not None and not keep_patch)
         if patch is not None:            # the patch's record now says whether it was taken out
-            session.snapshot["patch"] = read_counts(dbg, work).get("patch")
+            snapshot["patch"] = read_counts(dbg, work).get("patch")
             from gdbfault.livepatch_run import fill_live_patch
-            lp = fill_live_patch(result, session.snapshot, patch, None, None)
-            lp["kept"] = bool(keep_patch)
-        result["run"]["complete"] = True
-        result["run"]["exit"] = "interrupted; detached, guest left running" if interrupted \
+            lp = fill_live_patch(result, snapshot, patch, None, None)
+            lp.kept = bool(keep_patch)
+        result.run.complete = True
+        result.run.exit = "interrupted; detached, guest left running" if interrupted \
             else "detached, guest left running"
         if isinstance(interrupted, Stopped) and interrupted.signum != signal.SIGINT:
             stop = GdbfaultError(str(interrupted))
             stop.exit_code = interrupted.exit_code
-            result["run"]["error"] = str(stop)
-            result["run"]["exit"] = f"{interrupted}; detached, guest left running"
+            result.run.error = str(stop)
+            result.run.exit = f"{interrupted}; detached, guest left running"
             raise RunFailed(stop, result)
         return result
     except RunFailed:
         raise
     except (GdbfaultError, KeyboardInterrupt) as exc:
-        _salvage(result, session, t_start, spec)
-        if patch is not None and not keep_patch and session.debugger is not None \
-                and session.debugger.alive:
+        try:                             # the counts of the last snapshot, if one was read
+            _fill(result, snapshot, t_start)
+        except Exception:
+            pass
+        if patch is not None and not keep_patch and dbg is not None and dbg.alive:
             try:                         # never leave the user's kernel patched
-                _detach(session.debugger, unpatch=True)
+                _detach(dbg, unpatch=True)
             except GdbfaultError:
                 pass
         if isinstance(exc, KeyboardInterrupt):
             stopped = exc if isinstance(exc, Stopped) else Stopped()
             exc = GdbfaultError(str(stopped))
             exc.exit_code = stopped.exit_code
-        result["run"]["error"] = str(exc)
+        result.run.error = str(exc)
         raise RunFailed(exc, result) from None
     finally:
-        if session.debugger is not None:
-            session.debugger.close()
+        if dbg is not None:
+            dbg.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _fill(result, snapshot, t_start):
+    """The counts of the attach window into the result (there is no guest output to read)."""
+    wall = time.monotonic() - t_start if t_start else None
+    fill_result(result, measured(snapshot, serial=None, wall_s=wall))

@@ -83,10 +83,9 @@ def run_gdbfault(variant, workload, iterations, icount=True, trace=False):
     res = run_qemu(RunSpec(variant=variant, workload=workload, iterations=iterations, icount=icount,
                            trace=trace))
     cpu = _cpu_seconds() - cpu0            # the recording's too: it is part of the cost
-    r = res["run"]
-    return {"hits": r["hits"], "wall_s": r["wall_s"], "hits_per_s": r["hits_per_s"],
-            "hits_per_cpu_s": round(r["hits"] / cpu, 1),
-            "checks_ok": all(c["ok"] for c in res["checks"])}
+    r = res.run
+    return {"hits": r.hits, "wall_s": r.wall_s, "hits_per_s": r.hits_per_s,
+            "hits_per_cpu_s": round(r.hits / cpu, 1), "checks_ok": res.checks_ok}
 
 
 def run_uninstrumented(variant, workload, iterations, icount=True):
@@ -114,10 +113,10 @@ def bench_plugin(variant, workload, iterations, gdb_iterations, repeat, icount=T
         plain = run_uninstrumented(variant, workload, iterations, icount)
         res = run_qemu(RunSpec(variant=variant, workload=workload, iterations=iterations,
                                backend="plugin", icount=icount))
-        plugin = res["run"]["wall_s"]       # QEMU start to exit, plugin loaded
+        plugin = res.run.wall_s             # QEMU start to exit, plugin loaded
         ratios.append(plugin / plain)
-        rows.append([i + 1, f"{plain:.2f}", f"{plugin:.2f}", f"{plugin / plain:.2f}", res["run"]["hits"],
-                     "yes" if all(c["ok"] for c in res["checks"]) else "NO"])
+        rows.append([i + 1, f"{plain:.2f}", f"{plugin:.2f}", f"{plugin / plain:.2f}", res.run.hits,
+                     "yes" if res.checks_ok else "NO"])
     t0 = time.monotonic()
     gdb = run_qemu(RunSpec(variant=variant, workload=workload, iterations=gdb_iterations))
     gdb_wall = time.monotonic() - t0
@@ -128,7 +127,7 @@ def bench_plugin(variant, workload, iterations, gdb_iterations, repeat, icount=T
     print(f"median ratio plugin/uninstrumented: {statistics.median(ratios):.2f} (target ≤ 1.3)")
     per_iter = gdb_wall / gdb_iterations
     print(f"GDB backend (record + replay under breakpoints), {workload} × {gdb_iterations}: {gdb_wall:.1f} s "
-          f"({gdb['run']['hits_per_s']:.0f} hits/s); at {iterations} iterations that is about "
+          f"({gdb.run.hits_per_s:.0f} hits/s); at {iterations} iterations that is about "
           f"{per_iter * iterations:.0f} s, {per_iter * iterations / statistics.median([float(r[2]) for r in rows]):.0f}× "
           "the plugin")
 
@@ -168,11 +167,10 @@ def bench_old_kernel(image, system_map, workload, iterations, repeat):
         full = time.monotonic() - t0
         ratios.append(full / plain)
         rows.append([i + 1, f"{plain:.2f}", f"{full:.2f}", f"{full / plain:.2f}",
-                     res["record"]["wall_s"], res["run"]["hits"],
-                     "yes" if res["checks"] and all(c["ok"] for c in res["checks"]) else "NO"])
-    boot = res["kernel"]["boot"]
+                     res.record.wall_s, res.run.hits, "yes" if res.checks and res.checks_ok else "NO"])
+    boot = res.kernel.boot
     print(f"\nold kernel: {image} ({boot['format']}, protocol {boot['boot_protocol']}, "
-          f"{boot['boot_path']}, {res['kernel']['profile']} profile), {workload} × {iterations}; "
+          f"{boot['boot_path']}, {res.kernel.profile} profile), {workload} × {iterations}; "
           f"gdbfault under -icount {boot['icount']}")
     print(tabulate(rows, headers=["run", "plain boot s", "image→report s", "ratio", "record s", "hits",
                                   "exact"]))
@@ -307,7 +305,7 @@ def soak(runs=100, iterations=20, kill_iterations=2000, variant="vanilla"):
             how, expected = SOAK_PATTERN[i % len(SOAK_PATTERN)]
             if how == "complete":        # in this process: its fds must not grow
                 res = run_qemu(RunSpec(variant=variant, iterations=iterations))
-                code = 0 if all(c["ok"] for c in res["checks"]) else 1
+                code = 0 if res.checks_ok else 1
             else:
                 code = _soak_cli_run(how, kill_iterations, env)
             tally[how] += 1

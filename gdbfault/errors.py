@@ -1,12 +1,13 @@
 """The exceptions the CLI turns into a one-line error and an exit code.
 
-`GdbfaultError` (exit 2) and its subclasses — `GuestError` here (exit 3), and
-others beside the code that raises them (gdb.GdbCommandError, run.RunFailed,
-checks.SpecError, plugin_backend.PluginUnavailable, ...) — carry the message;
-`exit_code` says how the CLI exits.
+`GdbfaultError` (exit 2) and its subclasses — `GuestError` here (exit 3), the
+run's `TimedOut` and `RunFailed` (which every backend raises), and others beside
+the code that raises them (gdb.GdbCommandError, checks.SpecError,
+plugin_backend.PluginUnavailable, ...) — carry the message; `exit_code` says how
+the CLI exits.
 """
 
-__all__ = ["GdbfaultError", "GuestError"]
+__all__ = ["GdbfaultError", "GuestError", "TimedOut", "RunFailed"]
 
 
 class GdbfaultError(Exception):
@@ -26,3 +27,17 @@ class GuestError(GdbfaultError):
     """The guest itself went wrong: an oops, a panic, a hang, or it died."""
 
     exit_code = 3
+
+
+class TimedOut(GuestError):
+    """The whole run (record, replay and all) did not end within --timeout."""
+
+
+class RunFailed(GdbfaultError):
+    """A run that ended early; `.result` holds what was measured until then (a RunResult)."""
+
+    def __init__(self, cause, result):
+        super().__init__(str(cause))
+        self.cause = cause
+        self.result = result
+        self.exit_code = getattr(cause, "exit_code", 2)

@@ -18,6 +18,7 @@ real time while stopped); the replay measures by how much: the instructions
 executed between the workload's two rdtsc reads against the cycles the guest
 counted between them.
 """
+import dataclasses
 import json
 import re
 import subprocess
@@ -28,9 +29,11 @@ from pathlib import Path
 from gdbfault.errors import GdbfaultError, GuestError
 from gdbfault.gdb import Debugger, mi_quote
 from gdbfault.paths import summarise_paths, user_fault_searches
+from gdbfault.probe_session import connect, lend_qmp, load_probe_engine, prepare_debugger
 from gdbfault.profiles import SEARCH
 from gdbfault.qemu import Machine, MachineConfig, describe_exit, private_dir
-from gdbfault.truth import expected_hits
+from gdbfault.result import Hits, LivePatch, Phase, Probe, Record, RunResult
+from gdbfault.truth import check_counts
 
 __all__ = ["LivePatchSpec", "prepare", "WorkloadPoints", "arm", "record_with_patch", "fill_live_patch",
            "live_patch_checks", "check_consistency", "ReplayWatch", "timing_perturbation", "phase_view",
@@ -134,9 +137,9 @@ def record_with_patch(spec, config, result, cleanup, plan_path, points, rr_icoun
         if dbg is not None:
             dbg.close()
         rec.close(keep_dir=True)
-    result["record"] = {"exit_status": status, "exit": describe_exit(status),
-                        "wall_s": round(time.monotonic() - t0, 3),
-                        "live_patch": {"patch": snap.get("patch"), "icount_marks": snap.get("icount_marks", {})}}
+    result.record = Record(exit_status=status, exit=describe_exit(status),
+                           wall_s=round(time.monotonic() - t0, 3),
+                           live_patch={"patch": snap.get("patch"), "icount_marks": snap.get("icount_marks", {})})
     patch = snap.get("patch") or {}
     if not patch.get("applied"):
         raise GdbfaultError("the live patch was not applied while recording: "
@@ -156,20 +159,14 @@ def _phase_guest(guest, iterations, phase_iterations):
 
 
 def _phase_checks(probes, hits, guest, model, drop_search):
-    expected = expected_hits(guest, model)
-    rows = []
-    for p in probes:
-        if p["role"] in expected and not (drop_search and p["role"] == SEARCH):
-            counted = hits[p["symbol"]]
-            rows.append({"role": p["role"], "symbol": p["symbol"], "expected": expected[p["role"]],
-                         "counted": counted, "ok": counted == expected[p["role"]]})
-    return rows
+    return check_counts([(p.role, p.symbol, hits[p.symbol]) for p in probes], guest, model,
+                        skip_roles=(SEARCH,) if drop_search else ())
 
 
 def _after_model(result, patch):
     """The kernel the patch makes, when we know its fault path (vanilla + the seed patch)."""
-    k = result["kernel"]
-    if k.get("lab") and k.get("variant") == "vanilla" and patch.kind == "patch":
+    k = result.kernel
+    if k.lab and k.variant == "vanilla" and patch.kind == "patch":
         try:
             if Path(patch.source).read_bytes() == _SEED_PATCH.read_bytes():
                 return "lab-patched"
@@ -182,22 +179,23 @@ PHASE_NAMES = ("before", "after", "after_unpatch")
 
 
 def fill_live_patch(result, snap, patch, at, iterations, unpatch_at=None):
-    """result["live_patch"]: hits, paths and checks per phase, and the patch line's facts.
+    """result.live_patch (a LivePatch): hits, paths and checks per phase, and the patch line's facts.
 
     The phases are cut at the engine's marks: "before" the patch, "after" it,
     and with --unpatch-at "after_unpatch" (the old entries back in place).
     """
     p = (snap or {}).get("patch") or {}
-    lp = {"at_iteration": at, "source": patch.source, "kind": patch.kind,
-          "functions": [f.describe() for f in patch.functions],
-          "code": {"address": patch.code_address, "bytes": len(patch.code)},
-          "applied": bool(p.get("applied")), "error": p.get("error"),
-          "icount": p.get("icount"), "stop_s": p.get("stop_s"),
-          "icount_marks": (snap or {}).get("icount_marks", {}),
-          "unpatched": bool(p.get("unpatched"))}
+    lp = LivePatch(at_iteration=at, source=patch.source, kind=patch.kind,
+                   functions=[f.describe() for f in patch.functions],
+                   code={"address": patch.code_address, "bytes": len(patch.code)},
+                   applied=bool(p.get("applied")), error=p.get("error"),
+                   icount=p.get("icount"), stop_s=p.get("stop_s"),
+                   icount_marks=(snap or {}).get("icount_marks", {}),
+                   unpatched=bool(p.get("unpatched")))
     if unpatch_at is not None:
-        lp.update({"unpatch_at_iteration": unpatch_at, "unpatch_icount": p.get("unpatch_icount")})
-    result["live_patch"] = lp
+        lp.unpatch_at_iteration = unpatch_at
+        lp.unpatch_icount = p.get("unpatch_icount")
+    result.live_patch = lp
     marks = (snap or {}).get("marks") or ([snap["mark"]] if (snap or {}).get("mark") else [])
     if not marks:
         return lp
@@ -208,14 +206,14 @@ def fill_live_patch(result, snap, patch, at, iterations, unpatch_at=None):
     else:
         iters = [None] * (len(marks) + 1)
     names = PHASE_NAMES[:len(marks) + 1]
-    phases = {name: {"iterations": n, "hits": {}, "per_iteration": {}} for name, n in zip(names, iters)}
+    phases = {name: Phase(iterations=n) for name, n in zip(names, iters)}
     by_mark = [{m["address"]: m["hits"]["workload"] for m in mark["probes"]} for mark in marks]
-    for probe in result["probes"]:
-        levels = [0] + [m.get(probe["address"], 0) for m in by_mark] + [probe["hits"]["workload"]]
+    for probe in result.probes:
+        levels = [0] + [m.get(probe.address, 0) for m in by_mark] + [probe.hits.workload]
         for k, name in enumerate(names):
             n = levels[k + 1] - levels[k]
-            phases[name]["hits"][probe["symbol"]] = n
-            phases[name]["per_iteration"][probe["symbol"]] = round(n / iters[k], 4) if iters[k] else None
+            phases[name].hits[probe.symbol] = n
+            phases[name].per_iteration[probe.symbol] = round(n / iters[k], 4) if iters[k] else None
     trace = snap.get("trace")
     if trace and all("trace" in m for m in marks):
         at_marks = [{(m["phase"], tuple(m["events"])): m for m in mark["trace"]["paths"]} for mark in marks]
@@ -231,12 +229,14 @@ def fill_live_patch(result, snap, patch, at, iterations, unpatch_at=None):
                                         costs=path["costs"][lo["costed"]:hi["costed"]]))
         for name in names:
             rows = summarise_paths({"paths": [x for x in split[name] if x["count"]], "open": []})
-            phases[name]["paths"] = rows
-            phases[name]["user_fault_searches"] = user_fault_searches(rows)
-        phases[names[-1]]["paths"] += summarise_paths({"paths": [], "open": trace.get("open", [])})
+            phases[name].paths = rows
+            phases[name].user_fault_searches = user_fault_searches(rows)
+        last = phases[names[-1]]
+        last.paths = last.paths + summarise_paths({"paths": [], "open": trace.get("open", [])})
     if trace and trace.get("timeline"):
-        lp["timeline"] = timeline_windows(trace["timeline"])
-    lp.update(phases)
+        lp.timeline = timeline_windows(trace["timeline"])
+    for name, phase in phases.items():
+        setattr(lp, name, phase)
     return lp
 
 
@@ -256,35 +256,36 @@ def timeline_windows(points, windows=60):
     return {"start": first, "width": width, "hits": counts}
 
 
-def live_patch_checks(result, patch, guest):
+def live_patch_checks(result, patch):
     """Per-phase checks against the guest's truth, plus the totals they add up to."""
-    lp = result.get("live_patch") or {}
-    if not guest or "before" not in lp:
-        return result["checks"]
+    lp, guest = result.live_patch, result.guest
+    if not guest or lp is None or lp.before is None:
+        return result.checks
     total_iterations = int(guest.get("iterations", 0))
-    model = result["kernel"]["model"]
+    model = result.kernel.model
     after_model = _after_model(result, patch)
     rows = []
     for name, m, drop in (("before", model, False), ("after", after_model or model, after_model is None),
                           ("after_unpatch", model, False)):
-        if name not in lp:
+        phase = getattr(lp, name)
+        if phase is None:
             continue
-        g = _phase_guest(guest, total_iterations, lp[name]["iterations"])
-        if g is None or not result["kernel"].get("lab"):
-            return result["checks"]
-        phase_rows = _phase_checks(result["probes"], lp[name]["hits"], g, m, drop)
-        lp[name]["checks"] = phase_rows
-        rows += [dict(r, phase=name) for r in phase_rows]
+        g = _phase_guest(guest, total_iterations, phase.iterations)
+        if g is None or not result.kernel.lab:
+            return result.checks
+        phase_rows = _phase_checks(result.probes, phase.hits, g, m, drop)
+        phase.checks = phase_rows
+        rows += [dataclasses.replace(r, phase=name) for r in phase_rows]
     # the run's totals: the sum of what each phase must count
     totals = {}
     for r in rows:
-        t = totals.setdefault(r["symbol"], dict(r, phase="total", expected=0, counted=0))
-        t["expected"] += r["expected"]
-    for p in result["probes"]:
-        if p["symbol"] in totals:
-            t = totals[p["symbol"]]
-            t["counted"] = p["hits"]["workload"]
-            t["ok"] = t["counted"] == t["expected"]
+        t = totals.setdefault(r.symbol, dataclasses.replace(r, phase="total", expected=0, counted=0))
+        t.expected += r.expected
+    for p in result.probes:
+        if p.symbol in totals:
+            t = totals[p.symbol]
+            t.counted = p.hits.workload
+            t.ok = t.counted == t.expected
     return list(totals.values()) + rows
 
 
@@ -333,7 +334,8 @@ class ReplayWatch:
             self.last, self.since = now, time.monotonic()
             return
         if time.monotonic() - self.since > self.STALL_S:
-            recorded = ((self.result.get("record") or {}).get("live_patch") or {}).get("icount_marks", {})
+            record = self.result.record
+            recorded = ((record.live_patch if record is not None else None) or {}).get("icount_marks", {})
             raise GdbfaultError(f"the replay diverged from the recording: it stopped at guest instruction "
                                 f"{now:,} for {self.STALL_S:.0f} s (the recording reached the workload's end "
                                 f"at {recorded.get('end', '?'):,})" if isinstance(recorded.get("end"), int) else
@@ -342,8 +344,8 @@ class ReplayWatch:
 
 def check_consistency(result, replay_snap):
     """The replay must have applied the same patch at the same point and run the same code."""
-    lp = result["live_patch"]
-    rec = (result.get("record") or {}).get("live_patch")
+    lp = result.live_patch
+    rec = result.record.live_patch if result.record is not None else None
     replay_patch = (replay_snap or {}).get("patch") or {}
     if not replay_patch.get("applied"):
         raise GdbfaultError("the live patch was not applied in the replay: "
@@ -351,43 +353,49 @@ def check_consistency(result, replay_snap):
     if rec is None:                      # --live: nothing to compare with
         return
     rec_end = rec["icount_marks"].get("end")
-    rep_end = lp["icount_marks"].get("end")
-    lp["consistency"] = {"record_icount_at_patch": rec["patch"].get("icount"),
-                         "replay_icount_at_patch": replay_patch.get("icount"),
-                         "record_icount_at_end": rec_end, "replay_icount_at_end": rep_end,
-                         "same": rec_end is not None and rec_end == rep_end}
-    if not lp["consistency"]["same"]:
+    rep_end = lp.icount_marks.get("end")
+    lp.consistency = {"record_icount_at_patch": rec["patch"].get("icount"),
+                      "replay_icount_at_patch": replay_patch.get("icount"),
+                      "record_icount_at_end": rec_end, "replay_icount_at_end": rep_end,
+                      "same": rec_end is not None and rec_end == rep_end}
+    if not lp.consistency["same"]:
         raise GdbfaultError(f"the replay diverged from the recording: {rep_end} guest instructions at "
                             f"the workload's end against {rec_end} recorded")
 
 
 def phase_view(result, phase):
-    """A RunResult-like dict of one phase of a live-patched run (for `gdbfault check`), or None."""
-    lp = result.get("live_patch") or {}
-    part = lp.get(phase)
-    if not part:
+    """One phase of a live-patched run as a RunResult of its own (for `gdbfault check`), or None.
+
+    It has the run's probes with the phase's hits, the phase's paths, and as the
+    guest's summary only the phase's iterations."""
+    from gdbfault.result import as_result
+    result = as_result(result)
+    part = getattr(result.live_patch, phase, None) if result.live_patch is not None else None
+    if part is None:
         return None
-    probes = [dict(p, hits={"boot": 0, "workload": part["hits"].get(p["symbol"], 0)},
-                   per_iteration=part["per_iteration"].get(p["symbol"]))
-              for p in result.get("probes", [])]
-    view = {"probes": probes, "guest": {"iterations": part["iterations"]}}
-    if "paths" in part:
-        view["paths"] = part["paths"]
+    probes = [Probe(p.role, p.symbol, p.address, hits=Hits(0, part.hits.get(p.symbol, 0)),
+                    per_iteration=part.per_iteration.get(p.symbol))
+              for p in result.probes]
+    view = RunResult(tool=result.tool, kernel=result.kernel, workload=result.workload, mode=result.mode,
+                     probes=probes, guest={"iterations": part.iterations})
+    if part.paths is not None:
+        view.paths = part.paths
     return view
 
 
 def timing_perturbation(result):
     """Cycles the guest counted over its loop minus instructions it executed there (icount shift=0)."""
-    lp, guest = result.get("live_patch") or {}, result.get("guest") or {}
-    marks = lp.get("icount_marks") or {}
+    lp, guest = result.live_patch, result.guest or {}
+    marks = (lp.icount_marks if lp is not None else None) or {}
     if "loop_start" not in marks or "loop_end" not in marks or "cycles" not in guest:
         return None
     executed = marks["loop_end"] - marks["loop_start"]
     extra = int(guest["cycles"]) - executed
-    recorded = ((result.get("record") or {}).get("live_patch") or {}).get("patch") or {}
-    lp["timing"] = {"guest_cycles": int(guest["cycles"]), "instructions": executed,
-                    "extra_cycles": extra, "stop_s": recorded.get("stop_s", lp.get("stop_s"))}
-    return lp["timing"]
+    record = result.record
+    recorded = ((record.live_patch if record is not None else None) or {}).get("patch") or {}
+    lp.timing = {"guest_cycles": int(guest["cycles"]), "instructions": executed,
+                 "extra_cycles": extra, "stop_s": recorded.get("stop_s", lp.stop_s)}
+    return lp.timing
 
 
 def apply_now(dbg, patch, work, tries=50):
@@ -439,16 +447,15 @@ class PluginPatcher:
         return [(self.points.mark, "mark", "gdbfault_mark")]
 
     def attach(self, machine, kernel):
-        from gdbfault.run import _connect, _lend_qmp, _load_probe_engine, _prepare_debugger
         self.run_dir = machine.run_dir
         plan = self.patch.write_plan(machine.run_dir / "livepatch-plan.json")
         self.dbg = Debugger(self.spec.gdb)
-        _prepare_debugger(self.dbg, kernel)
-        _connect(self.dbg, str(machine.gdb_socket))
-        _load_probe_engine(self.dbg, [], None)
+        prepare_debugger(self.dbg, kernel)
+        connect(self.dbg, str(machine.gdb_socket))
+        load_probe_engine(self.dbg, [], None)
         qmp = None
         if self.spec.icount:
-            _lend_qmp(self.dbg)
+            lend_qmp(self.dbg)
             qmp = machine.probe_qmp_socket
         arm(self.dbg, plan, self.points, qmp, timing=False)
         self.dbg.mi("-exec-continue")
@@ -466,31 +473,33 @@ class PluginPatcher:
             self.dbg.close()
             self.dbg = None
 
-    def fill(self, result, data, snap, roles_by_symbol):
-        """result["live_patch"] from the plugin's at_mark counts and after_mark paths."""
-        guest = result["guest"] or {}
-        iterations = int(guest.get("iterations") or self.spec.iterations)
+    def fill(self, result, data, snap, roles_by_name):
+        """result.live_patch from the plugin's at_mark counts and after_mark paths.
+
+        roles_by_name: the plugin's probe names (its result's keys) -> roles."""
+        iterations = int(result.iterations)
         lp = fill_live_patch(result, snap, self.patch, self.at, iterations)   # the patch's own facts
-        if not lp["applied"]:
-            raise GdbfaultError(f"the live patch was not applied: {lp.get('error') or 'the workload never reached its mark'}")
+        if not lp.applied:
+            raise GdbfaultError(f"the live patch was not applied: {lp.error or 'the workload never reached its mark'}")
         if not data.get("marked"):
             raise GdbfaultError("the plugin never saw the workload's mark")
         iters = {"before": self.at, "after": iterations - self.at}
-        for name, n in iters.items():
-            lp[name] = {"iterations": n, "hits": {}, "per_iteration": {}}
-        for probe in result["probes"]:
-            h = data["hits"].get(probe["symbol"], {})
+        phases = {name: Phase(iterations=n) for name, n in iters.items()}
+        name_of = {role: name for name, role in roles_by_name.items()}
+        for probe in result.probes:
+            h = data["hits"].get(name_of.get(probe.role, probe.symbol), {})
             before = int(h.get("at_mark", 0))
-            for name, v in (("before", before), ("after", probe["hits"]["workload"] - before)):
-                lp[name]["hits"][probe["symbol"]] = v
-                lp[name]["per_iteration"][probe["symbol"]] = round(v / iters[name], 4) if iters[name] else None
-        if result.get("paths") is not None:
+            for name, v in (("before", before), ("after", probe.hits.workload - before)):
+                phases[name].hits[probe.symbol] = v
+                phases[name].per_iteration[probe.symbol] = round(v / iters[name], 4) if iters[name] else None
+        if result.paths is not None:
             for name, after in (("before", False), ("after", True)):
-                paths = [{"phase": p["phase"], "events": [roles_by_symbol.get(e, e) for e in p["events"]],
+                paths = [{"phase": p["phase"], "events": [roles_by_name.get(e, e) for e in p["events"]],
                           "cost_hist": p["cost_hist"]}
                          for p in data["paths"] if bool(p.get("after_mark")) == after]
                 rows = summarise_paths({"paths": paths, "open": []})
-                lp[name]["paths"] = rows
-                lp[name]["user_fault_searches"] = user_fault_searches(rows)
-        result["checks"] = live_patch_checks(result, self.patch, guest)
+                phases[name].paths = rows
+                phases[name].user_fault_searches = user_fault_searches(rows)
+        lp.before, lp.after = phases["before"], phases["after"]
+        result.checks = live_patch_checks(result, self.patch)
         return lp

@@ -8,6 +8,7 @@ with their value and count, so a single outlier is visible without hiding the
 rest.
 """
 from gdbfault.errors import GdbfaultError
+from gdbfault.result import as_result
 
 __all__ = ["plot_paths", "plot_live_patch", "require_matplotlib"]
 
@@ -17,8 +18,8 @@ OUTLIER = 3             # a cost this many times off the median is labelled
 
 def plot_live_patch(result, path):
     """A live-patched run's timeline: hits per window of guest instructions, the patch marked."""
-    lp = result.get("live_patch") or {}
-    tl = lp.get("timeline")
+    lp = as_result(result).live_patch
+    tl = lp.timeline if lp is not None else None
     if not tl:
         raise GdbfaultError("nothing to plot: the run kept no timeline (it needs the GDB backend, "
                             "-icount and path tracing)")
@@ -29,15 +30,15 @@ def plot_live_patch(result, path):
         xs = [(start + (i + 0.5) * width) / 1e6 for i in range(len(counts))]
         search = role == "exception search"    # the seed's subject: drawn on top
         ax.plot(xs, counts, marker=".", label=role, linewidth=2.5 if search else 1.2, zorder=3 if search else 2)
-    if lp.get("icount") is not None:
-        ax.axvline(lp["icount"] / 1e6, color="black", linestyle="--",
-                   label=f"live patch (iteration {lp.get('at_iteration')})")
-    if lp.get("unpatch_icount") is not None:
-        ax.axvline(lp["unpatch_icount"] / 1e6, color="grey", linestyle=":",
-                   label=f"unpatched (iteration {lp.get('unpatch_at_iteration')})")
+    if lp.icount is not None:
+        ax.axvline(lp.icount / 1e6, color="black", linestyle="--",
+                   label=f"live patch (iteration {lp.at_iteration})")
+    if lp.unpatch_icount is not None:
+        ax.axvline(lp.unpatch_icount / 1e6, color="grey", linestyle=":",
+                   label=f"unpatched (iteration {lp.unpatch_at_iteration})")
     ax.set_xlabel("guest instructions (millions)")
     ax.set_ylabel(f"hits per {width:,} instructions")
-    ax.set_title(f"{', '.join(f['name'] for f in lp['functions'])} replaced in the running kernel", fontsize=10)
+    ax.set_title(f"{', '.join(f['name'] for f in lp.functions)} replaced in the running kernel", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -58,10 +59,10 @@ def require_matplotlib():
 
 def _rows(runs, shape):
     for label, result in runs:
-        row = next((p for p in result.get("paths") or [] if p["shape"] == shape), None)
-        if row and row.get("cost_hist"):
-            costs = [int(c) for c in row["cost_hist"]]
-            counts = [int(n) for n in row["cost_hist"].values()]
+        row = result.path(shape)
+        if row is not None and row.cost_hist:
+            costs = [int(c) for c in row.cost_hist]
+            counts = [int(n) for n in row.cost_hist.values()]
             yield label, row, costs, counts
 
 
@@ -77,8 +78,8 @@ def _panel(ax, runs, shape):
         color = f"C{i}"
         ax.vlines(costs, base, counts, color=color, linewidth=2, alpha=0.7)
         ax.plot(costs, counts, "o", color=color, markersize=4,
-                label=f"{label} (median {row['median']}, {sum(counts)} faults)")
-        median = row["median"] or 1
+                label=f"{label} (median {row.median}, {sum(counts)} faults)")
+        median = row.median or 1
         for c, n in zip(costs, counts):
             if c >= median * OUTLIER or c * OUTLIER <= median:
                 ax.annotate(f"{c} ×{n}", (c, n), textcoords="offset points", xytext=(0, 5),
@@ -114,11 +115,12 @@ def _panel(ax, runs, shape):
 def plot_paths(runs, path):
     """Draw each path's cost distribution; runs = [(label, RunResult)], overlaid per path."""
     plt = require_matplotlib()
+    runs = [(label, as_result(result)) for label, result in runs]
     shapes = []
     for _, result in runs:
-        for p in result.get("paths") or []:
-            if p.get("cost_hist") and p["shape"] not in shapes:
-                shapes.append(p["shape"])
+        for p in result.paths or []:
+            if p.cost_hist and p.shape not in shapes:
+                shapes.append(p.shape)
     if not shapes:
         raise GdbfaultError("nothing to plot: no path costs were measured (run with -icount, the default)")
     fig, axes = plt.subplots(len(shapes), 1, figsize=(8, 2.8 * len(shapes)), squeeze=False)

@@ -2,13 +2,12 @@
 
 `run_qemu(spec)` is `gdbfault attach --qemu`: it starts a halted QEMU, has
 GDB arm the probes (counted inside GDB by gdbscripts/faultprobe.py), lets the
-guest run its workload to the end, and returns a RunResult dict (the JSON
-schema in report.py). Whatever happens — a guest that oopses or hangs, QEMU
+guest run its workload to the end, and returns a RunResult (result.py).
+Whatever happens — a guest that oopses or hangs, QEMU
 or GDB killed, Ctrl-C — the counts measured so far are kept in the result
 attached to the raised error, and no QEMU or GDB process is left behind.
 """
 import dataclasses
-import json
 import shutil
 import signal
 import time
@@ -16,24 +15,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gdbfault import __version__
-from gdbfault.errors import GdbfaultError, GuestError
-from gdbfault.gdb import Debugger, gdb_version, mi_quote
+from gdbfault.errors import GdbfaultError, GuestError, RunFailed, TimedOut
+from gdbfault.gdb import Debugger, gdb_version
 from gdbfault.lifecycle import Stopped, check_stop, shielded
-from gdbfault.locations import GDBSCRIPTS, lab_kernel
-from gdbfault.paths import cost_stats, summarise_paths, user_fault_searches
+from gdbfault.locations import lab_kernel
 from gdbfault.bootimage import read_image
-from gdbfault.profiles import ENTRY, load_profile, pick_profile, resolve_probes, role_alternatives
+from gdbfault.measure import end_label, fill_result, open_path_label, probe_rows
+from gdbfault.probe_session import (connect, lend_qmp, load_probe_engine, measured, prepare_debugger,
+                                    read_counts, start_tracer)
+from gdbfault.profiles import load_profile, pick_profile, resolve_probes, role_alternatives
 from gdbfault.realkernel import apply_boot, icount_shift, truth_model
-from gdbfault.qemu import (EXIT_CLEAN, EXIT_OOPS, EXIT_PANIC, Machine, MachineConfig, describe_exit,
-                           private_dir, qemu_version)
-from gdbfault.symbols import is_elf, load_symbols
-from gdbfault.truth import compare_with_guest, parse_guest_output
+from gdbfault.qemu import EXIT_CLEAN, Machine, MachineConfig, describe_exit, private_dir, qemu_version
+from gdbfault.result import Kernel, Mode, Record, RunResult, Tool, Workload
+from gdbfault.symbols import load_symbols
+from gdbfault.truth import parse_guest_output
 from gdbfault.workloads import is_own_workload, workload_file
 
-__all__ = ["RunSpec", "RunFailed", "TimedOut", "run_qemu", "validate_spec", "read_counts", "elf_entry",
-           "SCHEMA", "MAX_ITERATIONS"]
+# RunFailed and TimedOut live in errors.py; named here too for those who catch them from a run.
+__all__ = ["RunSpec", "RunFailed", "TimedOut", "run_qemu", "validate_spec", "elf_entry", "MAX_ITERATIONS"]
 
-SCHEMA = "gdbfault.run/1"
 SNAPSHOT_EVERY_S = 1.0
 # The workloads parse iterations=N into a u32 and refuse what could overflow
 # it (qemu/workloads/driver.c): the largest N they take.
@@ -92,20 +92,6 @@ class RunSpec:
         return " ".join(words)
 
 
-class TimedOut(GuestError):
-    """The whole run (record, replay and all) did not end within --timeout."""
-
-
-class RunFailed(GdbfaultError):
-    """A run that ended early; `.result` holds what was measured until then."""
-
-    def __init__(self, cause, result):
-        super().__init__(str(cause))
-        self.cause = cause
-        self.result = result
-        self.exit_code = getattr(cause, "exit_code", 2)
-
-
 def elf_entry(path):
     """The entry point of an ELF file (the workload's first user instruction)."""
     from elftools.elf.elffile import ELFFile
@@ -131,61 +117,6 @@ class _Session:
             self.machine.close(keep_dir=keep_dir)
 
 
-def _prepare_debugger(dbg, kernel):
-    for cmd in ("-gdb-set mi-async on", "-gdb-set pagination off", "-gdb-set confirm off",
-                "-gdb-set breakpoint pending off"):
-        dbg.mi(cmd)
-    dbg.console("set architecture i386")
-    if is_elf(kernel):
-        # Names in backtraces for people who look; probes go by address anyway.
-        dbg.mi(f"-file-exec-and-symbols {mi_quote(str(kernel))}", timeout=120)
-
-
-def _connect(dbg, address):
-    """target remote ADDRESS (a unix socket path or host:port)."""
-    if any(c.isspace() for c in address):
-        # GDB's `target remote` takes the rest of the line literally, quotes included.
-        raise GdbfaultError(f"gdbstub address has white space, which GDB cannot take: {address!r}")
-    dbg.mi(f"-target-select remote {address}", timeout=30)
-
-
-def _load_probe_engine(dbg, probes, arm_address, replay=False):
-    dbg.console(f"source {GDBSCRIPTS / 'faultprobe.py'}")
-    dbg.console("help faultprobe")     # fails loudly if the script did not load
-    if replay:
-        # Only a live guest gets duplicate stop reports: a replay saves the
-        # filter's nine register reads per stop (counts are checked anyway).
-        dbg.console("faultprobe dedup off")
-    for p in probes:
-        dbg.console(f"faultprobe add {mi_quote(p.role)} *{p.address:#x} {p.symbol}")
-    if arm_address is not None:
-        dbg.console(f"faultprobe arm *{arm_address:#x}")
-
-
-def _lend_qmp(dbg):
-    """GDB's Python gets qemu.qmp from our own environment (to read instruction counts)."""
-    import qemu.qmp
-    site = Path(qemu.qmp.__file__).resolve().parents[2]
-    dbg.console(f"python import sys; sys.path.append({str(site)!r})")
-
-
-def _start_tracer(dbg, probes, qmp_socket, sample):
-    """Path tracing inside GDB; qemu.qmp is lent from our own environment."""
-    if not any(p.role == ENTRY for p in probes):
-        return False
-    if qmp_socket is not None:
-        _lend_qmp(dbg)
-    dbg.console(f"faultprobe trace {mi_quote(str(qmp_socket)) if qmp_socket else '-'} {int(sample)}")
-    return True
-
-
-def read_counts(dbg, run_dir):
-    """The probe engine's JSON snapshot (through a file: no escaping, any size)."""
-    path = Path(run_dir) / "counts.json"
-    dbg.console(f"faultprobe json {path}")
-    return json.loads(path.read_text())
-
-
 def validate_spec(spec):
     """The cheap checks, before anything boots: one line, exit 2."""
     if spec.iterations is not None and not 1 <= spec.iterations <= MAX_ITERATIONS:
@@ -203,17 +134,8 @@ def validate_spec(spec):
         raise GdbfaultError(f"unknown backend '{spec.backend}'", "choose gdb or plugin")
 
 
-def _end_label(exc):
-    """Why gdbfault stopped a guest that was still running."""
-    if isinstance(exc, Stopped):
-        return exc.label.replace(" (Ctrl-C)", ", Ctrl-C")
-    if isinstance(exc, TimedOut):
-        return "--timeout"
-    return "after an error"
-
-
 def run_qemu(spec, progress=None):
-    """Boot, count, and return the RunResult dict; raise RunFailed on failure.
+    """Boot, count, and return the RunResult; raise RunFailed on failure.
 
     spec.timeout_s bounds the whole run (recording, replay and all).
     progress(done, total, hits) is called about once a second when given.
@@ -243,14 +165,14 @@ def run_qemu(spec, progress=None):
                                 spec.memory_mb)
             cleanup.append(boot.work_dir)
         result = _new_result(spec, kernel, symbols, profile, probes, boot)
-        result["kernel"]["profile_reason"] = profile.reason
-        result["kernel"]["profile_notes"] = list(profile.notes)
+        result.kernel.profile_reason = profile.reason
+        result.kernel.profile_notes = list(profile.notes)
         if boot:
-            result["kernel"]["model"] = truth_model(profile.name, boot.image)
+            result.kernel.model = truth_model(profile.name, boot.image)
             if spec.replay and spec.icount:
-                result["mode"]["icount_shift"] = icount_shift(boot.rr_icount)
-        for p in result["probes"]:
-            p["alternatives"] = role_alternatives(p["role"], symbols, p["symbol"])
+                result.mode.icount_shift = icount_shift(boot.rr_icount)
+        for p in result.probes:
+            p.alternatives = role_alternatives(p.role, symbols, p.symbol)
         config = MachineConfig(kernel=kernel, initrd=initrd, append=spec.command_line(),
                                icount=spec.icount, memory_mb=spec.memory_mb, qemu=spec.qemu)
         apply_boot(config, boot)
@@ -270,11 +192,11 @@ def run_qemu(spec, progress=None):
             stopped = exc if isinstance(exc, Stopped) else Stopped(signal.SIGINT)
             cause = GdbfaultError(str(stopped))
             cause.exit_code = stopped.exit_code
-        run = result["run"]
-        run["error"] = str(cause)
-        if run.pop("stopped_by_gdbfault", False):     # what really happened to QEMU
-            run["exit"] = f"stopped by gdbfault ({_end_label(exc)})" + (
-                " while recording" if run.get("phase") == "record" else "")
+        run = result.run
+        run.error = str(cause)
+        if run.stopped_by_gdbfault:      # what really happened to QEMU
+            run.exit = f"stopped by gdbfault ({end_label(exc)})" + (
+                " while recording" if run.phase == "record" else "")
         raise RunFailed(cause, result) from None
     finally:
         with shielded():
@@ -283,27 +205,19 @@ def run_qemu(spec, progress=None):
 
 
 def _new_result(spec, kernel, symbols, profile, probes, boot):
-    """The RunResult skeleton (schema in report.py), before anything is measured."""
-    return {
-        "schema": SCHEMA,
-        "tool": {"gdbfault": __version__, "qemu": qemu_version(spec.qemu),
-                 "gdb": gdb_version(spec.gdb) if spec.backend == "gdb" else None},
-        "kernel": {"path": str(kernel), "lab": spec.kernel == "lab",
-                   "variant": spec.variant if spec.kernel == "lab" else None,
-                   "symbols": f"{symbols.kind} ({symbols.source})", "profile": profile.name,
-                   "model": spec.kernel_model(profile.name),
-                   "boot": boot.describe() if boot else None},
-        "workload": {"name": spec.workload, "own": is_own_workload(spec.workload),
-                     "iterations": spec.iterations,
-                     "command_line": spec.command_line()},
-        "mode": {"backend": spec.backend, "accel": "tcg", "icount": spec.icount,
-                 "trace": spec.trace, "cost_sample": spec.cost_sample},
-        "probes": [{"role": p.role, "symbol": p.symbol, "address": p.address,
-                    "hits": {"boot": 0, "workload": 0}, "total": 0, "duplicates": 0} for p in probes],
-        "guest": None, "checks": [],
-        "run": {"complete": False, "error": None, "exit_status": None, "exit": None,
-                "wall_s": None, "hits": 0, "hits_per_s": None},
-    }
+    """The RunResult skeleton, before anything is measured."""
+    return RunResult(
+        tool=Tool(gdbfault=__version__, qemu=qemu_version(spec.qemu),
+                  gdb=gdb_version(spec.gdb) if spec.backend == "gdb" else None),
+        kernel=Kernel(path=str(kernel), lab=spec.kernel == "lab",
+                      variant=spec.variant if spec.kernel == "lab" else None,
+                      symbols=f"{symbols.kind} ({symbols.source})", profile=profile.name,
+                      model=spec.kernel_model(profile.name), boot=boot.describe() if boot else None),
+        workload=Workload(name=spec.workload, own=is_own_workload(spec.workload), iterations=spec.iterations,
+                          command_line=spec.command_line()),
+        mode=Mode(backend=spec.backend, accel="tcg", icount=spec.icount, trace=spec.trace,
+                  cost_sample=spec.cost_sample),
+        probes=probe_rows(probes))
 
 
 def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress, deadline, live=None):
@@ -312,7 +226,7 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
     session = _Session()
     t_start = None
     replay = spec.replay and spec.icount
-    result["mode"]["replay"] = replay
+    result.mode.replay = replay
     if live is not None:
         from gdbfault import livepatch_run
         plan = live[0].write_plan(_temp_dir(cleanup) / "livepatch-plan.json",
@@ -322,10 +236,10 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
         if replay and live is not None:    # the patch must be part of the recording too
 
             def attach_recorder(dbg, address):
-                _prepare_debugger(dbg, kernel)
-                _connect(dbg, address)
-                _load_probe_engine(dbg, [], None)
-                _lend_qmp(dbg)
+                prepare_debugger(dbg, kernel)
+                connect(dbg, address)
+                load_probe_engine(dbg, [], None)
+                lend_qmp(dbg)
             record_file, recorded = livepatch_run.record_with_patch(
                 spec, config, result, cleanup, plan, points, config.rr_icount, attach_recorder,
                 deadline)
@@ -337,22 +251,22 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
                 extra_args=config.extra_args + ["-net", "none"])
         if replay and live is not None:  # the replay watchdog reads the instruction count itself
             config = dataclasses.replace(config, watch_qmp=True)
-        result["run"]["phase"] = "replay" if replay else "live"
+        result.run.phase = "replay" if replay else "live"
         session.machine = Machine(config)
         machine = session.machine
         machine.start(timeout=min(20.0, max(1.0, deadline - time.monotonic())))
         session.debugger = dbg = Debugger(spec.gdb)
-        _prepare_debugger(dbg, kernel)
-        _connect(dbg, str(machine.gdb_socket))
-        _load_probe_engine(dbg, probes, arm, replay=replay)
+        prepare_debugger(dbg, kernel)
+        connect(dbg, str(machine.gdb_socket))
+        load_probe_engine(dbg, probes, arm, replay=replay)
         if spec.trace:
-            _start_tracer(dbg, probes, machine.probe_qmp_socket if spec.icount else None,
+            start_tracer(dbg, probes, machine.probe_qmp_socket if spec.icount else None,
                           spec.cost_sample)
         if live is not None:
             if replay:
                 session.watch = livepatch_run.ReplayWatch(machine, result)
             if spec.icount:
-                _lend_qmp(dbg)
+                lend_qmp(dbg)
             livepatch_run.arm(dbg, plan, points, machine.probe_qmp_socket if spec.icount else None)
             if spec.timeline and spec.trace and spec.icount:
                 dbg.console("faultprobe timeline")
@@ -361,7 +275,7 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
             banner = check_banner(dbg, symbols, boot.image, arm, max(1.0, deadline - time.monotonic()),
                                   machine)
             if banner:
-                result["kernel"]["banner"], result["kernel"]["banner_form"] = banner["text"], banner["form"]
+                result.kernel.banner, result.kernel.banner_form = banner["text"], banner["form"]
         t_start = time.monotonic()
         dbg.mi("-exec-continue")
         status = _supervise(spec, session, deadline, progress)
@@ -371,22 +285,22 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
             except GdbfaultError:
                 if status == EXIT_CLEAN:  # a QEMU that died can take GDB along: report QEMU
                     raise
-        _fill(result, session, t_start, spec)
-        result["run"]["exit_status"] = status
-        result["run"]["exit"] = describe_exit(status)
+        _fill(result, session, t_start)
+        result.run.exit_status = status
+        result.run.exit = describe_exit(status)
         machine.check_exit(status)
         if replay:
             _check_replay(result, recorded, machine)
         if live is not None:
             _fill_live_patch(result, session.snapshot, live, spec)
-        if result["guest"] is None and not is_own_workload(spec.workload):
+        if result.guest is None and not is_own_workload(spec.workload):
             raise GuestError("the workload printed no GDBFAULT-RESULT line "
                              f"(serial log: {machine.serial_log})")
-        result["run"]["complete"] = True
+        result.run.complete = True
         return result
     except (GdbfaultError, KeyboardInterrupt) as exc:
         with shielded():
-            _salvage(result, session, t_start, spec)
+            _salvage(result, session, t_start)
             died = _qemu_died(session.machine) if isinstance(exc, GdbfaultError) \
                 and not isinstance(exc, GuestError) else None
         if died is not None:
@@ -411,11 +325,11 @@ def _qemu_died(machine):
 
 def _note_teardown(result, machine):
     """After teardown: QEMU's real exit status, and whether gdbfault had to stop it."""
-    if machine is None or machine.proc is None or result["run"].get("complete"):
+    if machine is None or machine.proc is None or result.run.complete:
         return
-    result["run"]["exit_status"] = machine.poll()
-    result["run"]["exit"] = describe_exit(machine.poll())
-    result["run"]["stopped_by_gdbfault"] = machine.stopped_by_us
+    result.run.exit_status = machine.poll()
+    result.run.exit = describe_exit(machine.poll())
+    result.run.stopped_by_gdbfault = machine.stopped_by_us
 
 
 
@@ -430,11 +344,9 @@ def _fill_live_patch(result, snap, live, spec):
     """Before/after the patch, its checks, and the proof the replay ran what was recorded."""
     from gdbfault import livepatch_run
     patch, at = live
-    guest = result["guest"] or {}
-    livepatch_run.fill_live_patch(result, snap, patch, at, int(guest.get("iterations") or spec.iterations),
-                                  spec.live_patch.unpatch_at)
+    livepatch_run.fill_live_patch(result, snap, patch, at, int(result.iterations), spec.live_patch.unpatch_at)
     livepatch_run.check_consistency(result, snap)
-    result["checks"] = livepatch_run.live_patch_checks(result, patch, guest)
+    result.checks = livepatch_run.live_patch_checks(result, patch)
     livepatch_run.timing_perturbation(result)
 
 
@@ -455,7 +367,7 @@ def _record(spec, config, result, cleanup, deadline):
         icount_options=f"{config.rr_icount},rr=record,rrfile={record_file}",
         extra_args=config.extra_args + ["-net", "none"]), run_dir=rec_dir)
     t0 = time.monotonic()
-    result["run"]["phase"] = "record"
+    result.run.phase = "record"
     status = None
     try:
         rec.start(timeout=min(20.0, max(1.0, deadline - time.monotonic())))
@@ -468,15 +380,15 @@ def _record(spec, config, result, cleanup, deadline):
     finally:
         with shielded():
             rec.close(keep_dir=True)     # the record file lives there until the replay is done
-            result["record"] = {"exit_status": rec.poll(), "exit": describe_exit(rec.poll()),
-                                "wall_s": round(time.monotonic() - t0, 3)}
+            result.record = Record(exit_status=rec.poll(), exit=describe_exit(rec.poll()),
+                                   wall_s=round(time.monotonic() - t0, 3))
             if rec.stopped_by_us:
-                result["record"]["exit"] = "stopped by gdbfault"
-                result["run"]["stopped_by_gdbfault"] = True
-                result["run"]["exit_status"] = rec.poll()
+                result.record.exit = "stopped by gdbfault"
+                result.run.stopped_by_gdbfault = True
+                result.run.exit_status = rec.poll()
             elif status is not None and status != EXIT_CLEAN:
-                result["run"]["exit_status"] = status
-                result["run"]["exit"] = describe_exit(status) + " while recording"
+                result.run.exit_status = status
+                result.run.exit = describe_exit(status) + " while recording"
     return record_file, {"status": status, "serial": serial}
 
 
@@ -484,7 +396,7 @@ def _check_replay(result, recorded, machine):
     """The replay must have printed what the recording printed."""
     replayed = parse_guest_output(machine.serial_output())["result"]
     original = parse_guest_output(recorded["serial"])["result"]
-    result["record"]["guest"] = original
+    result.record.guest = original
     if original != replayed:
         raise GdbfaultError("the replay diverged from the recording (the guest's summaries differ)")
 
@@ -539,51 +451,15 @@ def _tail(text, n=120):
     return text[-n:]
 
 
-def _fill(result, session, t_start, spec, open_label=None):
-    """Copy counts, the guest's summary and timings into the result.
-
-    open_label names paths still open at the end (default: never returned)."""
-    snap = session.snapshot
-    if snap:
-        by_addr = {p["address"]: p for p in snap["probes"]}
-        for p in result["probes"]:
-            got = by_addr.get(p["address"])
-            if got:
-                p["hits"], p["total"], p["duplicates"] = got["hits"], got["total"], got["duplicates"]
-    if snap:
-        result["run"]["duplicate_filter"] = snap.get("dedup", True)
-    if snap and snap.get("trace"):
-        trace = snap["trace"]
-        result["paths"] = summarise_paths(trace, open_label=open_label)
-        result["user_fault_searches"] = user_fault_searches(result["paths"])
-        result["trace"] = {"entries": trace["entries"], "lost": trace["lost"],
-                           "sample": trace["sample"], "costed": trace["icount"],
-                           "return_sites": trace["return_sites"],
-                           "iteration": cost_stats(trace.get("iteration_costs", []))}
+def _fill(result, session, t_start, open_label=None):
+    """The counts of the last snapshot, the guest's summary and the timings, into the result."""
     machine = session.machine
-    guest = parse_guest_output(machine.serial_output()) if machine else {"result": None}
-    result["guest"] = guest["result"]
-    iterations = (guest["result"] or {}).get("iterations") or spec.iterations
-    for p in result["probes"]:
-        p["per_iteration"] = round(p["hits"]["workload"] / iterations, 4) if iterations else None
-    result["checks"] = compare_with_guest(result["probes"], result["guest"], result["kernel"]["model"])
-    hits = sum(p["total"] for p in result["probes"])
     wall = time.monotonic() - t_start if t_start else None
-    result["run"].update({"wall_s": round(wall, 3) if wall else None, "hits": hits,
-                          "duplicates": sum(p["duplicates"] for p in result["probes"]),
-                          "hits_per_s": round(hits / wall, 1) if wall else None})
+    fill_result(result, measured(session.snapshot, machine.serial_output() if machine else None, wall),
+                open_label)
 
 
-def open_path_label(status):
-    """How to name a fault path still open when the run ended with QEMU `status`."""
-    if status in (EXIT_OOPS, EXIT_PANIC):
-        return None                      # the default: never returned (oops?)
-    if status is None:                   # QEMU still running: gdbfault is stopping it
-        return "cut off by the stop"
-    return f"cut off ({describe_exit(status)})"
-
-
-def _salvage(result, session, t_start, spec):
+def _salvage(result, session, t_start):
     """Best effort: the freshest counts we can still get, after a failure."""
     dbg, machine = session.debugger, session.machine
     if dbg is not None and dbg.alive and machine is not None:
@@ -592,10 +468,10 @@ def _salvage(result, session, t_start, spec):
         except BaseException:
             pass
     try:
-        _fill(result, session, t_start, spec,
+        _fill(result, session, t_start,
               open_label=open_path_label(machine.poll() if machine is not None else None))
     except Exception:
         pass
     if machine is not None:
-        result["run"]["exit_status"] = machine.poll()
-        result["run"]["exit"] = describe_exit(machine.poll())
+        result.run.exit_status = machine.poll()
+        result.run.exit = describe_exit(machine.poll())

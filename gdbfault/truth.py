@@ -10,8 +10,9 @@ import json
 import re
 
 from gdbfault.profiles import ENTRY, RESOLVED, SEARCH, SIGNAL
+from gdbfault.result import Check
 
-__all__ = ["parse_guest_output", "expected_hits", "compare_with_guest"]
+__all__ = ["parse_guest_output", "expected_hits", "compare_with_guest", "check_counts"]
 
 _RESULT = re.compile(r"^GDBFAULT-RESULT (\{.*\})\s*$", re.M)
 _START = re.compile(r"^GDBFAULT-START (\{.*\})\s*$", re.M)
@@ -56,15 +57,15 @@ def expected_hits(guest, kernel_model):
     return expected
 
 
-def compare_with_guest(probes, guest, kernel_model):
-    """[{role, symbol, expected, counted, ok}] for every predictable probe."""
+def check_counts(counted, guest, kernel_model, skip_roles=()):
+    """[Check] for every predictable role of `counted` [(role, symbol, workload hits)]."""
     if not guest:
         return []
     expected = expected_hits(guest, kernel_model)
-    rows = []
-    for p in probes:
-        if p["role"] in expected:
-            counted = p["hits"]["workload"]
-            rows.append({"role": p["role"], "symbol": p["symbol"], "expected": expected[p["role"]],
-                         "counted": counted, "ok": counted == expected[p["role"]]})
-    return rows
+    return [Check(role, symbol, expected[role], n, n == expected[role])
+            for role, symbol, n in counted if role in expected and role not in skip_roles]
+
+
+def compare_with_guest(probes, guest, kernel_model):
+    """[Check] of each predictable probe's workload hits (result.Probe) against the guest's truth."""
+    return check_counts([(p.role, p.symbol, p.hits.workload) for p in probes], guest, kernel_model)

@@ -38,13 +38,18 @@ def test_plugin_runs_are_deterministic(lab_built, no_leaks):
 
 
 def test_cross_check_reports_a_difference():
-    a = {"probes": [{"role": "signal forced", "symbol": "force_sig", "hits": {"workload": 10}}],
-         "paths": [{"shape": "user bad area → signal", "count": 10, "cost_hist": {"99": 10}, "median": 99}]}
-    b = {"probes": [{"role": "signal forced", "symbol": "force_sig", "hits": {"workload": 11}}],
-         "paths": [{"shape": "user bad area → signal", "count": 10, "cost_hist": {"98": 10}, "median": 98}],
-         "run": {"duplicates": 0, "wall_s": 1.0}}
-    v = cross_check(a, b)
-    assert not v["agree"] and len(v["differences"]) == 2
+    from gdbfault.result import Hits, Kernel, Mode, Probe, RunResult, RunStatus, Tool, Workload
+
+    def run(hits, cost):
+        return RunResult(tool=Tool(), kernel=Kernel("k"), workload=Workload(), mode=Mode(),
+                         probes=[Probe("signal forced", "force_sig", 0xC0100000, hits=Hits(0, hits))],
+                         paths=[{"shape": "user bad area → signal", "count": 10, "cost_hist": {str(cost): 10},
+                                 "median": cost}],
+                         run=RunStatus(duplicates=0, wall_s=1.0))
+    v = cross_check(run(10, 99), run(11, 98))
+    assert not v.agree and len(v.differences) == 2
+    assert v.differences[0] == "signal forced (force_sig): plugin 10, gdb 11"
+    assert cross_check(run(10, 99), run(10, 99)).agree
 
 
 def test_missing_plugin_is_a_clear_error_and_gdb_still_works(lab_built, no_leaks, tmp_path, monkeypatch):

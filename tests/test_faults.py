@@ -450,7 +450,7 @@ def test_a_failed_save_leaves_no_temporary(tmp_path):
 
 def test_paths_cut_off_by_a_stop_are_named_so():
     from gdbfault.paths import summarise_paths
-    from gdbfault.run import open_path_label
+    from gdbfault.measure import open_path_label
     trace = {"paths": [], "open": [{"phase": "workload", "events": ["exception search"]}]}
     assert summarise_paths(trace)[0]["shape"].startswith("never returned (oops?)")
     assert summarise_paths(trace, open_label=open_path_label(None))[0]["shape"] == \
@@ -475,9 +475,11 @@ def test_cost_plot_stays_readable_with_one_far_outlier(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from gdbfault.plot import _panel
+    from gdbfault.result import Kernel, Mode, RunResult, Tool, Workload
     row = {"shape": "resolved (handle_mm_fault)", "median": 168, "cost_hist": {"168": 1999, "8443": 1}}
+    run = RunResult(tool=Tool(), kernel=Kernel("k"), workload=Workload(), mode=Mode(), probes=[], paths=[row])
     fig, ax = plt.subplots()
-    _panel(ax, [("vanilla", {"paths": [row]})], row["shape"])
+    _panel(ax, [("vanilla", run)], row["shape"])
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     assert [t.get_text() for t in ax.texts] == ["8443 ×1"]         # the outlier is labelled
     lo, hi = ax.get_xlim()

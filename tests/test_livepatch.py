@@ -101,12 +101,16 @@ def test_check_specs_name_before_and_after_metrics():
     assert parse_ref("live.after.path.user-signal.median", ["live"])[2] == ("after", "path", ("user-signal", "median"))
     with pytest.raises(ValueError, match="whole-run metric"):
         parse_ref("live.after.guest.sigsegv", ["live"])
-    run = {"probes": [{"role": "signal forced", "symbol": "force_sig", "hits": {"boot": 0, "workload": 10}}],
-           "live_patch": {"before": {"iterations": 4, "hits": {"force_sig": 4}, "per_iteration": {"force_sig": 1.0}},
-                          "after": {"iterations": 6, "hits": {"force_sig": 6}, "per_iteration": {"force_sig": 1.0}}}}
+    from gdbfault.result import Hits, Kernel, LivePatch, Mode, Phase, Probe, RunResult, Tool, Workload
+    run = RunResult(tool=Tool(), kernel=Kernel("k"), workload=Workload(), mode=Mode(),
+                    probes=[Probe("signal forced", "force_sig", 0xC0100000, hits=Hits(0, 10))],
+                    live_patch=LivePatch(before=Phase(4, {"force_sig": 4}, {"force_sig": 1.0}),
+                                         after=Phase(6, {"force_sig": 6}, {"force_sig": 1.0})))
     assert resolve(run, "phase", ("after", "hits", ("signal forced",))) == 6
     assert resolve(run, "phase", ("before", "iterations", ())) == 4
-    assert phase_view({"probes": []}, "before") is None
+    assert phase_view(run, "after_unpatch") is None
+    run.live_patch = None
+    assert phase_view(run, "before") is None
 
 
 # -- bad input: one line, exit 2, nothing booted or left behind -------------------

@@ -14,6 +14,7 @@ from gdbfault.profiles import (builtin_profiles, load_profile, parse_probe_optio
                                resolve_probes)
 from gdbfault.qemu import Machine, MachineConfig, describe_exit
 from gdbfault.report import CSV_FIELDS, load_run, render, save_run
+from gdbfault.result import Hits, Probe
 from gdbfault.symbols import SymbolTable, parse_system_map
 from gdbfault.truth import compare_with_guest, expected_hits, parse_guest_output
 
@@ -108,9 +109,9 @@ def test_ground_truth_rules():
     assert van["fault resolved"] == 13 and van["fault entry"] == 25
     assert expected_hits(guest, "generic") == {"signal forced": 10}
     assert expected_hits(guest, "linux-modern") == {"signal forced": 10}
-    probes = [{"role": "signal forced", "symbol": "force_sig", "hits": {"boot": 0, "workload": 9}}]
+    probes = [Probe("signal forced", "force_sig", 0xC0102000, hits=Hits(0, 9))]
     [row] = compare_with_guest(probes, guest, "generic")
-    assert row["ok"] is False and row["expected"] == 10
+    assert row.ok is False and row.expected == 10 and row.counted == 9
 
 
 def sample_run():
