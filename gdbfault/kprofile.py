@@ -198,7 +198,7 @@ def workload_marks(workload_elf):
     """The plugin's phase marks for a workload: [(address, 'before'|'after')]:
     its entry point (boot ends), then its two rdtsc in rt_main (the guest's
     measured loop: cycles = c1 - c0, each reading counting itself)."""
-    from gdbfault.run import elf_entry
+    from gdbfault.workloads import elf_entry
     objdump = shutil.which("objdump")
     if not objdump:
         raise GdbfaultError("objdump is missing (apt-get install binutils)")

@@ -29,9 +29,9 @@ from gdbfault.qemu import EXIT_CLEAN, Machine, MachineConfig, describe_exit, pri
 from gdbfault.result import Kernel, Mode, Record, RunResult, Tool, Workload
 from gdbfault.symbols import load_symbols
 from gdbfault.truth import parse_guest_output
-from gdbfault.workloads import is_own_workload, workload_file
+from gdbfault.workloads import elf_entry, is_own_workload, workload_file
 
-# RunFailed and TimedOut live in errors.py; named here too for those who catch them from a run.
+# RunFailed and TimedOut live in errors.py, elf_entry in workloads.py; named here too for their users.
 __all__ = ["RunSpec", "RunFailed", "TimedOut", "run_qemu", "validate_spec", "elf_entry", "MAX_ITERATIONS"]
 
 SNAPSHOT_EVERY_S = 1.0
@@ -90,13 +90,6 @@ class RunSpec:
         if self.append:
             words.append(self.append)
         return " ".join(words)
-
-
-def elf_entry(path):
-    """The entry point of an ELF file (the workload's first user instruction)."""
-    from elftools.elf.elffile import ELFFile
-    with open(path, "rb") as f:
-        return ELFFile(f).header["e_entry"]
 
 
 class _Session:

@@ -13,9 +13,16 @@ from pathlib import Path
 from gdbfault.errors import GdbfaultError
 from gdbfault.locations import WORKLOADS, workload_binary
 
-__all__ = ["workload_file", "is_own_workload", "check_static_i386"]
+__all__ = ["workload_file", "is_own_workload", "check_static_i386", "elf_entry"]
 
 ET_EXEC, EM_386, PT_INTERP, PT_DYNAMIC = 2, 3, 3, 2
+
+
+def elf_entry(path):
+    """The entry point of an ELF file (the workload's first user instruction)."""
+    from elftools.elf.elffile import ELFFile
+    with open(path, "rb") as f:
+        return ELFFile(f).header["e_entry"]
 
 
 def is_own_workload(value):
