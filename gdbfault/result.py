@@ -39,6 +39,7 @@ keys this version does not know are kept.
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from gdbfault.errors import GdbfaultError
 
@@ -297,7 +298,6 @@ class Kernel(_Part):
 
     def label(self):
         """How reports name this kernel: "lab kernel (VARIANT)" or the file's name."""
-        from pathlib import Path
         return f"lab kernel ({self.variant})" if self.lab else Path(self.path).name
 
 

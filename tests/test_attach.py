@@ -18,6 +18,7 @@ import pytest
 
 from conftest import tagged_processes
 from gdbfault.paths import KERNEL_FIXUP, RESOLVED_SHAPE, USER_SEARCH_SIGNAL, USER_SIGNAL
+from gdbfault.result import as_result
 from gdbfault.run import RunSpec, run_qemu
 
 pytestmark = pytest.mark.qemu
@@ -26,33 +27,35 @@ ITER = {"mprotect": 150, "demand": 60, "efault": 150, "mixed": 60}
 
 
 def hits(result, role):
-    return next(p["hits"]["workload"] for p in result["probes"] if p["role"] == role)
+    """A probe's workload hits in a RunResult or a saved run's JSON."""
+    return as_result(result).probe(role).hits.workload
 
 
 def paths(result):
-    return {p["shape"]: p for p in result.get("paths", [])}
+    return {p.shape: p for p in as_result(result).paths or []}
 
 
 @pytest.mark.parametrize("variant", ["vanilla", "patched"])
 @pytest.mark.parametrize("workload", ["mprotect", "demand", "efault", "mixed"])
 def test_counts_equal_the_guests_own_truth(lab_built, no_leaks, variant, workload):
     res = run_qemu(RunSpec(variant=variant, workload=workload, iterations=ITER[workload]))
-    g = res["guest"]
+    g = res.guest
     assert g["errors"] == 0 and g["iterations"] == ITER[workload]
     sigsegv, efault, pages = g["sigsegv"], g["efault"], g["demand_pages"]
     assert hits(res, "signal forced") == sigsegv
     assert hits(res, "exception search") == (sigsegv + efault if variant == "vanilla" else efault)
     assert hits(res, "fault resolved") == sigsegv + pages
     assert hits(res, "fault entry") == 2 * sigsegv + efault + pages
-    assert res["checks"] and all(c["ok"] for c in res["checks"])
+    assert res.checks and res.checks_ok
     # every fault is traced to its return and named
     p = paths(res)
-    assert sum(r["count"] for r in p.values()) == hits(res, "fault entry")
+    assert sum(r.count for r in p.values()) == hits(res, "fault entry")
     signal_shape = USER_SEARCH_SIGNAL if variant == "vanilla" else USER_SIGNAL
-    assert p.get(signal_shape, {}).get("count", 0) == sigsegv
-    assert p.get(KERNEL_FIXUP, {}).get("count", 0) == efault
-    assert p.get(RESOLVED_SHAPE, {}).get("count", 0) == sigsegv + pages
-    assert res["run"]["complete"] and res["run"]["exit_status"] == 0
+    count = lambda shape: p[shape].count if shape in p else 0
+    assert count(signal_shape) == sigsegv
+    assert count(KERNEL_FIXUP) == efault
+    assert count(RESOLVED_SHAPE) == sigsegv + pages
+    assert res.run.complete and res.run.exit_status == 0
 
 
 def run_cli(*args, timeout=300, env=None):

@@ -22,19 +22,19 @@ def test_plugin_counts_equal_the_guest_and_the_gdb_backend(lab_built, no_leaks, 
     _plugin_or_skip()
     spec = RunSpec(variant=variant, workload="mixed", iterations=120, backend="plugin")
     res = run_qemu(spec)
-    assert res["mode"]["backend"] == "plugin"
-    assert res["checks"] and all(c["ok"] for c in res["checks"]), res["checks"]
+    assert res.mode.backend == "plugin"
+    assert res.checks and res.checks_ok, res.checks
     gdb = run_qemu(dataclasses.replace(spec, backend="gdb"))
     verdict = cross_check(res, gdb)
-    assert verdict["agree"], verdict["differences"]
+    assert verdict.agree, verdict.differences
 
 
 def test_plugin_runs_are_deterministic(lab_built, no_leaks):
     _plugin_or_skip()
     spec = RunSpec(workload="mprotect", iterations=500, backend="plugin")
     a, b = run_qemu(spec), run_qemu(spec)
-    assert [(p["shape"], p["cost_hist"]) for p in a["paths"]] == [(p["shape"], p["cost_hist"]) for p in b["paths"]]
-    assert a["guest"]["cycles"] == b["guest"]["cycles"]
+    assert [(p.shape, p.cost_hist) for p in a.paths] == [(p.shape, p.cost_hist) for p in b.paths]
+    assert a.guest["cycles"] == b.guest["cycles"]
 
 
 def test_cross_check_reports_a_difference():
@@ -59,4 +59,4 @@ def test_missing_plugin_is_a_clear_error_and_gdb_still_works(lab_built, no_leaks
     assert isinstance(err.value.cause, plugin_backend.PluginUnavailable)
     assert "make -C qemu/plugin" in str(err.value)
     res = run_qemu(RunSpec(iterations=20))
-    assert all(c["ok"] for c in res["checks"])
+    assert res.checks and res.checks_ok

@@ -171,58 +171,60 @@ def _hits(phase):
 
 
 def _path(phase, shape):
-    return next((p for p in phase.get("paths", []) if p["shape"] == shape), None)
+    """The path row of this shape in a live patch's phase (result.Phase), or None."""
+    return next((p for p in phase.paths or [] if p.shape == shape), None)
 
 
 @pytest.mark.qemu
 def test_seed_patch_in_one_boot_under_record_replay(lab_built, no_leaks, tmp_path):
     from gdbfault.paths import RESOLVED_SHAPE, USER_SEARCH_SIGNAL, USER_SIGNAL
+    from gdbfault.result import as_result
     from gdbfault.run import RunSpec, run_qemu
     out = tmp_path / "run.json"
     r = run_cli("attach", "--qemu", "--iterations", str(ITERATIONS), "--live-patch", SEED,
                 "--patch-at", str(AT), "-q", "--output", str(out), "--plot", str(tmp_path / "t.png"),
                 tmpdir=tmp_path)
     assert r.returncode == 0, r.stderr
-    run = json.loads(out.read_text())
-    lp = run["live_patch"]
+    run = as_result(json.loads(out.read_text()))
+    lp = run.live_patch
     assert not list(tmp_path.glob("gdbfault-*")), "temporary folders left behind"
     # the timeline: the search line falls to zero at the patch
     assert (tmp_path / "t.png").stat().st_size > 10000
-    tl = lp["timeline"]
-    window_of_patch = (lp["icount"] - tl["start"]) // tl["width"]
+    tl = lp.timeline
+    window_of_patch = (lp.icount - tl["start"]) // tl["width"]
     assert sum(tl["hits"]["exception search"][:window_of_patch]) > 0
     assert sum(tl["hits"]["exception search"][window_of_patch + 1:]) == 0
     assert sum(tl["hits"]["signal forced"][window_of_patch + 1:]) > 0
-    f = lp["functions"][0]
-    assert re.search(rf"live patch: do_page_fault → {f['new']:#x} \(\d+ bytes at {lp['code']['address']:#x}\), "
+    f = lp.functions[0]
+    assert re.search(rf"live patch: do_page_fault → {f['new']:#x} \(\d+ bytes at {lp.code['address']:#x}\), "
                      rf"at iteration {AT} \(guest instruction [\d,]+\)", r.stdout), r.stdout
-    before, after = lp["before"], lp["after"]
-    assert before["iterations"] == AT and after["iterations"] == ITERATIONS - AT
+    before, after = lp.before, lp.after
+    assert before.iterations == AT and after.iterations == ITERATIONS - AT
     # the seed's claim, in one boot: 1.00 search per user fault before, 0.00 after
-    assert before["per_iteration"]["search_exception_table"] == 1.0
-    assert after["per_iteration"]["search_exception_table"] == 0.0
+    assert before.per_iteration["search_exception_table"] == 1.0
+    assert after.per_iteration["search_exception_table"] == 0.0
     for phase in (before, after):
-        assert phase["hits"]["do_page_fault"] == 2 * phase["iterations"]
-        assert phase["hits"]["force_sig"] == phase["hits"]["handle_mm_fault"] == phase["iterations"]
-        assert phase["checks"] and all(c["ok"] for c in phase["checks"])
+        assert phase.hits["do_page_fault"] == 2 * phase.iterations
+        assert phase.hits["force_sig"] == phase.hits["handle_mm_fault"] == phase.iterations
+        assert phase.checks and all(c.ok for c in phase.checks)
     # before + after = the run's totals, and the totals match the guest's own summary
-    for p in run["probes"]:
-        assert before["hits"][p["symbol"]] + after["hits"][p["symbol"]] == p["hits"]["workload"]
-    assert run["guest"]["sigsegv"] == ITERATIONS and all(c["ok"] for c in run["checks"])
+    for p in run.probes:
+        assert before.hits[p.symbol] + after.hits[p.symbol] == p.hits.workload
+    assert run.guest["sigsegv"] == ITERATIONS and run.checks_ok
     # paths: the vanilla user-signal path before; after it, the patched kernel's plus the jmp
-    assert _path(before, USER_SEARCH_SIGNAL)["count"] == AT and _path(before, USER_SIGNAL) is None
-    assert _path(after, USER_SEARCH_SIGNAL) is None and _path(after, USER_SIGNAL)["count"] == ITERATIONS - AT
+    assert _path(before, USER_SEARCH_SIGNAL).count == AT and _path(before, USER_SIGNAL) is None
+    assert _path(after, USER_SEARCH_SIGNAL) is None and _path(after, USER_SIGNAL).count == ITERATIONS - AT
     patched = run_qemu(RunSpec(variant="patched", iterations=10))       # the rebuilt patched kernel
-    rebuilt = next(p for p in patched["paths"] if p["shape"] == USER_SIGNAL)["median"]
-    assert _path(after, USER_SIGNAL)["median"] == _path(after, USER_SIGNAL)["p95"] == rebuilt + 1
-    assert _path(after, RESOLVED_SHAPE)["median"] == _path(before, RESOLVED_SHAPE)["median"] + 1
+    rebuilt = patched.path(USER_SIGNAL).median
+    assert _path(after, USER_SIGNAL).median == _path(after, USER_SIGNAL).p95 == rebuilt + 1
+    assert _path(after, RESOLVED_SHAPE).median == _path(before, RESOLVED_SHAPE).median + 1
     # the recording and the replay ran the same code: same count at fixed points
-    c = lp["consistency"]
+    c = lp.consistency
     assert c["same"] and c["record_icount_at_end"] == c["replay_icount_at_end"]
-    assert c["record_icount_at_patch"] == c["replay_icount_at_patch"] == lp["icount"]
+    assert c["record_icount_at_patch"] == c["replay_icount_at_patch"] == lp.icount
     # the one stop's effect on the guest's clock is measured, not hidden
-    t = lp["timing"]
-    assert t["guest_cycles"] == run["guest"]["cycles"] and t["extra_cycles"] == t["guest_cycles"] - t["instructions"]
+    t = lp.timing
+    assert t["guest_cycles"] == run.guest["cycles"] and t["extra_cycles"] == t["guest_cycles"] - t["instructions"]
     assert "guest timing:" in r.stdout and "record and replay agree" in r.stdout
     # the seed's claim in one boot, as a check spec over this run
     chk = run_cli("check", "qemu/checks/seed-live-patch.toml", "--use", f"live={out}", tmpdir=tmp_path)
@@ -256,11 +258,11 @@ def test_patch_at_zero_live(lab_built, no_leaks, tmp_path):
     from gdbfault.livepatch_run import LivePatchSpec
     from gdbfault.run import RunSpec, run_qemu
     run = run_qemu(RunSpec(iterations=10, replay=False, trace=False, live_patch=LivePatchSpec(SEED, 0)))
-    lp = run["live_patch"]
-    assert lp["applied"] and lp["before"]["iterations"] == 0
-    assert all(n == 0 for n in lp["before"]["hits"].values())
-    assert lp["after"]["hits"]["search_exception_table"] == 0 and lp["after"]["hits"]["force_sig"] == 10
-    assert all(c["ok"] for c in run["checks"])
+    lp = run.live_patch
+    assert lp.applied and lp.before.iterations == 0
+    assert all(n == 0 for n in lp.before.hits.values())
+    assert lp.after.hits["search_exception_table"] == 0 and lp.after.hits["force_sig"] == 10
+    assert run.checks_ok
 
 
 @pytest.mark.qemu
@@ -276,16 +278,16 @@ def test_plugin_backend_gdb_connects_only_to_patch(lab_built, no_leaks):
         pytest.skip(f"plugin not built: {err}")
     n, at = 2000, 1000
     run = run_qemu(RunSpec(backend="plugin", iterations=n, live_patch=LivePatchSpec(SEED, at)))
-    lp = run["live_patch"]
-    assert lp["applied"] and lp["at_iteration"] == at
-    assert lp["before"]["per_iteration"]["search_exception_table"] == 1.0
-    assert lp["after"]["per_iteration"]["search_exception_table"] == 0.0
-    assert all(c["ok"] for c in run["checks"]) and any(c.get("phase") == "after" for c in run["checks"])
-    for p in run["probes"]:
-        assert lp["before"]["hits"][p["symbol"]] + lp["after"]["hits"][p["symbol"]] == p["hits"]["workload"]
-    assert _path(lp["before"], USER_SEARCH_SIGNAL)["count"] == at
-    assert _path(lp["after"], USER_SIGNAL)["count"] == n - at
-    assert _path(lp["after"], USER_SIGNAL)["median"] == _path(lp["after"], USER_SIGNAL)["max"]
+    lp = run.live_patch
+    assert lp.applied and lp.at_iteration == at
+    assert lp.before.per_iteration["search_exception_table"] == 1.0
+    assert lp.after.per_iteration["search_exception_table"] == 0.0
+    assert run.checks_ok and any(c.phase == "after" for c in run.checks)
+    for p in run.probes:
+        assert lp.before.hits[p.symbol] + lp.after.hits[p.symbol] == p.hits.workload
+    assert _path(lp.before, USER_SEARCH_SIGNAL).count == at
+    assert _path(lp.after, USER_SIGNAL).count == n - at
+    assert _path(lp.after, USER_SIGNAL).median == _path(lp.after, USER_SIGNAL).max
 
 
 @pytest.mark.qemu
@@ -337,12 +339,12 @@ def test_unpatch_at_puts_the_old_entry_back_under_record_replay(lab_built, no_le
     from gdbfault.paths import USER_SEARCH_SIGNAL, USER_SIGNAL
     from gdbfault.run import RunSpec, run_qemu
     run = run_qemu(RunSpec(iterations=30, live_patch=LivePatchSpec(SEED, 10, 20)))
-    assert "mark=10 mark2=20" in run["workload"]["command_line"]
-    lp = run["live_patch"]
-    assert lp["applied"] and lp["unpatched"] and lp["unpatch_icount"] > lp["icount"]
-    search = [lp[ph]["per_iteration"]["search_exception_table"] for ph in ("before", "after", "after_unpatch")]
+    assert "mark=10 mark2=20" in run.workload.command_line
+    lp = run.live_patch
+    assert lp.applied and lp.unpatched and lp.unpatch_icount > lp.icount
+    search = [ph.per_iteration["search_exception_table"] for _, ph in lp.phases()]
     assert search == [1.0, 0.0, 1.0]
-    assert _path(lp["after_unpatch"], USER_SEARCH_SIGNAL)["median"] == _path(lp["before"], USER_SEARCH_SIGNAL)["median"]
-    assert _path(lp["after_unpatch"], USER_SIGNAL) is None
-    assert all(c["ok"] for c in run["checks"]) and any(c.get("phase") == "after_unpatch" for c in run["checks"])
-    assert lp["consistency"]["same"]
+    assert _path(lp.after_unpatch, USER_SEARCH_SIGNAL).median == _path(lp.before, USER_SEARCH_SIGNAL).median
+    assert _path(lp.after_unpatch, USER_SIGNAL) is None
+    assert run.checks_ok and any(c.phase == "after_unpatch" for c in run.checks)
+    assert lp.consistency["same"]

@@ -43,7 +43,7 @@ def fixture_built(lab_built):
 
 
 def hits(result, role):
-    return next(p["hits"]["workload"] for p in result["probes"] if p["role"] == role)
+    return result.probe(role).hits.workload
 
 
 @pytest.mark.parametrize("variant,model,shape", [
@@ -54,23 +54,23 @@ def test_bzimage_with_system_map_counts_exactly(fixture_built, no_leaks, variant
     image, system_map = oldboot(variant)
     res = run_qemu(RunSpec(kernel=str(image), system_map=str(system_map), workload="mixed",
                            iterations=ITERATIONS, timeout_s=300))
-    k = res["kernel"]
-    assert k["symbols"].startswith("System.map")            # no ELF symbols to lean on
-    assert k["boot"]["format"] == "bzImage" and k["boot"]["boot_protocol"] == "2.01"
-    assert k["boot"]["boot_path"] == "grub" and k["boot"]["root"].startswith("ext2 initrd")
-    assert k["banner_form"] == "const char *" and k["banner"].startswith("Linux version 2.2.26-lab")
-    assert k["profile"] == "lab" and k["model"] == model and "lab_trigger_oops" in k["profile_reason"]
-    assert res["mode"]["replay"] and res["record"]["exit_status"] == 0
-    g = res["guest"]
+    k = res.kernel
+    assert k.symbols.startswith("System.map")               # no ELF symbols to lean on
+    assert k.boot["format"] == "bzImage" and k.boot["boot_protocol"] == "2.01"
+    assert k.boot["boot_path"] == "grub" and k.boot["root"].startswith("ext2 initrd")
+    assert k.banner_form == "const char *" and k.banner.startswith("Linux version 2.2.26-lab")
+    assert k.profile == "lab" and k.model == model and "lab_trigger_oops" in k.profile_reason
+    assert res.mode.replay and res.record.exit_status == 0
+    g = res.guest
     assert g["errors"] == 0 and g["sigsegv"] == ITERATIONS and g["efault"] == ITERATIONS
     # every probe the lab's ground truth predicts, exactly (4 roles)
-    assert len(res["checks"]) == 4 and all(c["ok"] for c in res["checks"]), res["checks"]
+    assert len(res.checks) == 4 and res.checks_ok, res.checks
     assert hits(res, "exception search") == (2 if model == "lab-vanilla" else 1) * ITERATIONS
-    shapes = {p["shape"]: p["count"] for p in res["paths"]}
+    shapes = {p.shape: p.count for p in res.paths}
     assert shapes[shape] == ITERATIONS
     assert shapes["kernel fault → exception search → fixup"] == ITERATIONS
-    assert res["user_fault_searches"] == (ITERATIONS if model == "lab-vanilla" else 0)
-    assert res["run"]["complete"]
+    assert res.user_fault_searches == (ITERATIONS if model == "lab-vanilla" else 0)
+    assert res.run.complete
 
 
 def test_2_4_style_kernel_gets_the_2_4_profile(fixture_built, no_leaks):
@@ -81,14 +81,14 @@ def test_2_4_style_kernel_gets_the_2_4_profile(fixture_built, no_leaks):
     image, system_map = oldboot("oldboot-24")
     res = run_qemu(RunSpec(kernel=str(image), system_map=str(system_map), workload="mprotect",
                            iterations=ITERATIONS, timeout_s=300))
-    k = res["kernel"]
-    assert k["profile"] == "linux-2.4" and "release 2.4.37-lab is of the 2.4 era" in k["profile_reason"]
-    signal = next(p for p in res["probes"] if p["role"] == "signal forced")
-    assert signal["symbol"] == "force_sig_info" and signal["alternatives"] == ["force_sig"]
-    assert signal["hits"]["workload"] == res["guest"]["sigsegv"] == ITERATIONS
-    assert res["checks"] and all(c["ok"] for c in res["checks"])
-    shapes = {p["shape"]: p["count"] for p in res["paths"]}
-    assert shapes["user bad area → signal"] == ITERATIONS and res["user_fault_searches"] == 0
+    k = res.kernel
+    assert k.profile == "linux-2.4" and "release 2.4.37-lab is of the 2.4 era" in k.profile_reason
+    signal = res.probe("signal forced")
+    assert signal.symbol == "force_sig_info" and signal.alternatives == ["force_sig"]
+    assert signal.hits.workload == res.guest["sigsegv"] == ITERATIONS
+    assert res.checks and res.checks_ok
+    shapes = {p.shape: p.count for p in res.paths}
+    assert shapes["user bad area → signal"] == ITERATIONS and res.user_fault_searches == 0
 
 
 def test_map_of_another_build_is_refused(fixture_built, tmp_path, no_leaks):

@@ -51,16 +51,15 @@ def test_summarise_merges_backends_forms():
 
 
 def _paths(res):
-    return {p["shape"]: p for p in res["paths"]}
+    return {p.shape: p for p in res.paths}
 
 
 @pytest.mark.qemu
 def test_two_runs_give_identical_costs(lab_built, no_leaks):
     a = run_qemu(RunSpec(variant="vanilla", workload="mixed", iterations=80))
     b = run_qemu(RunSpec(variant="vanilla", workload="mixed", iterations=80))
-    assert [(p["shape"], p["cost_hist"]) for p in a["paths"]] == \
-           [(p["shape"], p["cost_hist"]) for p in b["paths"]]
-    assert a["guest"]["cycles"] == b["guest"]["cycles"]
+    assert [(p.shape, p.cost_hist) for p in a.paths] == [(p.shape, p.cost_hist) for p in b.paths]
+    assert a.guest["cycles"] == b.guest["cycles"]
 
 
 def _unobserved_guest(variant, workload, iterations):
@@ -78,13 +77,13 @@ def _unobserved_guest(variant, workload, iterations):
 def test_no_observer_effect_on_the_guests_own_cycles(lab_built, no_leaks, variant):
     plain = _unobserved_guest(variant, "mprotect", 300)
     res = run_qemu(RunSpec(variant=variant, workload="mprotect", iterations=300))
-    assert res["guest"]["cycles"] == plain["cycles"]
-    assert res["guest"]["cycles_per_iteration"] == plain["cycles_per_iteration"]
+    assert res.guest["cycles"] == plain["cycles"]
+    assert res.guest["cycles_per_iteration"] == plain["cycles_per_iteration"]
     # The tracer's own iteration cost (signal fault to signal fault) agrees with
     # the guest's rdtsc average, which also carries timer ticks and progress lines.
-    it = res["trace"]["iteration"]
-    assert it["min"] <= plain["cycles_per_iteration"] <= it["max"]
-    assert it["median"] == pytest.approx(plain["cycles_per_iteration"], rel=0.1)
+    it = res.trace.iteration
+    assert it.min <= plain["cycles_per_iteration"] <= it.max
+    assert it.median == pytest.approx(plain["cycles_per_iteration"], rel=0.1)
 
 
 def _single_step_cost(variant):
@@ -113,18 +112,18 @@ def test_path_cost_matches_single_stepping(lab_built, no_leaks, variant):
     stepped = _single_step_cost(variant)
     res = run_qemu(RunSpec(variant=variant, workload="mprotect", iterations=5))
     shape = USER_SEARCH_SIGNAL if variant == "vanilla" else USER_SIGNAL
-    assert _paths(res)[shape]["min"] == stepped
+    assert _paths(res)[shape].min == stepped
 
 
 @pytest.mark.qemu
 def test_patch_shortens_the_user_signal_path(lab_built, no_leaks):
     van = run_qemu(RunSpec(variant="vanilla", workload="mprotect", iterations=100))
     pat = run_qemu(RunSpec(variant="patched", workload="mprotect", iterations=100))
-    v, p = _paths(van)[USER_SEARCH_SIGNAL]["median"], _paths(pat)[USER_SIGNAL]["median"]
+    v, p = _paths(van)[USER_SEARCH_SIGNAL].median, _paths(pat)[USER_SIGNAL].median
     assert p < v
-    assert pat["guest"]["cycles_per_iteration"] < van["guest"]["cycles_per_iteration"]
+    assert pat.guest["cycles_per_iteration"] < van.guest["cycles_per_iteration"]
     # the resolved path is untouched by the patch
-    assert _paths(van)[RESOLVED_SHAPE]["median"] == _paths(pat)[RESOLVED_SHAPE]["median"]
+    assert _paths(van)[RESOLVED_SHAPE].median == _paths(pat)[RESOLVED_SHAPE].median
 
 
 @pytest.mark.qemu

@@ -40,35 +40,35 @@ def debian_kernel():
 
 
 def hits(result, role):
-    return next(p["hits"]["workload"] for p in result["probes"] if p["role"] == role)
+    return result.probe(role).hits.workload
 
 
 def test_debian_686_kernel_mprotect(debian_kernel, no_leaks):
     vmlinuz, system_map = debian_kernel
     res = run_qemu(RunSpec(kernel=str(vmlinuz), system_map=str(system_map), workload="mprotect",
                            iterations=ITERATIONS, timeout_s=900))
-    boot = res["kernel"]["boot"]
+    boot = res.kernel.boot
     assert boot["boot_path"] == "qemu-kernel" and boot["boot_protocol"] >= "2.02"
     assert "nokaslr" in boot["command_line"] and "console=ttyS0" in boot["command_line"]
-    assert res["kernel"]["profile"] == "linux-modern"
-    assert res["kernel"]["banner"].startswith("Linux version 6.1.0-")
-    g = res["guest"]
+    assert res.kernel.profile == "linux-modern"
+    assert res.kernel.banner.startswith("Linux version 6.1.0-")
+    g = res.guest
     assert g["errors"] == 0 and g["iterations"] == ITERATIONS and g["sigsegv"] == ITERATIONS
     # every SIGSEGV went out through force_sig_fault, once
     assert hits(res, "signal forced") == g["sigsegv"]
     # user faults never search the exception table (the 2.1-series fix, still there in 6.1);
     # the kernel may search it for its own faults (6.1: when mmap_read_trylock fails)
-    assert res["user_fault_searches"] == 0
-    assert sum(p["count"] for p in res["paths"] if "signal forced" in p["events"]) == g["sigsegv"]
+    assert res.user_fault_searches == 0
+    assert sum(p.count for p in res.paths if "signal forced" in p.events) == g["sigsegv"]
     # faults per iteration are measured, not assumed (1 on 6.1; a few stray faults allowed)
     entry = hits(res, "fault entry")
     assert ITERATIONS <= entry <= ITERATIONS + 20
-    per_iter = next(p["per_iteration"] for p in res["probes"] if p["role"] == "fault entry")
+    per_iter = res.probe("fault entry").per_iteration
     assert 1.0 <= per_iter < 1.2
     # boot hits are reported apart from the workload's
-    assert sum(p["hits"]["boot"] for p in res["probes"]) > 0
-    assert res["checks"] and all(c["ok"] for c in res["checks"])
-    assert res["run"]["complete"] and res["run"]["exit_status"] == 0
+    assert sum(p.hits.boot for p in res.probes) > 0
+    assert res.checks and res.checks_ok
+    assert res.run.complete and res.run.exit_status == 0
 
 
 def test_wrong_system_map_is_refused(debian_kernel, tmp_path, no_leaks):
