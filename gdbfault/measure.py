@@ -59,8 +59,9 @@ def fill_result(result, measured, open_label=None):
     if measured.duplicate_filter is not None:
         result.run.duplicate_filter = measured.duplicate_filter
     if measured.paths is not None:
-        result.paths = summarise_paths(measured.paths, open_label=open_label)
-        result.user_fault_searches = user_fault_searches(result.paths)
+        rows = summarise_paths(measured.paths, open_label=open_label)
+        result.paths = rows
+        result.user_fault_searches = user_fault_searches(rows)
         trace = measured.trace or Trace()
         if trace.entries is None:
             trace.entries = sum(r.count for r in result.paths)
