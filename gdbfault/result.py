@@ -213,21 +213,26 @@ class _Part(_DictCompat):
 
     @classmethod
     def from_dict(cls, d, where="run"):
-        """The part for JSON dict `d`; a one-line GdbfaultError naming `where` if it is not one."""
-        if not isinstance(d, Mapping):
-            raise GdbfaultError(f"{where} is not a gdbfault run: expected an object, got "
-                                f"{type(d).__name__}")
+        """The part for JSON dict `d`; a one-line GdbfaultError naming `where` (the file) if it is not one."""
+        return cls._read(d, where, cls.__name__.lower())
+
+    @classmethod
+    def _read(cls, d, where, at):
+        """from_dict for the part at `at` (e.g. "probes[2]") of the run `where`."""
         if isinstance(d, cls):
             return d
+        if not isinstance(d, Mapping):
+            raise GdbfaultError(f"{where} is not a complete gdbfault run: {at} is not an object "
+                                f"but {type(d).__name__}")
         known = {f.name: f for f in fields(cls)}
         kwargs, missing = {}, []
         for name, f in known.items():
             if name in d:
-                kwargs[name] = _convert(f, d[name], f"{where}.{name}")
+                kwargs[name] = _convert(f, d[name], where, f"{at}.{name}" if at else name)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 missing.append(name)
         if missing:
-            raise GdbfaultError(f"{where} is not a complete gdbfault run: it has no "
+            raise GdbfaultError(f"{where} is not a complete gdbfault run: {at} has no "
                                 f"{', '.join(repr(m) for m in missing)}")
         part = cls(**kwargs)
         object.__setattr__(part, "_absent_keys", {n for n in known if n not in d})
@@ -247,18 +252,17 @@ class _Part(_DictCompat):
     __hash__ = None
 
 
-def _convert(f, value, where=None):
+def _convert(f, value, where="the result", at=None):
     """A JSON value into the field's type (parts from dicts); other values as they are."""
     cls = f.metadata.get("part")
     if cls is None or value is None:
         return value
-    where = where or f.name
+    at = at or f.name
     if f.metadata.get("many"):
         if not isinstance(value, list):
-            raise GdbfaultError(f"{where} is not a list in this gdbfault run")
-        return [cls.from_dict(v, f"{where}[{i}]") if not isinstance(v, cls) else v
-                for i, v in enumerate(value)]
-    return value if isinstance(value, cls) else cls.from_dict(value, where)
+            raise GdbfaultError(f"{where} is not a complete gdbfault run: {at} is not a list")
+        return [cls._read(v, where, f"{at}[{i}]") for i, v in enumerate(value)]
+    return cls._read(value, where, at)
 
 
 def _plain(v):
@@ -496,7 +500,7 @@ class RunResult(_Part):
             if not isinstance(d.get(key), kind):
                 raise GdbfaultError(f"{where} is not a complete gdbfault run: '{key}' is "
                                     f"{'missing' if key not in d else 'not a ' + kind.__name__}")
-        return super().from_dict(d, where)
+        return cls._read(d, where, "")
 
     # -- what the readers need ---------------------------------------------------
 

@@ -104,9 +104,12 @@ def test_unknown_keys_are_kept():
     ({"schema": SCHEMA, "tool": {}, "kernel": {}, "workload": {}, "mode": {}, "probes": {}, "run": {}},
      "'probes' is not a list"),
     ({"schema": SCHEMA, "tool": {}, "kernel": {"path": "k"}, "workload": {}, "mode": {},
-      "probes": [{"role": "r", "symbol": "s"}], "run": {}}, "run.probes\\[0\\] .*no 'address'"),
+      "probes": [{"role": "r", "symbol": "s"}], "run": {}}, "run is not a complete .*: probes\\[0\\] has no 'address'"),
     ({"schema": SCHEMA, "tool": {}, "kernel": {}, "workload": {}, "mode": {}, "probes": [],
-      "run": {}}, "run.kernel .*no 'path'"),
+      "run": {}}, "run is not a complete .*: kernel has no 'path'"),
+    ({"schema": SCHEMA, "tool": {}, "kernel": {"path": "k"}, "workload": {}, "mode": {},
+      "probes": [{"role": "r", "symbol": "s", "address": 1, "hits": 3}], "run": {}},
+     "probes\\[0\\].hits is not an object but int"),
 ])
 def test_a_bad_run_is_refused_in_one_line(bad, message):
     with pytest.raises(GdbfaultError, match=message) as err:
