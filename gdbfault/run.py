@@ -12,14 +12,13 @@ import json
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from gdbfault import __version__
 from gdbfault.errors import GdbfaultError, GuestError
 from gdbfault.gdb import Debugger, gdb_version, mi_quote
 from gdbfault.lifecycle import Stopped, check_stop, shielded
-from gdbfault.locations import GDBSCRIPTS, lab_kernel
+from gdbfault.locations import GDBSCRIPTS
 from gdbfault.paths import cost_stats, summarise_paths, user_fault_searches
 from gdbfault.bootimage import read_image
 from gdbfault.profiles import ENTRY, load_profile, pick_profile, resolve_probes, role_alternatives
@@ -29,69 +28,13 @@ from gdbfault.qemu import (EXIT_CLEAN, EXIT_OOPS, EXIT_PANIC, Machine, MachineCo
 from gdbfault.symbols import is_elf, load_symbols
 from gdbfault.truth import compare_with_guest, parse_guest_output
 from gdbfault.workloads import is_own_workload, workload_file
+from gdbfault.spec import RunSpec, validate_spec, MAX_ITERATIONS  # noqa
 
 __all__ = ["RunSpec", "RunFailed", "TimedOut", "run_qemu", "validate_spec", "read_counts", "elf_entry",
            "SCHEMA", "MAX_ITERATIONS"]
 
 SCHEMA = "gdbfault.run/1"
 SNAPSHOT_EVERY_S = 1.0
-# The workloads parse iterations=N into a u32 and refuse what could overflow
-# it (qemu/workloads/driver.c): the largest N they take.
-MAX_ITERATIONS = 4294967289
-
-
-@dataclass
-class RunSpec:
-    """Everything that defines one run (what the CLI flags become)."""
-
-    kernel: str = "lab"                  # "lab" or a path
-    variant: str = "vanilla"             # lab kernel variant
-    system_map: str = None
-    workload: str = "mprotect"
-    iterations: int = None
-    append: str = ""
-    profile: str = None                  # name or file; None = pick from the symbols
-    extra_probes: list = field(default_factory=list)   # [(role, symbol)]
-    icount: bool = True
-    timeout_s: float = 600.0
-    memory_mb: int = 64
-    gdb: str = "gdb"
-    qemu: str = "qemu-system-i386"
-    keep_run_dir: bool = False
-    trace: bool = True                   # follow fault paths (costs need icount)
-    backend: str = "gdb"                 # "gdb" (breakpoints) or "plugin" (TCG plugin, no stops)
-    replay: bool = True                  # record without GDB, count in the replay (icount only)
-    cost_sample: int = 1                 # cost every Nth fault only
-    live_patch: object = None            # livepatch_run.LivePatchSpec: patch the kernel mid-run
-    timeline: bool = False               # keep each traced path's instruction count (--plot of a live patch)
-
-    def kernel_files(self):
-        if self.kernel == "lab":
-            return lab_kernel(self.variant)
-        kernel = Path(self.kernel)
-        if not kernel.is_file():
-            raise GdbfaultError(f"kernel file not found: {kernel}")
-        return kernel, Path(self.system_map) if self.system_map else None
-
-    def kernel_model(self, profile_name):
-        """Which ground-truth rules apply (truth.expected_hits): the lab
-        variant's own, else those of the kernel's probe profile."""
-        return f"lab-{self.variant}" if self.kernel == "lab" else profile_name
-
-    def command_line(self):
-        words = []
-        if self.iterations is not None:
-            words.append(f"iterations={int(self.iterations)}")
-        if self.live_patch is not None and self.iterations is not None:
-            at = self.live_patch.at if self.live_patch.at is not None else self.iterations // 2
-            words.append(f"mark={int(at)}")     # the workload calls gdbfault_mark() there
-            if self.live_patch.unpatch_at is not None:
-                words.append(f"mark2={int(self.live_patch.unpatch_at)}")
-        if self.append:
-            words.append(self.append)
-        return " ".join(words)
-
-
 class TimedOut(GuestError):
     """The whole run (record, replay and all) did not end within --timeout."""
 
@@ -184,23 +127,6 @@ def read_counts(dbg, run_dir):
     path = Path(run_dir) / "counts.json"
     dbg.console(f"faultprobe json {path}")
     return json.loads(path.read_text())
-
-
-def validate_spec(spec):
-    """The cheap checks, before anything boots: one line, exit 2."""
-    if spec.iterations is not None and not 1 <= spec.iterations <= MAX_ITERATIONS:
-        raise GdbfaultError(f"--iterations must be between 1 and {MAX_ITERATIONS} (the guest counts in "
-                            f"32 bits), not {spec.iterations}")
-    if spec.cost_sample <= 0:
-        raise GdbfaultError(f"--cost-sample must be positive, not {spec.cost_sample}")
-    if not spec.timeout_s > 0:
-        raise GdbfaultError(f"--timeout must be positive, not {spec.timeout_s:g}")
-    if spec.kernel == "lab" and spec.system_map:
-        # The lab kernel's ELF carries its own symbols; a map would be ignored.
-        raise GdbfaultError("--system-map goes with a kernel you bring (--kernel PATH); the lab kernel "
-                            "has its own ELF symbols", "drop --system-map")
-    if spec.backend not in ("gdb", "plugin"):
-        raise GdbfaultError(f"unknown backend '{spec.backend}'", "choose gdb or plugin")
 
 
 def _end_label(exc):
