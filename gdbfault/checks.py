@@ -12,6 +12,7 @@ import time
 from gdbfault.checkspec import OPS, SpecError, run_specs
 from gdbfault.errors import GdbfaultError
 from gdbfault.metrics import MetricError, resolve
+from gdbfault.result import as_result
 from gdbfault.runner import run_all
 
 __all__ = ["run_spec", "evaluate", "check", "SCHEMA"]
@@ -83,9 +84,11 @@ def check(spec, parallel=True, loaded=None):
     t0 = time.monotonic()
     results = run_spec(spec, parallel=parallel, loaded=loaded)
     outcomes = evaluate(spec, results)
-    runs = {name: {"kernel": r["kernel"]["path"], "variant": r["kernel"].get("variant"),
-                   "workload": r["workload"]["name"], "iterations": (r.get("guest") or {}).get("iterations"),
-                   "wall_s": r["run"].get("wall_s")} for name, r in results.items()}
+    runs = {}
+    for name, result in results.items():
+        r = as_result(result)
+        runs[name] = {"kernel": r.kernel.path, "variant": r.kernel.variant, "workload": r.workload.name,
+                      "iterations": (r.guest or {}).get("iterations"), "wall_s": r.run.wall_s}
     return {"schema": SCHEMA, "spec": spec.path, "title": spec.title, "runs": runs,
             "expectations": outcomes, "passed": sum(o["passed"] for o in outcomes),
             "failed": sum(not o["passed"] for o in outcomes), "time_s": round(time.monotonic() - t0, 3),

@@ -19,6 +19,7 @@ from gdbfault.lifecycle import (Stopped, install_handlers, pending_signal, reset
 from gdbfault.locations import VARIANTS, WORKLOADS
 from gdbfault.profiles import parse_probe_option
 from gdbfault.report import FORMATS, kernel_label, load_run, render, save_run
+from gdbfault.result import as_result
 from gdbfault.spec import RUN_OPTIONS, RunSpec
 
 __all__ = ["main", "build_parser", "EXIT_CODES", "KERNEL_PROFILE"]
@@ -196,7 +197,8 @@ def cmd_attach(args):
             bar.close()
     if args.output:
         save_run(result, args.output)
-    if getattr(args, "plot", None) and (result.get("live_patch") or {}).get("timeline"):
+    run = as_result(result)
+    if getattr(args, "plot", None) and run.live_patch is not None and run.live_patch.timeline:
         from gdbfault.plot import plot_live_patch
         plot_live_patch(result, args.plot)
     elif getattr(args, "plot", None):
@@ -207,9 +209,8 @@ def cmd_attach(args):
         print(f"plot written to {args.plot}")
     if args.output and args.format == "table":
         print(f"saved to {args.output}")
-    bad = [c for c in result["checks"] if not c["ok"]]
-    disagree = result.get("verify") and not result["verify"]["agree"]
-    return 1 if bad or disagree else 0
+    disagree = run.verify is not None and not run.verify.agree
+    return 1 if run.failed_checks or disagree else 0
 
 
 def _verify(spec, result):
@@ -305,7 +306,7 @@ def cmd_compare(args):
             if f:
                 print(f"{what} written to {f}")
     # Like attach: counts that disagree with the guest's own summary fail the command.
-    disagree = [c for side in ("before", "after") for c in cmp[side].get("checks", []) if not c["ok"]]
+    disagree = [c for side in ("before", "after") for c in as_result(cmp[side]).failed_checks]
     return 1 if disagree else 0
 
 

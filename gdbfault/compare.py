@@ -27,6 +27,7 @@ from pathlib import Path
 
 from gdbfault.errors import GdbfaultError
 from gdbfault.metrics import find_probe, guest_seconds, path_row, value
+from gdbfault.result import as_result
 from gdbfault.runner import run_all
 
 __all__ = ["compare_runs", "build_comparison", "build_rows", "render_compare", "spec_for_kernel", "run_label",
@@ -54,8 +55,9 @@ def spec_for_kernel(base, kernel, system_map=None):
 
 
 def run_label(result):
-    k = result["kernel"]
-    return k.get("variant") if k.get("lab") else Path(k["path"]).name
+    """How a comparison's columns name a run: the lab variant, else the kernel file's name."""
+    kernel = as_result(result).kernel
+    return kernel.variant if kernel.lab else Path(kernel.path).name
 
 
 def compare_runs(before, after, parallel=True):
@@ -83,16 +85,17 @@ def _row(metric, before, after, unit=""):
 
 
 def build_rows(before, after):
+    before, after = as_result(before), as_result(after)
     rows = []
     # Hits per iteration, by role, named by symbol.
     roles = []
     for r in (before, after):
-        for p in r.get("probes", []):
-            if p["role"] not in roles:
-                roles.append(p["role"])
+        for p in r.probes:
+            if p.role not in roles:
+                roles.append(p.role)
     for role in roles:
         pb, pa = find_probe(before, role), find_probe(after, role)
-        syms = [p["symbol"] for p in (pb, pa) if p]
+        syms = [p.symbol for p in (pb, pa) if p]
         name = syms[0] if len(set(syms)) == 1 else " | ".join(syms)
         rows.append(_row(f"{name} / iter", value(before, "per_iteration", (role,)),
                          value(after, "per_iteration", (role,))))
@@ -104,9 +107,9 @@ def build_rows(before, after):
     # Every path shape's median.
     shapes = []
     for r in (before, after):
-        for p in r.get("paths") or []:
-            if p["shape"] not in shapes:
-                shapes.append(p["shape"])
+        for p in r.paths or []:
+            if p.shape not in shapes:
+                shapes.append(p.shape)
     for shape in shapes:
         rows.append(_row(f"{shape}, median", value(before, "path", (shape, "median")),
                          value(after, "path", (shape, "median")), "insns"))
@@ -168,16 +171,15 @@ def render_compare(cmp, fmt="table"):
     if fmt not in ("table", "markdown"):
         raise GdbfaultError(f"unknown format '{fmt}'", f"choose one of: {', '.join(FORMATS)}")
     from tabulate import tabulate
-    from gdbfault.report import kernel_label
-    b, a, labels = cmp["before"], cmp["after"], cmp["labels"]
-    lines = [f"before: {kernel_label(b)} · after: {kernel_label(a)}",
-             f"workload {b['workload']['name']}"
-             + (f" × {(b.get('guest') or {}).get('iterations') or b['workload']['iterations']}"
-                if b['workload'].get('iterations') or b.get('guest') else "")
-             + f" · qemu-system-i386 {b['tool']['qemu']} TCG"
-             + (", -icount shift=0" if b["mode"].get("icount") else "")
-             + (f" · gdb {b['tool']['gdb']}" if b["tool"].get("gdb") else "")
-             + f" · backend: {b['mode'].get('backend', 'gdb')}", ""]
+    b, a, labels = as_result(cmp["before"]), as_result(cmp["after"]), cmp["labels"]
+    lines = [f"before: {b.label()} · after: {a.label()}",
+             f"workload {b.workload.name}"
+             + (f" × {(b.guest or {}).get('iterations') or b.workload.iterations}"
+                if b.workload.iterations or b.guest else "")
+             + f" · qemu-system-i386 {b.tool.qemu} TCG"
+             + (", -icount shift=0" if b.mode.icount else "")
+             + (f" · gdb {b.tool.gdb}" if b.tool.gdb else "")
+             + f" · backend: {b.mode.backend}", ""]
     measured = cmp["rows"]
     table = [[r["metric"], _cell(r, "before"), _cell(r, "after"), _change(r),
               "-" if r["ratio"] is None else f"{r['ratio']:.3f}"] for r in measured]
@@ -195,8 +197,8 @@ def render_compare(cmp, fmt="table"):
                      f"{seed['after']:.2f} s, {'−' if change < 0 else '+'}{abs(change):.1f}%")
     lines.append("(costs in guest instructions under -icount shift=0: one instruction is one cycle; "
                  "guest times come from its 100 Hz tick and need many iterations to be non-zero)")
-    bad = [f"{labels[side]}: {c['role']} counted {c['counted']}, guest implies {c['expected']}"
-           for side in ("before", "after") for c in cmp[side].get("checks", []) if not c["ok"]]
+    bad = [f"{labels[side]}: {c.role} counted {c.counted}, guest implies {c.expected}"
+           for side, run in (("before", b), ("after", a)) for c in run.failed_checks]
     if bad:
         lines.append("✗ counts disagree with the guest's own summary: " + "; ".join(bad))
     return "\n".join(lines) + "\n"
@@ -205,13 +207,14 @@ def render_compare(cmp, fmt="table"):
 # -- with --plot and with --profile ----------------------------------------------------
 
 def for_plot(result):
-    """A shallow copy whose user-signal path has one shape name, so both runs overlay in one panel."""
-    row = path_row(result, "user-signal")
-    if row is None:
-        return result
-    paths = [dict(p, shape="user-signal path (user bad area → … → SIGSEGV, either shape)") if p is row else p
-             for p in result.get("paths") or []]
-    return {**result, "paths": paths}
+    """The run's JSON dict with one shape name for its user-signal path, so both runs overlay in one panel."""
+    run = as_result(result)
+    row = path_row(run, "user-signal")
+    data = run.to_dict()
+    if row is not None:
+        data["paths"] = [dict(p, shape="user-signal path (user bad area → … → SIGSEGV, either shape)")
+                         if p["shape"] == row.shape else p for p in data["paths"]]
+    return data
 
 
 def profile_changes(before, after, labels, top=10):

@@ -3,12 +3,14 @@
 `gdbfault check` parses a reference with `parse_ref` and reads it with
 `resolve`; `gdbfault compare` builds its rows from the same readers (`value`,
 `find_probe`, `user_signal_path`, `guest_seconds`), so a metric is computed
-one way wherever it is shown.
+one way wherever it is shown. Every reader takes a RunResult or a run's JSON
+dict (result.as_result) and reads typed fields.
 """
 import math
 
-from gdbfault.paths import USER_SIGNAL_SHAPES
+from gdbfault.paths import USER_SIGNAL_SHAPES, user_fault_searches
 from gdbfault.profiles import SIGNAL
+from gdbfault.result import Hits, Probe, RunResult, as_result
 
 __all__ = ["MetricError", "parse_ref", "resolve", "value", "find_probe", "path_row", "user_signal_path",
            "guest_seconds", "is_number", "PROBE_CATEGORIES", "STATS", "SCALARS", "PHASES"]
@@ -70,10 +72,8 @@ def parse_ref(ref, runs):
 
 
 def find_probe(result, name):
-    """The probe row whose role is `name`, else whose symbol is; None when there is none."""
-    probes = result.get("probes", [])
-    return next((p for p in probes if p["role"] == name), None) \
-        or next((p for p in probes if p["symbol"] == name), None)
+    """The probe whose role is `name`, else whose symbol is; None when there is none."""
+    return as_result(result).find_probe(name)
 
 
 def user_signal_path(result):
@@ -82,50 +82,64 @@ def user_signal_path(result):
     A known user-signal shape when the run has one; else the most frequent
     path with a signal event (a kernel we do not know, or a broken build).
     """
-    paths = result.get("paths") or []
+    paths = as_result(result).paths or []
     for p in paths:
-        if p["shape"] in USER_SIGNAL_SHAPES:
+        if p.shape in USER_SIGNAL_SHAPES:
             return p
-    signalled = [p for p in paths if SIGNAL in p.get("events", []) and not p["shape"].startswith(("never", "cut off"))]
-    return max(signalled, key=lambda p: p["count"]) if signalled else None
+    signalled = [p for p in paths if SIGNAL in p.events and not p.shape.startswith(("never", "cut off"))]
+    return max(signalled, key=lambda p: p.count) if signalled else None
 
 
 def path_row(result, shape):
     """The path row of SHAPE (`user-signal`: user_signal_path); None when the run has none."""
     if shape == "user-signal":
         return user_signal_path(result)
-    return next((p for p in result.get("paths") or [] if p["shape"] == shape), None)
+    return as_result(result).path(shape)
 
 
 def guest_seconds(result, key):
     """real_ticks, user_ticks or sys_ticks of the guest's summary in seconds (2 decimals); None if absent."""
-    guest = result.get("guest") or {}
+    guest = as_result(result).guest or {}
     if guest.get(key) is None or not guest.get("ticks_per_s"):
         return None
     return round(guest[key] / guest["ticks_per_s"], 2)
 
 
+def _phase_view(run, phase):
+    """A RunResult of one phase of a live-patched run (its hits, per-iteration figures and
+    paths between the patch moments), or None when the run has no such phase."""
+    lp = run.live_patch
+    if lp is None or not lp.has(phase):
+        return None
+    part = getattr(lp, phase)
+    probes = [Probe(role=p.role, symbol=p.symbol, address=p.address,
+                    hits=Hits(boot=0, workload=part.hits.get(p.symbol, 0)),
+                    per_iteration=part.per_iteration.get(p.symbol)) for p in run.probes]
+    return RunResult(tool=run.tool, kernel=run.kernel, workload=run.workload, mode=run.mode, probes=probes,
+                     guest={"iterations": part.iterations}, paths=part.paths if part.has("paths") else None)
+
+
 def resolve(result, category, args=()):
-    """The value of a metric on a RunResult dict; None when the run has no such path."""
+    """The value of a metric on a RunResult (or its JSON dict); None when the run has no such path."""
+    run = as_result(result)
     if category == "phase":
-        from gdbfault.livepatch_run import phase_view
         phase, inner, inner_args = args
-        view = phase_view(result, phase)
+        view = _phase_view(run, phase)
         if view is None:
             raise MetricError(f"'{phase}.' needs a live-patched run (live_patch = FILE in its [runs] table)")
         return resolve(view, inner, inner_args)
     if category in PROBE_CATEGORIES:
         (name,) = args
-        probe = find_probe(result, name)
+        probe = run.find_probe(name)
         if probe is None:
-            known = ", ".join(f"{p['role']} ({p['symbol']})" for p in result.get("probes", []))
+            known = ", ".join(f"{p.role} ({p.symbol})" for p in run.probes)
             raise MetricError(f"no probe with role or symbol '{name}' (probes: {known})")
         if category == "hits":
-            return probe["hits"]["workload"]
+            return probe.hits.workload
         if category == "boot_hits":
-            return probe["hits"]["boot"]
-        return probe.get("per_iteration")
-    guest = result.get("guest") or {}
+            return probe.hits.boot
+        return probe.per_iteration
+    guest = run.guest or {}
     if category == "guest":
         (key,) = args
         if not is_number(guest.get(key)):
@@ -136,20 +150,18 @@ def resolve(result, category, args=()):
         if not is_number(guest.get(category)):
             raise MetricError(f"the guest's summary has no '{category}'")
         return guest[category]
-    paths = result.get("paths")
-    if paths is None:
+    if run.paths is None:
         raise MetricError("the run traced no fault paths (it needs tracing and a fault-entry probe)")
     if category == "user_fault_searches":
-        from gdbfault.paths import user_fault_searches
-        return user_fault_searches(paths)
+        return user_fault_searches([p.to_dict() for p in run.paths])
     if category == "path":
         shape, stat = args
-        row = path_row(result, shape)
+        row = path_row(run, shape)
         if row is None:
             return 0 if stat == "count" else None
-        return row.get(stat)
+        return getattr(row, stat)
     if category == "iteration":
-        return ((result.get("trace") or {}).get("iteration") or {}).get(args[0])
+        return getattr(run.trace.iteration, args[0]) if run.trace is not None else None
     raise MetricError(f"unknown metric '{category}'")
 
 

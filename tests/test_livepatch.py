@@ -101,7 +101,9 @@ def test_check_specs_name_before_and_after_metrics():
     assert parse_ref("live.after.path.user-signal.median", ["live"])[2] == ("after", "path", ("user-signal", "median"))
     with pytest.raises(ValueError, match="whole-run metric"):
         parse_ref("live.after.guest.sigsegv", ["live"])
-    run = {"probes": [{"role": "signal forced", "symbol": "force_sig", "hits": {"boot": 0, "workload": 10}}],
+    run = {"schema": "gdbfault.run/1", "tool": {}, "kernel": {"path": "k"}, "workload": {}, "mode": {}, "run": {},
+           "probes": [{"role": "signal forced", "symbol": "force_sig", "address": 0,
+                       "hits": {"boot": 0, "workload": 10}}],
            "live_patch": {"before": {"iterations": 4, "hits": {"force_sig": 4}, "per_iteration": {"force_sig": 1.0}},
                           "after": {"iterations": 6, "hits": {"force_sig": 6}, "per_iteration": {"force_sig": 1.0}}}}
     assert resolve(run, "phase", ("after", "hits", ("signal forced",))) == 6
