@@ -2,7 +2,7 @@
 
 `GdbfaultError` (exit 2) and its subclasses — `GuestError` here (exit 3), and
 others beside the code that raises them (gdb.GdbCommandError, run.RunFailed,
-checks.SpecError, plugin_backend.PluginUnavailable, ...) — carry the message;
+checkspec.SpecError, plugin_backend.PluginUnavailable, ...) — carry the message;
 `exit_code` says how the CLI exits.
 """
 
