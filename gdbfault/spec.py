@@ -209,9 +209,9 @@ def check_mapping(mapping, where=None):
     for key, value in mapping.items():
         opt = OPTION.get(key)
         if opt is None:
-            raise GdbfaultError(_problem(where, key, "unknown run setting — choose from "
-                                         + ", ".join(OPTION), sentence=True) if where is not None
-                                else f"unknown run option '{key}'")
+            if where is None:        # a key the code made up, not one a user wrote
+                raise GdbfaultError(f"unknown run option '{key}'")
+            raise GdbfaultError(f"{where(key)} unknown run setting — choose from {', '.join(OPTION)}")
         if value is not None and not _is_kind(value, opt.kind):
             what = _KIND_TEXT[opt.kind] + (" of strings" if opt.kind is list else "")
             raise GdbfaultError(_problem(where, key, f"expected {what}, got {value!r}"))
