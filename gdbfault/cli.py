@@ -1,12 +1,16 @@
-"""The `gdbfault` command line: attach, report (and compare, check).
+"""The `gdbfault` command line: every subcommand's options and its `cmd_*` (attach, report,
+compare, check, profile). Nothing imports this module; it imports the layers below.
 
 Every failure ends in one line on stderr, `gdbfault: error: ...`, and a
 non-zero exit code (EXIT_CODES); with --output, whatever was measured is
 saved first. SIGINT, SIGTERM and SIGHUP end a run the same way (lifecycle.py).
 """
 import argparse
+import dataclasses
+import os
 import sys
 import time
+from pathlib import Path
 
 from gdbfault import __version__
 from gdbfault.errors import GdbfaultError
@@ -15,8 +19,10 @@ from gdbfault.lifecycle import (Stopped, install_handlers, pending_signal, reset
 from gdbfault.locations import VARIANTS, WORKLOADS
 from gdbfault.profiles import parse_probe_option
 from gdbfault.report import FORMATS, kernel_label, load_run, render, save_run
+from gdbfault.result import as_result
+from gdbfault.spec import RUN_OPTIONS, RunSpec
 
-__all__ = ["main", "build_parser", "EXIT_CODES"]
+__all__ = ["main", "build_parser", "EXIT_CODES", "KERNEL_PROFILE"]
 
 EXIT_CODES = """exit codes:
   0    all good
@@ -45,36 +51,11 @@ class _Parser(argparse.ArgumentParser):
         return parsed
 
 
-def _add_run_options(p):
-    """Options shared by every command that boots a kernel."""
-    p.add_argument("--kernel", default="lab", metavar="lab|PATH",
-                   help="kernel to boot: the built-in lab kernel (default) or a kernel image")
-    p.add_argument("--variant", default="vanilla", choices=VARIANTS,
-                   help="lab kernel build (default: vanilla, the 1997 order)")
-    p.add_argument("--system-map", metavar="FILE", help="System.map for a kernel without ELF symbols")
-    p.add_argument("--workload", default="mprotect", metavar="NAME|FILE",
-                   help=f"guest workload: {', '.join(WORKLOADS)} (default: mprotect), or your own "
-                        "static i386 ELF file, run as init")
-    p.add_argument("--iterations", type=int, metavar="N", help="workload iterations (default: the workload's)")
-    p.add_argument("--append", default="", metavar="CMDLINE", help="extra kernel command line words")
-    p.add_argument("--profile", metavar="NAME|FILE", help="probe profile (default: picked from the symbols)")
-    p.add_argument("--probe", action="append", default=[], metavar="ROLE=SYMBOL",
-                   help="add or override a probe (repeatable)")
-    p.add_argument("--no-icount", dest="icount", action="store_false",
-                   help="plain TCG without -icount shift=0 (no deterministic instruction count)")
-    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
-                   help="give up on a guest that has not finished by then (default: 600)")
-    p.add_argument("--backend", default="gdb", choices=("gdb", "plugin"),
-                   help="gdb: counting breakpoints (default); plugin: QEMU TCG plugin, the guest never stops")
-    p.add_argument("--verify-with", choices=("gdb",), metavar="gdb",
-                   help="with --backend plugin: run the GDB backend too and check both agree")
-    p.add_argument("--live", dest="replay", action="store_false",
-                   help="count in the live guest instead of a replay of its recording "
-                        "(breakpoint stops then shift timer interrupts: guest timings change)")
-    p.add_argument("--no-trace", dest="trace", action="store_false",
-                   help="count only; do not follow fault paths (one breakpoint stop less per fault)")
-    p.add_argument("--cost-sample", type=int, default=1, metavar="N",
-                   help="cost every Nth fault only (hit counts stay exact; default: every fault)")
+def _add_run_options(p, leave_out=()):
+    """Options shared by every command that boots a kernel (spec.RUN_OPTIONS), then --plot."""
+    for opt in RUN_OPTIONS:
+        if opt.cli is not None and opt.key not in leave_out:
+            p.add_argument(opt.flag, dest=opt.key, **opt.cli)
     p.add_argument("--plot", metavar="FILE.png", help="draw the per-path cost distributions")
 
 
@@ -98,6 +79,8 @@ def build_parser():
     at.add_argument("--duration", type=float, metavar="SECONDS",
                     help="with --port/--socket/--pid: count this long (default: until Ctrl-C)")
     _add_run_options(at)
+    at.add_argument("--verify-with", choices=("gdb",), metavar="gdb",
+                    help="with --backend plugin: run the GDB backend too and check both agree")
     at.add_argument("--live-patch", metavar="FILE",
                     help="apply FILE (a patch for the lab kernel, or an i386 .o of replacement functions) "
                          "to the running kernel mid-run; the report splits before/after")
@@ -120,11 +103,9 @@ def build_parser():
     rp.add_argument("--format", default="table", choices=FORMATS)
     rp.set_defaults(func=cmd_report)
 
-    from gdbfault import checks, compare
-    compare.add_parser(sub)
-    checks.add_parser(sub)
-    from gdbfault import profile_cli      # `gdbfault profile`: the kernel profile
-    profile_cli.add_parser(sub)
+    _add_compare_parser(sub)
+    _add_check_parser(sub)
+    _add_profile_parser(sub)
     ap._subcommands = sub.choices
     return ap
 
@@ -141,24 +122,12 @@ def check_outputs(args):
 
 
 def _spec_from_args(args):
-    from gdbfault.run import RunSpec, validate_spec
-    live_patch = None
-    if getattr(args, "live_patch", None):
-        from gdbfault.livepatch_run import LivePatchSpec
-        live_patch = LivePatchSpec(args.live_patch, args.patch_at, args.unpatch_at)
-    elif getattr(args, "patch_at", None) is not None or getattr(args, "unpatch_at", None) is not None:
-        raise GdbfaultError("--patch-at and --unpatch-at go with --live-patch")
+    """The RunSpec of a command's run options (spec.RunSpec.from_mapping names a bad one by its flag)."""
     if getattr(args, "keep_patch", False):
         raise GdbfaultError("--keep-patch goes with --port/--socket/--pid (gdbfault's own QEMU ends with the run)")
-    spec = RunSpec(kernel=args.kernel, variant=args.variant, system_map=args.system_map,
-                   workload=args.workload, iterations=args.iterations, append=args.append,
-                   profile=args.profile, extra_probes=[parse_probe_option(p) for p in args.probe],
-                   icount=args.icount, timeout_s=args.timeout, trace=args.trace, replay=args.replay,
-                   backend=args.backend,
-                   cost_sample=args.cost_sample, live_patch=live_patch,
-                   timeline=bool(live_patch and getattr(args, "plot", None)),
-                   keep_run_dir=getattr(args, "keep_run_dir", False))
-    validate_spec(spec)
+    spec = RunSpec.from_mapping({opt.key: getattr(args, opt.key) for opt in RUN_OPTIONS if hasattr(args, opt.key)})
+    if spec.live_patch is not None and getattr(args, "plot", None):
+        spec = dataclasses.replace(spec, timeline=True)      # --plot of a live patch draws each path's cost
     return spec
 
 
@@ -199,7 +168,7 @@ def _attach_running(args):
     if not args.quiet and args.duration is None:
         print(f"counting on {address}; Ctrl-C to stop and report", file=sys.stderr)
     return attach_running(address, kernel, system_map, args.profile,
-                          [parse_probe_option(p) for p in args.probe], args.duration, pid=args.pid,
+                          [parse_probe_option(p) for p in args.probes], args.duration, pid=args.pid,
                           live_patch=args.live_patch, keep_patch=args.keep_patch,
                           lab_variant=args.variant if args.kernel == "lab" else None)
 
@@ -228,7 +197,8 @@ def cmd_attach(args):
             bar.close()
     if args.output:
         save_run(result, args.output)
-    if getattr(args, "plot", None) and (result.get("live_patch") or {}).get("timeline"):
+    run = as_result(result)
+    if getattr(args, "plot", None) and run.live_patch is not None and run.live_patch.timeline:
         from gdbfault.plot import plot_live_patch
         plot_live_patch(result, args.plot)
     elif getattr(args, "plot", None):
@@ -239,14 +209,12 @@ def cmd_attach(args):
         print(f"plot written to {args.plot}")
     if args.output and args.format == "table":
         print(f"saved to {args.output}")
-    bad = [c for c in result["checks"] if not c["ok"]]
-    disagree = result.get("verify") and not result["verify"]["agree"]
-    return 1 if bad or disagree else 0
+    disagree = run.verify is not None and not run.verify.agree
+    return 1 if run.failed_checks or disagree else 0
 
 
 def _verify(spec, result):
     """Run the same spec on the GDB backend and compare it with the plugin's."""
-    import dataclasses
     from gdbfault.plugin_run import cross_check
     from gdbfault.run import run_qemu
     if spec.backend != "plugin":
@@ -263,6 +231,209 @@ def cmd_report(args):
     sys.stdout.write(text)
     return 0
 
+
+# -- gdbfault compare ------------------------------------------------------------
+
+KERNEL_PROFILE = object()     # `compare --profile` given alone
+
+
+def _add_compare_parser(subparsers):
+    from gdbfault.compare import FORMATS as COMPARE_FORMATS
+    p = subparsers.add_parser("compare", help="run two kernels with the same workload, side by side",
+                              description="Run a kernel before and after a patch with the same workload "
+                                          "and settings, and print hits, path costs and the guest's times "
+                                          "side by side with deltas and ratios.",
+                              epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--before", default="vanilla", metavar="VARIANT|PATH",
+                   help="kernel before the change: a lab kernel variant or a kernel image (default: vanilla)")
+    p.add_argument("--after", default="patched", metavar="VARIANT|PATH",
+                   help="kernel after the change (default: patched)")
+    p.add_argument("--before-map", metavar="FILE", help="System.map of the --before kernel")
+    p.add_argument("--after-map", metavar="FILE", help="System.map of the --after kernel")
+    # The kernels come from --before/--after; --profile has a form of its own below.
+    _add_run_options(p, leave_out=("kernel", "variant", "system_map", "profile"))
+    # Alone, --profile adds the kernel profile's biggest per-function changes
+    # (issue 13); with a value it is still the probe profile (NAME|FILE).
+    p.add_argument("--profile", nargs="?", const=KERNEL_PROFILE, metavar="NAME|FILE",
+                   help="alone: also profile both kernels (gdbfault profile) and list the functions whose "
+                        "instructions per iteration changed most; with a value: the probe profile")
+    p.add_argument("--format", default="table", choices=COMPARE_FORMATS, help="output format (default: table)")
+    p.add_argument("--output", "-o", metavar="FILE", help="save the comparison (both runs) as JSON")
+    p.add_argument("--sequential", action="store_true", help="run one kernel after the other")
+    p.set_defaults(func=cmd_compare)
+    return p
+
+
+def cmd_compare(args):
+    from gdbfault.compare import (compare_runs, for_plot, profile_changes, render_compare,
+                                  render_profile_changes, spec_for_kernel)
+    from gdbfault.report import save_json
+    want_profile = args.profile is KERNEL_PROFILE
+    if want_profile:
+        args.profile = None
+    check_outputs(args)
+    base = _spec_from_args(args)
+    before = spec_for_kernel(base, args.before, args.before_map)
+    after = spec_for_kernel(base, args.after, args.after_map)
+    if sys.stderr.isatty():
+        how = "one after the other" if args.sequential or (os.cpu_count() or 1) < 2 else "in parallel"
+        print(f"running {args.before} and {args.after} {how} …", file=sys.stderr)
+    try:
+        cmp = compare_runs(before, after, parallel=not args.sequential)
+    except GdbfaultError as exc:
+        if args.output:
+            save_json({"schema": "gdbfault.compare/1", "complete": False, "error": str(exc),
+                       **getattr(exc, "partial", {})}, args.output)
+            exc.args = (f"{exc} (what was measured is saved to {args.output})",)
+        raise
+    if want_profile:
+        cmp["profile_changes"] = profile_changes(before, after, cmp["labels"])
+        if args.format == "csv":
+            cmp["rows"] += [{"metric": f"{r['symbol']} instructions / iter", "before": r["before"],
+                             "after": r["after"], "delta": r["delta"],
+                             "ratio": r["after"] / r["before"] if r["before"] else None, "unit": "",
+                             "source": "profile"} for r in cmp["profile_changes"]["rows"]]
+    if args.output:
+        save_json(cmp, args.output)
+    if args.plot:
+        from gdbfault.plot import plot_paths
+        plot_paths([(cmp["labels"][side], for_plot(cmp[side])) for side in ("before", "after")], args.plot)
+    sys.stdout.write(render_compare(cmp, args.format))
+    if want_profile:
+        sys.stdout.write(render_profile_changes(cmp["profile_changes"], args.format))
+    if args.format == "table":
+        for what, f in (("plot", args.plot), ("comparison", args.output)):
+            if f:
+                print(f"{what} written to {f}")
+    # Like attach: counts that disagree with the guest's own summary fail the command.
+    disagree = [c for side in ("before", "after") for c in as_result(cmp[side]).failed_checks]
+    return 1 if disagree else 0
+
+
+# -- gdbfault check --------------------------------------------------------------
+
+def _add_check_parser(subparsers):
+    p = subparsers.add_parser("check", help="run a TOML spec of regression checks (pass/fail, JUnit XML)",
+                              description="Run the kernels a spec names and check its expectations "
+                                          "over the results. Exit 0 when all pass, 1 when some fail, "
+                                          "2 when the spec or a run could not be executed.")
+    p.add_argument("spec", metavar="SPEC.toml")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML (one testcase per expectation)")
+    p.add_argument("--format", default="table", choices=("table", "json"), help="output (default: table)")
+    p.add_argument("--use", action="append", default=[], metavar="RUN=FILE.json",
+                   help="take run RUN from a saved run (gdbfault attach --output) instead of running it")
+    p.add_argument("--save-runs", metavar="DIR", help="save every run as DIR/RUN.json")
+    p.add_argument("--sequential", action="store_true", help="run the kernels one after the other")
+    p.set_defaults(func=cmd_check)
+    return p
+
+
+def cmd_check(args):
+    from gdbfault.checkreport import error_report, junit_xml, render_check
+    from gdbfault.checks import check
+    from gdbfault.checkspec import SpecError, load_spec
+    spec = load_spec(args.spec)
+    loaded = {}
+    for use in args.use:
+        name, eq, file = use.partition("=")
+        if not eq or name not in spec.runs:
+            raise SpecError(f"--use {use}: expected RUN=FILE.json with RUN one of {', '.join(spec.runs)}")
+        loaded[name] = load_run(file)
+    if sys.stderr.isatty():
+        todo = [n for n in spec.used_runs() if n not in loaded]
+        if todo:
+            print(f"running {', '.join(todo)} …", file=sys.stderr)
+    try:
+        report = check(spec, parallel=not args.sequential, loaded=loaded)
+    except GdbfaultError as exc:
+        partial = getattr(exc, "partial", None)
+        if args.save_runs and partial:           # what the runs measured before they ended
+            Path(args.save_runs).mkdir(parents=True, exist_ok=True)
+            for name, result in partial.items():
+                save_run(result, Path(args.save_runs) / f"{name}.json")
+        if args.junit and ("run could not" in str(exc) or getattr(exc, "exit_code", 2) >= 128):
+            Path(args.junit).write_text(junit_xml(error_report(spec, str(exc))))
+        raise
+    if args.save_runs:
+        Path(args.save_runs).mkdir(parents=True, exist_ok=True)
+        for name, result in report["results"].items():
+            save_run(result, Path(args.save_runs) / f"{name}.json")
+    if args.junit:
+        Path(args.junit).write_text(junit_xml(report))
+    out = render_check(report, args.format)
+    if args.junit and args.format == "table":
+        out = out.rstrip("\n") + f" — {args.junit} written\n"
+    sys.stdout.write(out)
+    return 0 if report["failed"] == 0 else 1
+
+
+# -- gdbfault profile: the kernel profile -------------------------------------------
+# Exit codes as for attach: 0 ok, 1 kernel + user do not account for the guest's
+# own cycle count, 2 bad input or a target the plugin cannot be loaded into
+# (--port/--socket/--pid: a running QEMU), 3 the guest went wrong.
+
+def _add_profile_parser(subparsers):
+    from gdbfault.kprofile_report import FORMATS as PROFILE_FORMATS
+    p = subparsers.add_parser(
+        "profile", help="where the kernel's instructions go, per function and call chain",
+        description="Run the workload under QEMU with gdbfault's kernel-profile TCG plugin and count the "
+                    "guest instructions each kernel function executes in the workload's measured loop "
+                    "(exact, -icount shift=0), with call chains from a shadow call stack.")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--qemu", action="store_true", help="start QEMU with the kernel and workload")
+    target.add_argument("--port", type=int, metavar="N", help="(not possible: a running QEMU's gdbstub)")
+    target.add_argument("--socket", metavar="PATH", help="(not possible: a running QEMU's gdbstub)")
+    target.add_argument("--pid", type=int, metavar="PID", help="(not possible: a running QEMU)")
+    p.add_argument("--kernel", default="lab", metavar="lab|PATH",
+                   help="kernel to boot: the built-in lab kernel (default) or a kernel image")
+    p.add_argument("--variant", default="vanilla", choices=VARIANTS, help="lab kernel build (default: vanilla)")
+    p.add_argument("--system-map", metavar="FILE", help="System.map for a kernel without ELF symbols")
+    p.add_argument("--workload", default="mprotect", choices=WORKLOADS, help="guest workload (default: mprotect)")
+    p.add_argument("--iterations", type=int, metavar="N", help="workload iterations (default: the workload's)")
+    p.add_argument("--append", default="", metavar="CMDLINE", help="extra kernel command line words")
+    p.add_argument("--no-icount", dest="icount", action="store_false",
+                   help="plain TCG (counts stay exact; the guest's cycles are then host time)")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="give up on a guest that has not finished by then (default: 600)")
+    p.add_argument("--top", type=int, default=20, metavar="N", help="functions in the table (default: 20)")
+    p.add_argument("--format", default="table", choices=PROFILE_FORMATS, help="output format (default: table)")
+    p.add_argument("--output", "-o", metavar="FILE", help="save the profile as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the top functions as a bar chart")
+    p.add_argument("--keep-run-dir", action="store_true", help="keep QEMU's run directory")
+    p.set_defaults(func=cmd_profile)
+    return p
+
+
+def cmd_profile(args):
+    from gdbfault.kprofile import NOT_ON_RUNNING_QEMU, ProfileSpec, run_profile
+    from gdbfault.kprofile_report import plot_profile, render_profile, save_profile
+    if not args.qemu:
+        raise GdbfaultError(NOT_ON_RUNNING_QEMU)
+    if args.top <= 0:
+        raise GdbfaultError(f"--top must be positive, not {args.top}")
+    spec = ProfileSpec(kernel=args.kernel, variant=args.variant, system_map=args.system_map,
+                       workload=args.workload, iterations=args.iterations, append=args.append,
+                       icount=args.icount, timeout_s=args.timeout, keep_run_dir=args.keep_run_dir)
+    try:
+        profile = run_profile(spec)
+    except GdbfaultError as exc:
+        if args.output and getattr(exc, "partial", None) is not None:
+            save_profile(exc.partial, args.output)
+            exc.args = (f"{exc} (the counts until then are saved to {args.output})",)
+        raise
+    if args.output:
+        save_profile(profile, args.output)
+    if args.plot:
+        plot_profile(profile, args.plot, top=min(args.top, 25))
+    sys.stdout.write(render_profile(profile, args.format, top=args.top))
+    if args.format == "table":
+        for what, f in (("plot", args.plot), ("profile", args.output)):
+            if f:
+                print(f"{what} written to {f}")
+    return 0 if profile["accounting"].get("agree") in (True, None) else 1
+
+
+# -- the end of every command ------------------------------------------------------
 
 def _reap_children(since):
     """Last line of defence after a stop signal: no QEMU or GDB we started survives us."""

@@ -11,14 +11,12 @@ import dataclasses
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from gdbfault import __version__
 from gdbfault.errors import GdbfaultError, GuestError, RunFailed, TimedOut
 from gdbfault.gdb import Debugger, gdb_version
 from gdbfault.lifecycle import Stopped, check_stop, shielded
-from gdbfault.locations import lab_kernel
+from gdbfault.spec import RunSpec, validate_spec, MAX_ITERATIONS  # noqa: F401 (named here for its users)
 from gdbfault.bootimage import read_image
 from gdbfault.measure import end_label, fill_result, open_path_label, probe_rows
 from gdbfault.probe_session import (connect, lend_qmp, load_probe_engine, measured, prepare_debugger,
@@ -35,61 +33,6 @@ from gdbfault.workloads import elf_entry, is_own_workload, workload_file
 __all__ = ["RunSpec", "RunFailed", "TimedOut", "run_qemu", "validate_spec", "elf_entry", "MAX_ITERATIONS"]
 
 SNAPSHOT_EVERY_S = 1.0
-# The workloads parse iterations=N into a u32 and refuse what could overflow
-# it (qemu/workloads/driver.c): the largest N they take.
-MAX_ITERATIONS = 4294967289
-
-
-@dataclass
-class RunSpec:
-    """Everything that defines one run (what the CLI flags become)."""
-
-    kernel: str = "lab"                  # "lab" or a path
-    variant: str = "vanilla"             # lab kernel variant
-    system_map: str = None
-    workload: str = "mprotect"
-    iterations: int = None
-    append: str = ""
-    profile: str = None                  # name or file; None = pick from the symbols
-    extra_probes: list = field(default_factory=list)   # [(role, symbol)]
-    icount: bool = True
-    timeout_s: float = 600.0
-    memory_mb: int = 64
-    gdb: str = "gdb"
-    qemu: str = "qemu-system-i386"
-    keep_run_dir: bool = False
-    trace: bool = True                   # follow fault paths (costs need icount)
-    backend: str = "gdb"                 # "gdb" (breakpoints) or "plugin" (TCG plugin, no stops)
-    replay: bool = True                  # record without GDB, count in the replay (icount only)
-    cost_sample: int = 1                 # cost every Nth fault only
-    live_patch: object = None            # livepatch_run.LivePatchSpec: patch the kernel mid-run
-    timeline: bool = False               # keep each traced path's instruction count (--plot of a live patch)
-
-    def kernel_files(self):
-        if self.kernel == "lab":
-            return lab_kernel(self.variant)
-        kernel = Path(self.kernel)
-        if not kernel.is_file():
-            raise GdbfaultError(f"kernel file not found: {kernel}")
-        return kernel, Path(self.system_map) if self.system_map else None
-
-    def kernel_model(self, profile_name):
-        """Which ground-truth rules apply (truth.expected_hits): the lab
-        variant's own, else those of the kernel's probe profile."""
-        return f"lab-{self.variant}" if self.kernel == "lab" else profile_name
-
-    def command_line(self):
-        words = []
-        if self.iterations is not None:
-            words.append(f"iterations={int(self.iterations)}")
-        if self.live_patch is not None and self.iterations is not None:
-            at = self.live_patch.at if self.live_patch.at is not None else self.iterations // 2
-            words.append(f"mark={int(at)}")     # the workload calls gdbfault_mark() there
-            if self.live_patch.unpatch_at is not None:
-                words.append(f"mark2={int(self.live_patch.unpatch_at)}")
-        if self.append:
-            words.append(self.append)
-        return " ".join(words)
 
 
 class _Session:
@@ -110,21 +53,6 @@ class _Session:
             self.machine.close(keep_dir=keep_dir)
 
 
-def validate_spec(spec):
-    """The cheap checks, before anything boots: one line, exit 2."""
-    if spec.iterations is not None and not 1 <= spec.iterations <= MAX_ITERATIONS:
-        raise GdbfaultError(f"--iterations must be between 1 and {MAX_ITERATIONS} (the guest counts in "
-                            f"32 bits), not {spec.iterations}")
-    if spec.cost_sample <= 0:
-        raise GdbfaultError(f"--cost-sample must be positive, not {spec.cost_sample}")
-    if not spec.timeout_s > 0:
-        raise GdbfaultError(f"--timeout must be positive, not {spec.timeout_s:g}")
-    if spec.kernel == "lab" and spec.system_map:
-        # The lab kernel's ELF carries its own symbols; a map would be ignored.
-        raise GdbfaultError("--system-map goes with a kernel you bring (--kernel PATH); the lab kernel "
-                            "has its own ELF symbols", "drop --system-map")
-    if spec.backend not in ("gdb", "plugin"):
-        raise GdbfaultError(f"unknown backend '{spec.backend}'", "choose gdb or plugin")
 
 
 def run_qemu(spec, progress=None):

@@ -1,4 +1,5 @@
-"""Unit tests for `gdbfault check` (checks.py) and `gdbfault compare` rows (compare.py).
+"""Unit tests for `gdbfault check` (checkspec.py, metrics.py, checks.py, checkreport.py) and
+`gdbfault compare` rows (compare.py).
 
 The RunResults under tests/data/ were recorded from real runs:
   check-{vanilla,patched}-mprotect-1000.json   `gdbfault check qemu/checks/seed-patch.toml --save-runs`
@@ -10,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from gdbfault import checks
-from gdbfault.checks import SpecError, evaluate, load_spec, parse_spec, resolve
+from gdbfault import checkreport, checks, checkspec, metrics
+from gdbfault.checks import evaluate
+from gdbfault.checkspec import SpecError, load_spec, parse_spec
 from gdbfault.cli import main
-from gdbfault.compare import SEED, build_comparison, render_compare, user_signal_path
+from gdbfault.compare import SEED, build_comparison, render_compare
+from gdbfault.metrics import resolve, user_signal_path
 from gdbfault.errors import GdbfaultError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,7 +104,7 @@ def test_shipped_specs_parse():
 def test_spec_builds_run_specs():
     spec = parse_spec(SMALL.replace('iterations = 10', 'iterations = 10\nprobes = ["extra=do_exit"]\n'
                                                        'append = "quiet"'), "s.toml")
-    specs = checks.run_specs(spec, ["a", "b"])
+    specs = checkspec.run_specs(spec, ["a", "b"])
     assert specs["a"].variant == "vanilla" and specs["a"].iterations == 10
     assert specs["a"].extra_probes == [("extra", "do_exit")] and specs["a"].append == "quiet"
     assert specs["b"].variant == "patched" and specs["b"].iterations is None
@@ -183,7 +186,7 @@ def test_nothing_is_evaluated():
 def test_unknown_variant_is_a_spec_error():
     spec = parse_spec(SMALL.replace('variant = "patched"', 'variant = "nosuch"'), "spec.toml")
     with pytest.raises(SpecError) as info:
-        checks.run_specs(spec, ["b"])
+        checkspec.run_specs(spec, ["b"])
     assert str(info.value).startswith("spec.toml:6:") and "key 'variant'" in str(info.value)
 
 
@@ -223,12 +226,12 @@ def test_user_signal_alias_follows_each_runs_shape(vanilla, patched, broken):
 
 
 def test_resolve_errors(vanilla):
-    with pytest.raises(checks.MetricError, match="no probe with role or symbol 'nosuch'"):
+    with pytest.raises(metrics.MetricError, match="no probe with role or symbol 'nosuch'"):
         resolve(vanilla, "hits", ("nosuch",))
-    with pytest.raises(checks.MetricError, match="no number 'bogus'"):
+    with pytest.raises(metrics.MetricError, match="no number 'bogus'"):
         resolve(vanilla, "guest", ("bogus",))
     untraced = {k: v for k, v in vanilla.items() if k != "paths"}
-    with pytest.raises(checks.MetricError, match="traced no fault paths"):
+    with pytest.raises(metrics.MetricError, match="traced no fault paths"):
         resolve(untraced, "user_fault_searches")
 
 
@@ -293,17 +296,17 @@ def _report(vanilla, broken):
 
 def test_table_and_json(vanilla, broken):
     report = _report(vanilla, broken)
-    table = checks.render_check(report)
+    table = checkreport.render_check(report)
     assert " ✗ broken: user faults never reach the exception search" in table
     assert " ✓ broken: every user fault still raises SIGSEGV" in table
     assert table.rstrip().endswith("4 passed, 4 failed")
-    data = json.loads(checks.render_check(report, "json"))
+    data = json.loads(checkreport.render_check(report, "json"))
     assert data["schema"] == "gdbfault.check/1" and data["failed"] == 4 and "results" not in data
 
 
 def test_junit_parses_back(vanilla, broken, tmp_path):
     report = _report(vanilla, broken)
-    root = ET.fromstring(checks.junit_xml(report))
+    root = ET.fromstring(checkreport.junit_xml(report))
     assert root.tag == "testsuite" and root.get("tests") == "8" and root.get("failures") == "4"
     cases = root.findall("testcase")
     assert len(cases) == 8

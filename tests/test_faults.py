@@ -463,7 +463,8 @@ def test_compare_header_of_the_plugin_backend_has_no_gdb_none():
     from gdbfault.compare import build_comparison, render_compare
 
     def run(variant):
-        return {"kernel": {"lab": True, "variant": variant, "path": "k"}, "probes": [], "guest": None,
+        return {"schema": "gdbfault.run/1", "run": {},
+                "kernel": {"lab": True, "variant": variant, "path": "k"}, "probes": [], "guest": None,
                 "workload": {"name": "mprotect", "iterations": 10}, "checks": [],
                 "tool": {"qemu": "7.2", "gdb": None}, "mode": {"backend": "plugin", "icount": True}}
     text = render_compare(build_comparison(run("vanilla"), run("patched")))

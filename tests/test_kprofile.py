@@ -285,8 +285,7 @@ def test_profile_chains_change_nothing(profiles, no_leaks):
 
 
 def test_compare_profile_option_alone_or_with_a_probe_profile():
-    from gdbfault.cli import build_parser
-    from gdbfault.compare import KERNEL_PROFILE
+    from gdbfault.cli import KERNEL_PROFILE, build_parser
     parser = build_parser()
     assert parser.parse_args(["compare", "--profile"]).profile is KERNEL_PROFILE
     assert parser.parse_args(["compare", "--profile", "--iterations", "5"]).profile is KERNEL_PROFILE
