@@ -9,8 +9,10 @@ attached to the raised error, and no QEMU or GDB process is left behind.
 """
 import dataclasses
 import json
+import re
 import shutil
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +26,8 @@ from gdbfault.paths import cost_stats, summarise_paths, user_fault_searches
 from gdbfault.bootimage import read_image
 from gdbfault.profiles import ENTRY, load_profile, pick_profile, resolve_probes, role_alternatives
 from gdbfault.realkernel import apply_boot, icount_shift, truth_model
-from gdbfault.qemu import (EXIT_CLEAN, EXIT_OOPS, EXIT_PANIC, Machine, MachineConfig, describe_exit,
-                           private_dir, qemu_version)
+from gdbfault.qemu import (ENDED_AFTER_RESULT, EXIT_CLEAN, EXIT_OOPS, EXIT_PANIC, Machine, MachineConfig,
+                           describe_exit, private_dir, qemu_version)
 from gdbfault.symbols import is_elf, load_symbols
 from gdbfault.truth import compare_with_guest, parse_guest_output
 from gdbfault.workloads import is_own_workload, workload_file
@@ -35,6 +37,13 @@ __all__ = ["RunSpec", "RunFailed", "TimedOut", "run_qemu", "validate_spec", "rea
 
 SCHEMA = "gdbfault.run/1"
 SNAPSHOT_EVERY_S = 1.0
+# The VM snapshot an old kernel's recording saves at the workload's entry,
+# where its replay starts (-icount ...,rr=replay,rrsnapshot=NAME).
+ENTRY_SNAPSHOT = "gdbfault-entry"
+# How often a recording that ends at the workload's result line looks for it.
+RESULT_POLL_S = 0.02
+# A complete GDBFAULT-RESULT line: the workload wrote it to the end (truth.py reads it).
+_RESULT_LINE = re.compile(r"^GDBFAULT-RESULT \{.*\}[ \t\r]*\n", re.M)
 # The workloads parse iterations=N into a u32 and refuse what could overflow
 # it (qemu/workloads/driver.c): the largest N they take.
 MAX_ITERATIONS = 4294967289
@@ -313,6 +322,11 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
     t_start = None
     replay = spec.replay and spec.icount
     result["mode"]["replay"] = replay
+    # An old kernel's replay starts at the workload's entry, from a snapshot
+    # the recording saves there; it ends where the recording was ended.
+    from_entry = (replay and live is None and arm is not None and boot is not None
+                  and boot.replay_from_entry)
+    ready = None
     if live is not None:
         from gdbfault import livepatch_run
         plan = live[0].write_plan(_temp_dir(cleanup) / "livepatch-plan.json",
@@ -329,11 +343,22 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
             record_file, recorded = livepatch_run.record_with_patch(
                 spec, config, result, cleanup, plan, points, config.rr_icount, attach_recorder,
                 deadline)
+        elif from_entry:
+            # The replay's GDB gets ready (start-up, probe engine) while the guest is recorded.
+            session.debugger = Debugger(spec.gdb)
+            ready = _Background(lambda: _ready_replay_debugger(session.debugger, kernel, probes))
+            record_file, recorded = _record(
+                spec, config, result, cleanup, deadline,
+                entry=lambda rec: _stop_recording_at_entry(spec, rec, kernel, symbols, boot, arm, result,
+                                                           deadline))
+            from_entry = recorded["snapshot"]
         elif replay:
             record_file, recorded = _record(spec, config, result, cleanup, deadline)
         if replay:
+            result["mode"]["replay_start"] = "workload entry (snapshot)" if from_entry else "power-on"
             config = dataclasses.replace(
-                config, icount_options=f"{config.rr_icount},rr=replay,rrfile={record_file}",
+                config, icount_options=f"{config.rr_icount},rr=replay,rrfile={record_file}"
+                + (f",rrsnapshot={ENTRY_SNAPSHOT}" if from_entry else ""),
                 extra_args=config.extra_args + ["-net", "none"])
         if replay and live is not None:  # the replay watchdog reads the instruction count itself
             config = dataclasses.replace(config, watch_qmp=True)
@@ -341,10 +366,17 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
         session.machine = Machine(config)
         machine = session.machine
         machine.start(timeout=min(20.0, max(1.0, deadline - time.monotonic())))
-        session.debugger = dbg = Debugger(spec.gdb)
-        _prepare_debugger(dbg, kernel)
-        _connect(dbg, str(machine.gdb_socket))
-        _load_probe_engine(dbg, probes, arm, replay=replay)
+        if ready is not None:
+            dbg = session.debugger
+            ready.wait(max(1.0, deadline - time.monotonic()))
+            _connect(dbg, str(machine.gdb_socket))
+            if not from_entry:           # no snapshot after all: the replay boots, count its boot apart
+                dbg.console(f"faultprobe arm *{arm:#x}")
+        else:
+            session.debugger = dbg = Debugger(spec.gdb)
+            _prepare_debugger(dbg, kernel)
+            _connect(dbg, str(machine.gdb_socket))
+            _load_probe_engine(dbg, probes, arm, replay=replay)
         if spec.trace:
             _start_tracer(dbg, probes, machine.probe_qmp_socket if spec.icount else None,
                           spec.cost_sample)
@@ -356,7 +388,7 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
             livepatch_run.arm(dbg, plan, points, machine.probe_qmp_socket if spec.icount else None)
             if spec.timeline and spec.trace and spec.icount:
                 dbg.console("faultprobe timeline")
-        if boot:                         # stops once at the workload's entry: is the map right?
+        if boot and ready is None:       # stops once at the workload's entry: is the map right?
             from gdbfault.realkernel import check_banner
             banner = check_banner(dbg, symbols, boot.image, arm, max(1.0, deadline - time.monotonic()),
                                   machine)
@@ -364,7 +396,8 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
                 result["kernel"]["banner"], result["kernel"]["banner_form"] = banner["text"], banner["form"]
         t_start = time.monotonic()
         dbg.mi("-exec-continue")
-        status = _supervise(spec, session, deadline, progress)
+        status = _supervise(spec, session, deadline, progress,
+                            end_at_result=replay and recorded.get("ended_after_result", False))
         if dbg.alive:                    # else: keep the last snapshot
             try:
                 session.snapshot = read_counts(dbg, machine.run_dir)
@@ -374,6 +407,8 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
         _fill(result, session, t_start, spec)
         result["run"]["exit_status"] = status
         result["run"]["exit"] = describe_exit(status)
+        if machine.ended_after_result and status == EXIT_CLEAN:
+            result["run"]["exit"] = ENDED_AFTER_RESULT + " (the recording was ended there too)"
         machine.check_exit(status)
         if replay:
             _check_replay(result, recorded, machine)
@@ -396,6 +431,8 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
     finally:
         with shielded():
             session.close(keep_dir=spec.keep_run_dir)
+            if ready is not None:
+                ready.join(5.0)          # GDB is gone: its commands fail at once
             _note_teardown(result, session.machine)
 
 
@@ -438,7 +475,7 @@ def _fill_live_patch(result, snap, live, spec):
     livepatch_run.timing_perturbation(result)
 
 
-def _record(spec, config, result, cleanup, deadline):
+def _record(spec, config, result, cleanup, deadline, entry=None):
     """Run the guest once with no debugger attached, recording it for replay.
 
     Breakpoint stops move virtual time under -icount (while QEMU is stopped
@@ -446,20 +483,28 @@ def _record(spec, config, result, cleanup, deadline):
     interrupts at other places and other rdtsc values. A replay re-injects
     every interrupt at its recorded instruction count: under GDB it executes
     exactly the instructions the unobserved run did.
+
+    With `entry` (an old kernel), the recording starts halted and
+    `entry(machine)` stops it once, at the workload's entry, to check the
+    banner and save the snapshot its replay starts from (True when saved);
+    the recording is then ended as soon as the workload's result line is
+    out: the kernel's power-off is not part of the measurement.
     """
     rec_dir = private_dir("gdbfault-rec-")
     cleanup.append(rec_dir)
     record_file = rec_dir / "guest.rr"
     rec = Machine(dataclasses.replace(
-        config, icount=True, halted=False,
+        config, icount=True, halted=entry is not None,
         icount_options=f"{config.rr_icount},rr=record,rrfile={record_file}",
         extra_args=config.extra_args + ["-net", "none"]), run_dir=rec_dir)
     t0 = time.monotonic()
     result["run"]["phase"] = "record"
-    status = None
+    status, snapshot = None, False
     try:
         rec.start(timeout=min(20.0, max(1.0, deadline - time.monotonic())))
-        status = rec.wait_until(deadline)
+        if entry is not None:
+            snapshot = entry(rec)
+        status = _wait_recording(rec, deadline, end_at_result=entry is not None)
         if status is None:
             raise TimedOut(f"the guest did not finish within --timeout {spec.timeout_s:g} s (hung?) while "
                            f"recording; serial log tail: {_tail(rec.serial_output())!r}")
@@ -470,14 +515,91 @@ def _record(spec, config, result, cleanup, deadline):
             rec.close(keep_dir=True)     # the record file lives there until the replay is done
             result["record"] = {"exit_status": rec.poll(), "exit": describe_exit(rec.poll()),
                                 "wall_s": round(time.monotonic() - t0, 3)}
-            if rec.stopped_by_us:
+            if rec.ended_after_result:
+                result["record"]["exit"] = ENDED_AFTER_RESULT
+            elif rec.stopped_by_us:
                 result["record"]["exit"] = "stopped by gdbfault"
                 result["run"]["stopped_by_gdbfault"] = True
                 result["run"]["exit_status"] = rec.poll()
             elif status is not None and status != EXIT_CLEAN:
                 result["run"]["exit_status"] = status
                 result["run"]["exit"] = describe_exit(status) + " while recording"
-    return record_file, {"status": status, "serial": serial}
+    return record_file, {"status": status, "serial": serial, "snapshot": snapshot,
+                         "ended_after_result": rec.ended_after_result}
+
+
+def _wait_recording(rec, deadline, end_at_result):
+    """The recording's exit status (None at the deadline). With end_at_result,
+    QEMU is ended once a complete result line is out (the status it quit with)."""
+    if not end_at_result:
+        return rec.wait_until(deadline)
+    while True:
+        status = rec.wait_until(min(deadline, time.monotonic() + RESULT_POLL_S))
+        if status is not None or time.monotonic() >= deadline:
+            return status
+        if _RESULT_LINE.search(rec.serial_output()):
+            return rec.end_after_result()
+
+
+def _stop_recording_at_entry(spec, rec, kernel, symbols, boot, arm, result, deadline):
+    """The recording's one stop, at the workload's entry: check the banner
+    (is the System.map this kernel's?), save the snapshot the replay starts
+    from, and let the guest go on with no debugger. True when saved.
+
+    The stop moves the recorded guest's clock (while QEMU stands still its
+    virtual clock follows real time, FACTS.md), before the workload's first
+    instruction: the boot took that much longer for the guest. The replay
+    reproduces the recording exactly, so counts and path costs are exact.
+    """
+    from gdbfault.realkernel import read_banner, stop_at_entry
+    dbg = Debugger(spec.gdb)
+    try:
+        _prepare_debugger(dbg, kernel)
+        _connect(dbg, str(rec.gdb_socket))
+        stop_at_entry(dbg, arm, max(1.0, deadline - time.monotonic()), rec)
+        banner = read_banner(dbg, symbols, boot.image)
+        if banner:
+            result["kernel"]["banner"], result["kernel"]["banner_form"] = banner["text"], banner["form"]
+        said = dbg.console(f"monitor savevm {ENTRY_SNAPSHOT}", timeout=120)
+        saved = "error" not in said.lower()
+        if not saved:                    # the replay then boots from power-on
+            result["mode"]["snapshot_error"] = said.strip()[:200]
+        dbg.mi("-target-detach")        # QEMU's gdbstub lets the guest run on
+        return saved
+    finally:
+        with shielded():
+            dbg.close()
+
+
+def _ready_replay_debugger(dbg, kernel, probes):
+    """The replay's GDB, before its QEMU exists: settings and probes (no target needed)."""
+    _prepare_debugger(dbg, kernel)
+    _load_probe_engine(dbg, probes, None, replay=True)
+
+
+class _Background(threading.Thread):
+    """One piece of set-up that runs while the main thread waits for something else."""
+
+    def __init__(self, work):
+        super().__init__(daemon=True)
+        self._work, self._error = work, None
+        self.start()
+
+    def run(self):
+        try:
+            self._work()
+        except BaseException as exc:     # handed to the main thread by wait()
+            self._error = exc
+
+    def wait(self, timeout):
+        deadline = time.monotonic() + timeout
+        while self.is_alive():
+            check_stop()
+            if time.monotonic() >= deadline:
+                raise GdbfaultError(f"GDB was not ready within {timeout:.0f} s")
+            self.join(0.05)
+        if self._error is not None:
+            raise self._error
 
 
 def _check_replay(result, recorded, machine):
@@ -489,19 +611,25 @@ def _check_replay(result, recorded, machine):
         raise GdbfaultError("the replay diverged from the recording (the guest's summaries differ)")
 
 
-def _supervise(spec, session, deadline, progress):
+def _supervise(spec, session, deadline, progress, end_at_result=False):
     """Wait for QEMU to end the run; snapshot counts as it goes.
 
     When GDB goes away, QEMU is given a moment: a QEMU killed under GDB can
     take GDB down with it, and then QEMU's end is the cause to report.
+    With end_at_result (the replay of a recording that gdbfault ended after
+    the workload's result line), QEMU is ended as soon as that line is out:
+    every hit of the workload came before it, and the replay must not wait
+    at the end of a log that stops soon after it.
     """
     machine, dbg = session.machine, session.debugger
     next_snap = time.monotonic() + SNAPSHOT_EVERY_S
     while True:
         check_stop()
-        status = machine.wait(0.2)
+        status = machine.wait(RESULT_POLL_S if end_at_result else 0.2)
         if status is not None:
             return status
+        if end_at_result and _RESULT_LINE.search(machine.serial_output()):
+            return machine.end_after_result()
         if not dbg.alive:
             return _gdb_gone(machine, dbg)
         now = time.monotonic()
