@@ -556,7 +556,15 @@ def _stop_recording_at_entry(spec, rec, kernel, symbols, boot, arm, result, dead
     try:
         _prepare_debugger(dbg, kernel)
         _connect(dbg, str(rec.gdb_socket))
-        stop_at_entry(dbg, arm, max(1.0, deadline - time.monotonic()), rec)
+        try:
+            stop_at_entry(dbg, arm, max(1.0, deadline - time.monotonic()), rec)
+        except GuestError as exc:        # a panic at boot: said as for a recording without the stop
+            raise GuestError(f"the recording run failed, no replay attempted: {exc}") from None
+        except GdbfaultError:
+            if time.monotonic() < deadline:
+                raise
+            raise TimedOut(f"the guest did not finish within --timeout {spec.timeout_s:g} s (hung?) while "
+                           f"recording; serial log tail: {_tail(rec.serial_output())!r}") from None
         banner = read_banner(dbg, symbols, boot.image)
         if banner:
             result["kernel"]["banner"], result["kernel"]["banner_form"] = banner["text"], banner["form"]
