@@ -6,6 +6,7 @@ the fault entry, appends the other probes as events and closes the path at
 the instruction after the call into the fault entry. Its results fill the
 same RunResult, so reports, compare and check work unchanged.
 """
+import dataclasses
 import time
 
 from gdbfault.errors import GdbfaultError, GuestError
@@ -76,8 +77,10 @@ def run_with_plugin(spec, result, config, probes, arm, deadline=None, live=None)
     t0 = time.monotonic()
     try:
         write_probe_file(probe_file, plist)
-        config.extra_args = list(config.extra_args) + qemu_plugin_args(library, probe_file, out_file)
-        config.halted = patcher is not None    # the patch breakpoint goes in before the guest runs
+        # (halted: the patch breakpoint goes in before the guest runs)
+        machine.config = dataclasses.replace(
+            config, extra_args=config.extra_args + qemu_plugin_args(library, probe_file, out_file),
+            halted=patcher is not None)
         result["mode"].update({"backend": "plugin", "replay": False,
                                "trace": any(kind == "ret" for _, kind, _ in plist)})
         snap = None

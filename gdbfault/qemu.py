@@ -47,7 +47,7 @@ class MachineConfig:
     icount: bool = True
     icount_options: str = "shift=0"
     # -icount options a record and its replay run under (then ",rr=record|replay,rrfile=F");
-    # realkernel.apply_boot may ask for sleep=off.
+    # a kernel's boot setup may ask for more (machine_config.py).
     rr_icount: str = "shift=0"
     extra_args: list = field(default_factory=list)
     qemu: str = "qemu-system-i386"

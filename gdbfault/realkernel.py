@@ -31,7 +31,7 @@ from gdbfault.bootimage import GRUB, BootPlan, boot_plan, read_image
 from gdbfault.errors import GdbfaultError, GuestError
 from gdbfault.qemu import describe_exit, snapshot_store, snapshot_store_available
 
-__all__ = ["BootSetup", "prepare_boot", "apply_boot", "check_banner", "stop_at_entry", "read_banner", "banner_matches", "root_kind",
+__all__ = ["BootSetup", "prepare_boot", "check_banner", "stop_at_entry", "read_banner", "banner_matches", "root_kind",
            "decode_banner", "truth_model", "icount_shift", "MIN_MEMORY_MB", "OLD_KERNEL_SHIFT"]
 
 MIN_MEMORY_MB = 256        # a modern distribution kernel wants >= 128 MB; 256 leaves room
@@ -293,12 +293,3 @@ def truth_model(profile_name, image):
     if profile_name == "lab" and build.startswith("oldboot"):
         return "lab-patched" if build.endswith("patched") else "lab-vanilla"
     return profile_name
-
-
-def apply_boot(config, boot):
-    """Point a qemu.MachineConfig at what prepare_boot() built (no-op for boot=None)."""
-    if boot is not None:
-        config.kernel, config.initrd, config.append = boot.kernel, list(boot.initrd), boot.append
-        config.memory_mb, config.extra_args = boot.memory_mb, list(boot.extra_args)
-        config.rr_icount = boot.rr_icount       # record and replay use it (run.py)
-    return config

@@ -7,7 +7,6 @@ schema in report.py). Whatever happens — a guest that oopses or hangs, QEMU
 or GDB killed, Ctrl-C — the counts measured so far are kept in the result
 attached to the raised error, and no QEMU or GDB process is left behind.
 """
-import dataclasses
 import json
 import re
 import shutil
@@ -25,9 +24,10 @@ from gdbfault.locations import GDBSCRIPTS, lab_kernel
 from gdbfault.paths import cost_stats, summarise_paths, user_fault_searches
 from gdbfault.bootimage import read_image
 from gdbfault.profiles import ENTRY, load_profile, pick_profile, resolve_probes, role_alternatives
-from gdbfault.realkernel import apply_boot, icount_shift, truth_model
-from gdbfault.qemu import (ENDED_AFTER_RESULT, EXIT_CLEAN, EXIT_OOPS, EXIT_PANIC, Machine, MachineConfig,
-                           describe_exit, private_dir, qemu_version)
+from gdbfault.machine_config import machine_config, record_config, replay_config
+from gdbfault.realkernel import icount_shift, truth_model
+from gdbfault.qemu import (ENDED_AFTER_RESULT, EXIT_CLEAN, EXIT_OOPS, EXIT_PANIC, Machine, describe_exit,
+                           private_dir, qemu_version)
 from gdbfault.symbols import is_elf, load_symbols
 from gdbfault.truth import compare_with_guest, parse_guest_output
 from gdbfault.workloads import is_own_workload, workload_file
@@ -260,9 +260,7 @@ def run_qemu(spec, progress=None):
                 result["mode"]["icount_shift"] = icount_shift(boot.rr_icount)
         for p in result["probes"]:
             p["alternatives"] = role_alternatives(p["role"], symbols, p["symbol"])
-        config = MachineConfig(kernel=kernel, initrd=initrd, append=spec.command_line(),
-                               icount=spec.icount, memory_mb=spec.memory_mb, qemu=spec.qemu)
-        apply_boot(config, boot)
+        config = machine_config(spec, kernel, initrd, boot, spec.backend)
     except BaseException:
         with shielded():
             for folder in cleanup:
@@ -341,8 +339,7 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
                 _load_probe_engine(dbg, [], None)
                 _lend_qmp(dbg)
             record_file, recorded = livepatch_run.record_with_patch(
-                spec, config, result, cleanup, plan, points, config.rr_icount, attach_recorder,
-                deadline)
+                spec, config, result, cleanup, plan, points, attach_recorder, deadline)
         elif from_entry:
             # Both GDBs start now, while QEMU starts: the recording's (one stop,
             # at the workload's entry) and the replay's, which gets its probes
@@ -363,12 +360,9 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
             record_file, recorded = _record(spec, config, result, cleanup, deadline)
         if replay:
             result["mode"]["replay_start"] = "workload entry (snapshot)" if from_entry else "power-on"
-            config = dataclasses.replace(
-                config, icount_options=f"{config.rr_icount},rr=replay,rrfile={record_file}"
-                + (f",rrsnapshot={ENTRY_SNAPSHOT}" if from_entry else ""),
-                extra_args=config.extra_args + ["-net", "none"])
-        if replay and live is not None:  # the replay watchdog reads the instruction count itself
-            config = dataclasses.replace(config, watch_qmp=True)
+            # (a live patch's replay watchdog reads the instruction count on a QMP socket of its own)
+            config = replay_config(config, record_file, ENTRY_SNAPSHOT if from_entry else None,
+                                   watch_qmp=live is not None)
         result["run"]["phase"] = "replay" if replay else "live"
         session.machine = Machine(config)
         machine = session.machine
@@ -500,10 +494,7 @@ def _record(spec, config, result, cleanup, deadline, entry=None):
     rec_dir = private_dir("gdbfault-rec-")
     cleanup.append(rec_dir)
     record_file = rec_dir / "guest.rr"
-    rec = Machine(dataclasses.replace(
-        config, icount=True, halted=entry is not None,
-        icount_options=f"{config.rr_icount},rr=record,rrfile={record_file}",
-        extra_args=config.extra_args + ["-net", "none"]), run_dir=rec_dir)
+    rec = Machine(record_config(config, record_file, halted=entry is not None), run_dir=rec_dir)
     t0 = time.monotonic()
     result["run"]["phase"] = "record"
     status, snapshot = None, False
