@@ -11,6 +11,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -208,6 +209,29 @@ class Machine:
             check_stop()
             time.sleep(0.02)
         raise GdbfaultError(f"QEMU did not open its gdbstub within {timeout:.0f} s")
+
+    def wait_ready(self, timeout=20.0):
+        """Until QEMU's main loop serves its QMP socket: its start-up (a VM
+        snapshot to start from included) is done. Its sockets exist before
+        that, and a debugger that connects early meets a gdbstub that does
+        not answer yet (GDB gives up on a packet after 2 s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            check_stop()
+            if self.poll() is not None:
+                raise GdbfaultError(f"QEMU died at launch ({describe_exit(self.poll())}): "
+                                    f"{self.stderr_tail() or 'no message'}")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(max(0.05, min(0.5, deadline - time.monotonic())))
+                try:
+                    probe.connect(str(self.probe_qmp_socket))
+                    if probe.recv(1):        # the QMP greeting: the main loop runs
+                        return self
+                except (ConnectionRefusedError, FileNotFoundError, socket.timeout):
+                    pass
+            if time.monotonic() >= deadline:
+                raise GdbfaultError(f"QEMU did not finish starting within {timeout:.0f} s")
+            time.sleep(0.02)
 
     # -- while running -----------------------------------------------------
     @property

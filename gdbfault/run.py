@@ -42,6 +42,8 @@ SNAPSHOT_EVERY_S = 1.0
 ENTRY_SNAPSHOT = "gdbfault-entry"
 # How often a recording that ends at the workload's result line looks for it.
 RESULT_POLL_S = 0.02
+# A replay started from a snapshot must execute its first instruction within this.
+SNAPSHOT_START_S = 5.0
 # A complete GDBFAULT-RESULT line: the workload wrote it to the end (truth.py reads it).
 _RESULT_LINE = re.compile(r"^GDBFAULT-RESULT \{.*\}[ \t\r]*\n", re.M)
 # The workloads parse iterations=N into a u32 and refuse what could overflow
@@ -358,47 +360,71 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
             from_entry = recorded["snapshot"]
         elif replay:
             record_file, recorded = _record(spec, config, result, cleanup, deadline)
-        if replay:
-            result["mode"]["replay_start"] = "workload entry (snapshot)" if from_entry else "power-on"
-            # (a live patch's replay watchdog reads the instruction count on a QMP socket of its own)
-            config = replay_config(config, record_file, ENTRY_SNAPSHOT if from_entry else None,
-                                   watch_qmp=live is not None)
-        result["run"]["phase"] = "replay" if replay else "live"
-        session.machine = Machine(config)
-        machine = session.machine
-        machine.start(timeout=min(20.0, max(1.0, deadline - time.monotonic())))
-        if ready is not None:
-            dbg = session.debugger
-            ready.wait(max(1.0, deadline - time.monotonic()))
-            _connect(dbg, str(machine.gdb_socket))
-            if not from_entry:           # no snapshot after all: the replay boots, count its boot apart
-                dbg.console(f"faultprobe arm *{arm:#x}")
-        else:
-            session.debugger = dbg = Debugger(spec.gdb)
-            _prepare_debugger(dbg, kernel)
-            _connect(dbg, str(machine.gdb_socket))
-            _load_probe_engine(dbg, probes, arm, replay=replay)
-        if spec.trace:
-            _start_tracer(dbg, probes, machine.probe_qmp_socket if spec.icount else None,
-                          spec.cost_sample)
-        if live is not None:
+        run_config = config
+        entry_checked = ready is not None    # the recording stopped at the entry and checked the banner
+        while True:                      # twice at most: a snapshot replay that does not start
             if replay:
-                session.watch = livepatch_run.ReplayWatch(machine, result)
-            if spec.icount:
-                _lend_qmp(dbg)
-            livepatch_run.arm(dbg, plan, points, machine.probe_qmp_socket if spec.icount else None)
-            if spec.timeline and spec.trace and spec.icount:
-                dbg.console("faultprobe timeline")
-        if boot and ready is None:       # stops once at the workload's entry: is the map right?
-            from gdbfault.realkernel import check_banner
-            banner = check_banner(dbg, symbols, boot.image, arm, max(1.0, deadline - time.monotonic()),
-                                  machine)
-            if banner:
-                result["kernel"]["banner"], result["kernel"]["banner_form"] = banner["text"], banner["form"]
-        t_start = time.monotonic()
-        dbg.mi("-exec-continue")
-        status = _supervise(spec, session, deadline, progress,
-                            end_at_result=replay and recorded.get("ended_after_result", False))
+                result["mode"]["replay_start"] = "workload entry (snapshot)" if from_entry else "power-on"
+                # (a live patch's replay watchdog, and the check that a snapshot replay
+                # starts, read the instruction count on a QMP socket of their own)
+                run_config = replay_config(config, record_file, ENTRY_SNAPSHOT if from_entry else None,
+                                           watch_qmp=live is not None or from_entry)
+            result["run"]["phase"] = "replay" if replay else "live"
+            session.machine = Machine(run_config)
+            machine = session.machine
+            machine.start(timeout=min(20.0, max(1.0, deadline - time.monotonic())))
+            if ready is not None:
+                dbg = session.debugger
+                ready.wait(max(1.0, deadline - time.monotonic()))
+                machine.wait_ready(min(60.0, max(1.0, deadline - time.monotonic())))   # snapshot loaded
+                _connect(dbg, str(machine.gdb_socket))
+                if not from_entry:       # no snapshot after all: the replay boots, count its boot apart
+                    dbg.console(f"faultprobe arm *{arm:#x}")
+            else:
+                session.debugger = dbg = Debugger(spec.gdb)
+                _prepare_debugger(dbg, kernel)
+                _connect(dbg, str(machine.gdb_socket))
+                _load_probe_engine(dbg, probes, arm, replay=replay)
+            if spec.trace:
+                _start_tracer(dbg, probes, machine.probe_qmp_socket if spec.icount else None,
+                              spec.cost_sample)
+            if live is not None:
+                if replay:
+                    session.watch = livepatch_run.ReplayWatch(machine, result)
+                if spec.icount:
+                    _lend_qmp(dbg)
+                livepatch_run.arm(dbg, plan, points, machine.probe_qmp_socket if spec.icount else None)
+                if spec.timeline and spec.trace and spec.icount:
+                    dbg.console("faultprobe timeline")
+            if boot and not entry_checked:   # stops once at the workload's entry: is the map right?
+                from gdbfault.realkernel import check_banner
+                banner = check_banner(dbg, symbols, boot.image, arm, max(1.0, deadline - time.monotonic()),
+                                      machine)
+                if banner:
+                    result["kernel"]["banner"], result["kernel"]["banner_form"] = banner["text"], banner["form"]
+            t_start = time.monotonic()
+            starts_at = _replay_icount(machine) if from_entry else None
+            dbg.mi("-exec-continue")
+            if from_entry and not _replay_moves(machine, starts_at):
+                # QEMU 7.2 sometimes cannot go on from a snapshot saved while
+                # recording (seen about once in 20 runs: the replay stands at
+                # the snapshot's instruction). Not one instruction ran, so
+                # nothing was counted: replay the same recording from power-on.
+                result["mode"]["snapshot_error"] = (f"the replay did not start from the snapshot (it stood "
+                                                    f"at guest instruction {starts_at:,}); replayed from "
+                                                    "power-on")
+                with shielded():
+                    session.close()
+                    if ready is not None:
+                        ready.join(5.0)
+                session, ready, from_entry = _Session(), None, False
+                continue
+            break
+        # An old kernel's replay ends at the result line too, also when its
+        # recording powered off before gdbfault could end it (the power-off
+        # path would only cost time: it is not measured).
+        status = _supervise(spec, session, deadline, progress, end_at_result=replay and (
+            from_entry or recorded.get("ended_after_result", False)))
         if dbg.alive:                    # else: keep the last snapshot
             try:
                 session.snapshot = read_counts(dbg, machine.run_dir)
@@ -409,7 +435,8 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
         result["run"]["exit_status"] = status
         result["run"]["exit"] = describe_exit(status)
         if machine.ended_after_result and status == EXIT_CLEAN:
-            result["run"]["exit"] = ENDED_AFTER_RESULT + " (the recording was ended there too)"
+            result["run"]["exit"] = ENDED_AFTER_RESULT + (" (the recording was ended there too)"
+                                                          if recorded.get("ended_after_result") else "")
         machine.check_exit(status)
         if replay:
             _check_replay(result, recorded, machine)
@@ -571,11 +598,46 @@ def _stop_recording_at_entry(dbg, rec, kernel, symbols, boot, arm, result, spec,
         saved = "error" not in said.lower()
         if not saved:                    # the replay then boots from power-on
             result["mode"]["snapshot_error"] = said.strip()[:200]
-        dbg.mi("-target-detach")        # QEMU's gdbstub lets the guest run on
+        try:
+            dbg.mi("-target-detach")    # QEMU's gdbstub lets the guest run on
+        except GdbfaultError:
+            # The guest ran on at once and its QEMU may end before GDB has
+            # finished detaching ("Broken pipe"): the recording's own exit
+            # status says how it went.
+            pass
         return saved
     finally:
         with shielded():
             dbg.close()
+
+
+def _replay_icount(machine):
+    """The replay's instruction count, on the machine's own QMP socket (MachineConfig.watch_qmp)."""
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+    client = QEMUMonitorProtocol(str(machine.watch_qmp_socket))
+    try:
+        client.connect()
+        return int(client.cmd("query-replay")["icount"])
+    finally:
+        client.close()
+
+
+def _replay_moves(machine, start, patience=SNAPSHOT_START_S):
+    """Did a replay started from a snapshot execute anything (its instruction
+    count left `start`) within `patience` seconds? A QEMU that already ended counts as moving."""
+    from qemu.qmp import QMPError
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        check_stop()
+        if machine.poll() is not None:
+            return True
+        try:
+            if _replay_icount(machine) != start:
+                return True
+        except (OSError, EOFError, QMPError):
+            return True                  # QMP gone: QEMU's own end is reported instead
+        time.sleep(0.05)
+    return False
 
 
 def _ready_replay_debugger(dbg, kernel, probes):
@@ -623,10 +685,10 @@ def _supervise(spec, session, deadline, progress, end_at_result=False):
 
     When GDB goes away, QEMU is given a moment: a QEMU killed under GDB can
     take GDB down with it, and then QEMU's end is the cause to report.
-    With end_at_result (the replay of a recording that gdbfault ended after
-    the workload's result line), QEMU is ended as soon as that line is out:
-    every hit of the workload came before it, and the replay must not wait
-    at the end of a log that stops soon after it.
+    With end_at_result (an old kernel's replay, or one of a recording that
+    gdbfault ended after the workload's result line), QEMU is ended as soon
+    as that line is out: every hit of the workload came before it, and the
+    replay must not wait at the end of a log that stops soon after it.
     """
     machine, dbg = session.machine, session.debugger
     next_snap = time.monotonic() + SNAPSHOT_EVERY_S
