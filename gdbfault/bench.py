@@ -25,7 +25,8 @@ of it: GRUB image, initrd, record, replay under GDB) against one plain
 uninstrumented boot-to-power-off of the same image with the same workload
 (QEMU's life only, plain TCG, no icount, no debugger). The image is the
 lab kernel packaged as a 2.2-style bzImage (qemu/kernel/variants/oldboot),
-or any image given with --image.
+or any image given with --image. Each row also splits gdbfault's time into
+the recording, the counting replay and the rest (set-up and teardown).
 
 The soak part (last in `all`; alone with `--part soak`) runs 100 short
 runs in a row, half of them stopped by a signal or by killing QEMU or GDB,
