@@ -25,7 +25,8 @@ of it: GRUB image, initrd, record, replay under GDB) against one plain
 uninstrumented boot-to-power-off of the same image with the same workload
 (QEMU's life only, plain TCG, no icount, no debugger). The image is the
 lab kernel packaged as a 2.2-style bzImage (qemu/kernel/variants/oldboot),
-or any image given with --image.
+or any image given with --image. Each row also splits gdbfault's time into
+the recording, the counting replay and the rest (set-up and teardown).
 
 The soak part (last in `all`; alone with `--part soak`) runs 100 short
 runs in a row, half of them stopped by a signal or by killing QEMU or GDB,
@@ -91,11 +92,11 @@ def run_gdbfault(variant, workload, iterations, icount=True, trace=False):
 def run_uninstrumented(variant, workload, iterations, icount=True):
     """Wall time of the same guest with nothing attached (icount like the others, or not)."""
     import time
-    from gdbfault.qemu import Machine, MachineConfig
+    from gdbfault.machine_config import machine_config
+    from gdbfault.qemu import Machine
     kernel, _ = lab_kernel(variant)
-    with Machine(MachineConfig(kernel=kernel, initrd=[workload_binary(workload)],
-                               append=f"iterations={iterations}", icount=icount,
-                               halted=False)) as m:
+    spec = RunSpec(variant=variant, workload=workload, iterations=iterations, icount=icount)
+    with Machine(machine_config(spec, kernel, [workload_binary(workload)], None, "plain")) as m:
         t0 = time.monotonic()              # QEMU's life only, like the plugin run's wall_s
         m.start()
         status = m.wait(1800)
@@ -136,14 +137,16 @@ def plain_boot(image, system_map, workload, iterations):
     """Seconds of one plain boot-to-power-off of a kernel image (QEMU's life only)."""
     import shutil
     import time
-    from gdbfault.qemu import Machine, MachineConfig
-    from gdbfault.realkernel import apply_boot, prepare_boot
+    from gdbfault.machine_config import machine_config
+    from gdbfault.qemu import Machine
+    from gdbfault.realkernel import prepare_boot
     from gdbfault.symbols import load_symbols
+    spec = RunSpec(kernel=str(image), system_map=str(system_map) if system_map else None,
+                   workload=workload, iterations=iterations, icount=False)
     boot = prepare_boot(image, load_symbols(image, system_map), workload_binary(workload),
-                        f"iterations={iterations}", 64)
+                        spec.command_line(), spec.memory_mb)
     try:
-        config = apply_boot(MachineConfig(kernel=image, halted=False, icount=False), boot)
-        with Machine(config) as m:
+        with Machine(machine_config(spec, image, [], boot, "plain")) as m:
             t0 = time.monotonic()
             m.start()
             status = m.wait(1800)
@@ -166,14 +169,20 @@ def bench_old_kernel(image, system_map, workload, iterations, repeat):
                                iterations=iterations))
         full = time.monotonic() - t0
         ratios.append(full / plain)
-        rows.append([i + 1, f"{plain:.2f}", f"{full:.2f}", f"{full / plain:.2f}",
-                     res.record.wall_s, res.run.hits, "yes" if res.checks and res.checks_ok else "NO"])
+        record, replay = res.record.wall_s, res.run.wall_s
+        rows.append([i + 1, f"{plain:.2f}", f"{full:.2f}", f"{full / plain:.2f}", f"{record:.2f}",
+                     f"{replay:.2f}", f"{full - record - replay:.2f}", res.run.hits,
+                     "yes" if res.checks and res.checks_ok else "NO"])
     boot = res.kernel.boot
     print(f"\nold kernel: {image} ({boot['format']}, protocol {boot['boot_protocol']}, "
           f"{boot['boot_path']}, {res.kernel.profile} profile), {workload} × {iterations}; "
-          f"gdbfault under -icount {boot['icount']}")
-    print(tabulate(rows, headers=["run", "plain boot s", "image→report s", "ratio", "record s", "hits",
-                                  "exact"]))
+          f"gdbfault under -icount {boot['icount']}, replay from {res.mode.replay_start}; "
+          f"the run: {res.run.exit}")
+    print(tabulate(rows, headers=["run", "plain boot s", "image→report s", "ratio", "record s",
+                                  "replay s", "rest s", "hits", "exact"]))
+    print("record: boot + workload, recorded (one stop at the workload's entry when the replay starts "
+          "there); replay: the counting replay under GDB; rest: set-up (GRUB image, initrd, GDB) and "
+          "teardown")
     median = statistics.median(ratios)
     print(f"median ratio image→report / plain boot-to-power-off: {median:.2f} (target ≤ 1.0)")
     return median

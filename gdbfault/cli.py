@@ -184,7 +184,7 @@ def cmd_attach(args):
         if args.qemu:
             result = run_qemu(spec, progress=update)
             if args.verify_with:
-                result["verify"] = _verify(spec, result)
+                result.verify = _verify(spec, result)
         else:
             result = _attach_running(args)
     except RunFailed as failed:

@@ -10,6 +10,7 @@ Per-hit work never comes here: the probes count inside GDB (gdbscripts/) and
 this module only asks them for summaries.
 """
 import queue
+import select
 import shutil
 import threading
 import time
@@ -80,7 +81,11 @@ class Debugger:
         io = self._ctl.io_manager
         while not self._dead.is_set():
             try:
-                records = io.get_gdb_response(timeout_sec=0.05, raise_error_on_timeout=False)
+                # Wait for output ourselves, then take what is there at once:
+                # get_gdb_response(timeout) would sit out its whole timeout even
+                # after a reply came, and set-up is a few dozen round trips.
+                select.select(io.read_list, [], [], 0.05)
+                records = io.get_gdb_response(timeout_sec=0, raise_error_on_timeout=False)
             except Exception:   # GDB's pipes closed: it exited or was killed
                 break
             for rec in records:

@@ -19,8 +19,8 @@ The parts:
                 but i386-pc core images are limited to 480 KiB.)
 
 For record/replay the disk goes through QEMU's `blkreplay` driver (the
-documented way to make block I/O replayable), read-only and in snapshot
-mode; `disk_args()` gives the QEMU arguments.
+documented way to make block I/O replayable), with the tar file never
+written; `disk_args()` gives the QEMU arguments.
 """
 import shutil
 import subprocess
@@ -74,8 +74,14 @@ def build_grub_image(kernel, initrd, cmdline, work_dir):
     return image, disk
 
 
-def disk_args(disk):
-    """QEMU arguments attaching `disk` (boot.tar) as a replayable IDE disk (snapshot: the file is never written)."""
-    return ["-drive", f"file={disk},format=raw,if=none,id=gdbfault-boot-direct,snapshot=on",
+def disk_args(disk, overlay=None):
+    """QEMU arguments attaching `disk` (boot.tar) as a replayable IDE disk.
+
+    The tar file is never written: the guest writes go to a throw-away
+    overlay (snapshot=on), or to `overlay`, a qcow2 file backed by the tar
+    (qemu.snapshot_store), which can also keep `savevm` snapshots."""
+    direct = (f"file={overlay},format=qcow2" if overlay is not None
+              else f"file={disk},format=raw,snapshot=on")
+    return ["-drive", f"{direct},if=none,id=gdbfault-boot-direct",
             "-drive", "driver=blkreplay,if=none,image=gdbfault-boot-direct,id=gdbfault-boot",
             "-device", "ide-hd,drive=gdbfault-boot,bus=ide.0"]

@@ -58,7 +58,6 @@ ENTRY_NAME = re.compile(
     r"irq_entries_start|spurious_entries_start|common_interrupt|handle_exception)$")
 NOT_ON_RUNNING_QEMU = ("a kernel profile needs the TCG plugin loaded when QEMU starts; "
                        "it cannot be added to a running QEMU: use `gdbfault profile --qemu`")
-_MAP_LINE = re.compile(r"^([0-9a-fA-F]{6,16})\s+([A-Za-z])\s+(\S+)")
 _TEXT_TYPES = "tT"
 
 
@@ -102,43 +101,6 @@ def profile_library(plugin_dir=None) -> Path:
 
 # -- function ranges ---------------------------------------------------------
 
-def _map_symbols(text, source):
-    """[(address, type letter, name)] of a System.map (nm -n format)."""
-    rows = []
-    for line in text.splitlines():
-        m = _MAP_LINE.match(line)
-        if m and m.group(2) not in "aAUwWvV":
-            rows.append((int(m.group(1), 16), m.group(2), m.group(3)))
-    if not rows:
-        raise GdbfaultError(f"no symbols found in {source}: not a System.map?")
-    return rows
-
-
-def _elf_symbols(path):
-    """[(address, 'T'/'t' or 'D', name)] of an ELF's .symtab: code symbols as text."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-    rows = []
-    try:
-        with open(path, "rb") as f:
-            elf = ELFFile(f)
-            symtab = elf.get_section_by_name(".symtab")
-            if symtab is None:
-                return rows
-            exec_sections = {i for i, s in enumerate(elf.iter_sections()) if s["sh_flags"] & 0x4}
-            for sym in symtab.iter_symbols():
-                shndx = sym["st_shndx"]
-                if not sym.name or not isinstance(shndx, int) or sym["st_info"]["type"] in ("STT_FILE",
-                                                                                           "STT_SECTION"):
-                    continue
-                glob = sym["st_info"]["bind"] != "STB_LOCAL"
-                letter = ("T" if glob else "t") if shndx in exec_sections else ("D" if glob else "d")
-                rows.append((sym["st_value"], letter, sym.name))
-    except ELFError as exc:
-        raise GdbfaultError(f"cannot read ELF symbols from {path}: {exc}")
-    return sorted(rows)
-
-
 def _name_rank(letter, name):
     """Which of several names at one address to show: plain global names first."""
     return (name.startswith("_"), letter.islower(), name.startswith("."), name)
@@ -151,22 +113,14 @@ def kernel_functions(kernel, system_map=None):
     .symtab. A function runs from its symbol to the next symbol at a higher
     address (readprofile's rule); names sharing an address are aliases.
     """
-    if system_map:
-        path = Path(system_map)
-        if not path.is_file():
-            raise GdbfaultError(f"System.map not found: {path}")
-        rows = _map_symbols(path.read_text(errors="replace"), path)
-        source = str(path)
-    else:
-        from gdbfault.symbols import is_elf
-        if not Path(kernel).is_file():
-            raise GdbfaultError(f"kernel file not found: {kernel}")
-        rows = _elf_symbols(kernel) if is_elf(kernel) else []
-        if not any(t in _TEXT_TYPES for _, t, _ in rows):
-            raise GdbfaultError(f"{kernel} has no function symbols (stripped or compressed?)",
-                                "pass its System.map with --system-map")
-        source = str(kernel)
-    rows.sort(key=lambda r: r[0])
+    from gdbfault.symbols import symbol_rows
+    rows, source = symbol_rows(kernel, system_map)
+    # Weak and absolute symbols do not start a function (nor end the one before).
+    rows = [r for r in rows if r[1] not in ("aAUwWvV" if system_map else "aAC")]
+    if not system_map and not any(t in _TEXT_TYPES for _, t, _ in rows):
+        raise GdbfaultError(f"{kernel} has no function symbols (stripped or compressed?)",
+                            "pass its System.map with --system-map")
+    rows.sort()
     addresses = sorted({a for a, _, _ in rows})
     next_address = {a: b for a, b in zip(addresses, addresses[1:])}
     by_address = {}
@@ -398,22 +352,16 @@ def _machine_config(spec, kernel, funcs, cleanup):
     image booted the way `attach` boots it."""
     from gdbfault.bootimage import read_image
     from gdbfault.locations import workload_binary
-    from gdbfault.qemu import MachineConfig
+    from gdbfault.machine_config import machine_config
     initrd = [workload_binary(spec.workload)]
-    config = MachineConfig(kernel=kernel, initrd=initrd, append=spec.command_line(),
-                           icount=spec.icount, memory_mb=spec.memory_mb, qemu=spec.qemu, halted=False)
     if spec.kernel == "lab" or read_image(kernel).multiboot:
-        return config, None
-    from gdbfault.realkernel import apply_boot, prepare_boot
+        return machine_config(spec, kernel, initrd, None, "kprofile"), None
+    from gdbfault.realkernel import prepare_boot
     from gdbfault.symbols import load_symbols
     symbols = load_symbols(kernel, spec.system_map)
     boot = prepare_boot(kernel, symbols, initrd[0], spec.command_line(), spec.memory_mb)
     cleanup.append(boot.work_dir)
-    apply_boot(config, boot)
-    if spec.icount:
-        config.icount_options = boot.rr_icount
-    config.halted = False
-    return config, boot
+    return machine_config(spec, kernel, initrd, boot, "kprofile"), boot
 
 
 def _meta(spec, kernel, system_map, boot):

@@ -31,7 +31,8 @@ from gdbfault.gdb import Debugger, mi_quote
 from gdbfault.paths import summarise_paths, user_fault_searches
 from gdbfault.probe_session import connect, lend_qmp, load_probe_engine, prepare_debugger
 from gdbfault.profiles import SEARCH
-from gdbfault.qemu import Machine, MachineConfig, describe_exit, private_dir
+from gdbfault.machine_config import record_config
+from gdbfault.qemu import Machine, describe_exit, private_dir
 from gdbfault.result import Hits, LivePatch, Phase, Probe, Record, RunResult
 from gdbfault.truth import check_counts
 
@@ -101,16 +102,12 @@ def arm(dbg, plan_path, points, qmp_socket, timing=True):
     dbg.console(f"faultprobe livepatch *{points.mark:#x} {mi_quote(str(plan_path))}")
 
 
-def record_with_patch(spec, config, result, cleanup, plan_path, points, rr_icount, gdb_prepare,
-                      deadline=None):
+def record_with_patch(spec, config, result, cleanup, plan_path, points, gdb_prepare, deadline=None):
     """The recording run, with GDB attached only to apply the patch (see module doc)."""
     rec_dir = private_dir("gdbfault-rec-")
     cleanup.append(rec_dir)
     record_file = rec_dir / "guest.rr"
-    rec = Machine(MachineConfig(kernel=config.kernel, initrd=config.initrd, append=config.append,
-                                memory_mb=config.memory_mb, qemu=config.qemu, halted=True,
-                                icount_options=f"{rr_icount},rr=record,rrfile={record_file}",
-                                extra_args=config.extra_args + ["-net", "none"]), run_dir=rec_dir)
+    rec = Machine(record_config(config, record_file, halted=True), run_dir=rec_dir)
     dbg = None
     t0 = time.monotonic()
     try:

@@ -7,6 +7,7 @@ the instruction after the call into the fault entry. What it counted goes
 through the same builder as the GDB backend's (measure.fill_result), so
 reports, compare and check work unchanged.
 """
+import dataclasses
 import time
 
 from gdbfault.errors import GdbfaultError, GuestError, TimedOut
@@ -77,8 +78,10 @@ def run_with_plugin(spec, result, config, probes, arm, deadline=None, live=None)
     t0 = time.monotonic()
     try:
         write_probe_file(probe_file, plist)
-        config.extra_args = list(config.extra_args) + qemu_plugin_args(library, probe_file, out_file)
-        config.halted = patcher is not None    # the patch breakpoint goes in before the guest runs
+        # (halted: the patch breakpoint goes in before the guest runs)
+        machine.config = dataclasses.replace(
+            config, extra_args=config.extra_args + qemu_plugin_args(library, probe_file, out_file),
+            halted=patcher is not None)
         result.mode.backend = "plugin"
         result.mode.trace = any(kind == "ret" for _, kind, _ in plist)
         result.mode.replay = False

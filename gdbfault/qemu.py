@@ -11,6 +11,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -24,7 +25,7 @@ from gdbfault.lifecycle import check_stop, shielded
 from gdbfault.tools import find_tool, tool_version
 
 __all__ = ["MachineConfig", "Machine", "qemu_version", "describe_exit", "private_base", "private_dir",
-           "qemu_opt_escape", "EXIT_CLEAN", "EXIT_INIT_EXITED", "EXIT_OOPS", "EXIT_PANIC"]
+           "qemu_opt_escape", "snapshot_store", "snapshot_store_available", "ENDED_AFTER_RESULT", "EXIT_CLEAN", "EXIT_INIT_EXITED", "EXIT_OOPS", "EXIT_PANIC"]
 
 # QEMU exit statuses the lab kernel produces (qemu/README.md).
 EXIT_CLEAN = 0          # reboot() with -no-reboot
@@ -32,6 +33,8 @@ EXIT_INIT_EXITED = 3    # isa-debug-exit value 1
 EXIT_OOPS = 29          # isa-debug-exit value 0x0e
 EXIT_PANIC = 31         # isa-debug-exit value 0x0f
 DEBUG_EXIT_PORT = 0xF4
+# How a run reads when gdbfault ended the guest itself once its result was out.
+ENDED_AFTER_RESULT = "ended by gdbfault after the workload's result line"
 
 
 @dataclass
@@ -45,7 +48,7 @@ class MachineConfig:
     icount: bool = True
     icount_options: str = "shift=0"
     # -icount options a record and its replay run under (then ",rr=record|replay,rrfile=F");
-    # realkernel.apply_boot may ask for sleep=off.
+    # a kernel's boot setup may ask for more (machine_config.py).
     rr_icount: str = "shift=0"
     extra_args: list = field(default_factory=list)
     qemu: str = "qemu-system-i386"
@@ -109,6 +112,24 @@ def qemu_opt_escape(value):
     return str(value).replace(",", ",,")
 
 
+def snapshot_store_available():
+    return shutil.which("qemu-img") is not None
+
+
+def snapshot_store(path, backing=None, backing_format="raw"):
+    """A qcow2 file at `path` that can hold `savevm` snapshots (QEMU keeps VM
+    snapshots only in qcow2): an overlay of `backing` (which is never
+    written), or an empty 1 MiB image attached to no device."""
+    cmd = [find_tool("qemu-img"), "create", "-q", "-f", "qcow2"]
+    if backing is not None:
+        cmd += ["-b", str(Path(backing).resolve()), "-F", backing_format]
+    cmd += [str(path)] + ([] if backing is not None else ["1M"])
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise GdbfaultError(f"qemu-img could not make {path}: {(done.stderr or done.stdout).strip()}")
+    return Path(path)
+
+
 def qemu_version(qemu="qemu-system-i386"):
     """'7.2.22' or similar; raises a clear error when QEMU is missing."""
     return tool_version(qemu, r"version (\S+)")
@@ -124,6 +145,7 @@ class Machine:
         # that is never started leaves nothing behind.
         self.run_dir = Path(run_dir) if run_dir else private_base() / f"gdbfault-run-{secrets.token_hex(6)}"
         self.stopped_by_us = False     # close() had to end a QEMU that was still running
+        self.ended_after_result = False   # end_after_result() ended it, as planned
         self.gdb_socket = self.run_dir / "gdb.sock"
         self.probe_qmp_socket = self.run_dir / "qmp-probes.sock"   # for the in-GDB path tracer
         self.watch_qmp_socket = self.run_dir / "qmp-watch.sock"    # with config.watch_qmp
@@ -188,6 +210,29 @@ class Machine:
             time.sleep(0.02)
         raise GdbfaultError(f"QEMU did not open its gdbstub within {timeout:.0f} s")
 
+    def wait_ready(self, timeout=20.0):
+        """Until QEMU's main loop serves its QMP socket: its start-up (a VM
+        snapshot to start from included) is done. Its sockets exist before
+        that, and a debugger that connects early meets a gdbstub that does
+        not answer yet (GDB gives up on a packet after 2 s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            check_stop()
+            if self.poll() is not None:
+                raise GdbfaultError(f"QEMU died at launch ({describe_exit(self.poll())}): "
+                                    f"{self.stderr_tail() or 'no message'}")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(max(0.05, min(0.5, deadline - time.monotonic())))
+                try:
+                    probe.connect(str(self.probe_qmp_socket))
+                    if probe.recv(1):        # the QMP greeting: the main loop runs
+                        return self
+                except (ConnectionRefusedError, FileNotFoundError, socket.timeout):
+                    pass
+            if time.monotonic() >= deadline:
+                raise GdbfaultError(f"QEMU did not finish starting within {timeout:.0f} s")
+            time.sleep(0.02)
+
     # -- while running -----------------------------------------------------
     @property
     def pid(self):
@@ -229,6 +274,20 @@ class Machine:
             except subprocess.TimeoutExpired:
                 pass
         return self.proc.poll()
+
+    def end_after_result(self, grace=5.0):
+        """End a guest whose result is out (its power-off is not measured):
+        SIGTERM, which QEMU takes as a host shutdown request — a recording
+        logs it, and its replay shuts down at the same instruction. The
+        exit status (0 when QEMU quit in order)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.ended_after_result = True
+            kill_tree(self.proc.pid, grace=grace)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.poll()
 
     def serial_output(self):
         try:

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from gdbfault.bootimage import GRUB, BootPlan, boot_plan, read_image
 from gdbfault.errors import GdbfaultError, GuestError
-from gdbfault.qemu import describe_exit
+from gdbfault.qemu import describe_exit, snapshot_store, snapshot_store_available
 
-__all__ = ["BootSetup", "prepare_boot", "apply_boot", "check_banner", "banner_matches", "root_kind",
+__all__ = ["BootSetup", "prepare_boot", "check_banner", "stop_at_entry", "read_banner", "banner_matches", "root_kind",
            "decode_banner", "truth_model", "icount_shift", "MIN_MEMORY_MB", "OLD_KERNEL_SHIFT"]
 
 MIN_MEMORY_MB = 256        # a modern distribution kernel wants >= 128 MB; 256 leaves room
@@ -65,6 +65,11 @@ class BootSetup:
     # shrinks from 166 MB to 1.7 MB and the replay from ~5 min to ~30 s. The GRUB
     # path keeps sleep=on: with its blkreplay disk, rr=record + sleep=off hung here.
     rr_icount: str = "shift=0,sleep=off"
+    # Old kernels (pre-2.6: GRUB or ext2 initrd) boot slowly and busy-wait, so
+    # their replay starts from a snapshot taken at the workload's entry in the
+    # recording, instead of replaying the boot (run.py). The snapshot lives
+    # in a qcow2 file: the boot disk's overlay, or one attached to no device.
+    replay_from_entry: bool = False
 
     def describe(self):
         return {"format": self.image.format, "boot_protocol": self.image.protocol_text,
@@ -128,14 +133,19 @@ def _fill_setup(setup, symbols, workload_elf, command_line, memory_mb, root):
     setup.append = " ".join(words + ([command_line] if command_line else []))
     if image.format != "elf":
         setup.memory_mb = max(memory_mb, MIN_MEMORY_MB)
+    setup.replay_from_entry = (plan.path == GRUB or kind == "ext2") and snapshot_store_available()
     if plan.path == GRUB:
         from gdbfault.grubboot import build_grub_image, disk_args
         grub, disk = build_grub_image(kernel, setup.initrd[0] if setup.initrd else None,
                                       setup.append, work)
-        setup.kernel, setup.initrd, setup.extra_args = grub, [], disk_args(disk)
+        overlay = snapshot_store(work / "boot.qcow2", disk) if setup.replay_from_entry else None
+        setup.kernel, setup.initrd, setup.extra_args = grub, [], disk_args(disk, overlay)
         setup.rr_icount = f"shift={OLD_KERNEL_SHIFT}"
     elif kind == "ext2":
         setup.rr_icount = f"shift={OLD_KERNEL_SHIFT},sleep=off"
+        if setup.replay_from_entry:
+            state = snapshot_store(work / "state.qcow2")
+            setup.extra_args = ["-drive", f"file={state},format=qcow2,if=none,id=gdbfault-state"]
     return setup
 
 
@@ -231,13 +241,27 @@ def check_banner(dbg, symbols, image, stop_at, timeout=600.0, machine=None):
     linux_banner. Raises a one-line GdbfaultError on a mismatch, a
     GuestError when QEMU (`machine`) exits before the workload starts.
     """
-    address = symbols.address(BANNER_SYMBOL)
-    if address is None or stop_at is None:
+    if symbols.address(BANNER_SYMBOL) is None or stop_at is None:
         return None
+    stop_at_entry(dbg, stop_at, timeout, machine)
+    return read_banner(dbg, symbols, image)
+
+
+def stop_at_entry(dbg, stop_at, timeout=600.0, machine=None):
+    """Run the guest until it first executes `stop_at` (the workload's entry) and stay stopped there.
+
+    A GuestError when QEMU (`machine`) exits first (a panic at boot)."""
     rec, _ = dbg.mi(f"-break-insert -t *{stop_at:#x}")
     number = str(((rec.get("payload") or {}).get("bkpt") or {}).get("number"))
     dbg.mi("-exec-continue")
     _wait_for_entry(dbg, number, stop_at, timeout, machine)
+
+
+def read_banner(dbg, symbols, image):
+    """check_banner's check, on a guest already stopped with the kernel up."""
+    address = symbols.address(BANNER_SYMBOL)
+    if address is None:
+        return None
     try:
         banner, form, pointer = decode_banner(read_guest_bytes(dbg, address),
                                               lambda where: read_guest_bytes(dbg, where),
@@ -269,12 +293,3 @@ def truth_model(profile_name, image):
     if profile_name == "lab" and build.startswith("oldboot"):
         return "lab-patched" if build.endswith("patched") else "lab-vanilla"
     return profile_name
-
-
-def apply_boot(config, boot):
-    """Point a qemu.MachineConfig at what prepare_boot() built (no-op for boot=None)."""
-    if boot is not None:
-        config.kernel, config.initrd, config.append = boot.kernel, list(boot.initrd), boot.append
-        config.memory_mb, config.extra_args = boot.memory_mb, list(boot.extra_args)
-        config.rr_icount = boot.rr_icount       # record and replay use it (run.py)
-    return config

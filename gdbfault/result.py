@@ -324,6 +324,8 @@ class Mode(_Part):
     cost_sample: int = 1
     icount_shift: int = _optional()
     replay: bool = _optional()
+    replay_start: str = _optional()      # "power-on", or "workload entry (snapshot)" (old kernels)
+    snapshot_error: str = _optional()    # why a snapshot replay fell back to power-on
 
 
 @dataclass(eq=False)

@@ -1,4 +1,5 @@
 """The outside programs gdbfault drives (QEMU, GDB): finding them, their versions."""
+import functools
 import re
 import shutil
 import subprocess
@@ -24,6 +25,13 @@ def find_tool(name):
 
 def tool_version(name, pattern):
     """The version a program prints for --version (first group of `pattern`)."""
-    out = subprocess.run([find_tool(name), "--version"], capture_output=True, text=True, timeout=20).stdout
+    return _version_of(find_tool(name), pattern)
+
+
+@functools.lru_cache(maxsize=None)
+def _version_of(exe, pattern):
+    # Asked once per program and process: every run records both versions,
+    # and a `compare`, `check` or bench runs many.
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20).stdout
     m = re.search(pattern, out)
     return m.group(1) if m else "unknown"

@@ -16,6 +16,8 @@ command -v objdump >/dev/null || need+=(binutils)
 # pre-initramfs kernels get an ext2 initrd.
 [ -f /usr/lib/grub/i386-pc/lnxboot.img ] || need+=(grub-pc-bin)
 command -v genext2fs >/dev/null || need+=(genext2fs)
+# qemu-img: the qcow2 file that keeps the old-kernel replay's snapshot at the workload's entry.
+command -v qemu-img >/dev/null || need+=(qemu-utils)
 if ! echo 'int main(void){return 0;}' | gcc -m32 -x c -o /dev/null - >/dev/null 2>&1; then
   need+=(gcc-multilib)
 fi

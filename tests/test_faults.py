@@ -234,6 +234,78 @@ def test_sigterm_stops_check_and_keeps_its_runs(lab_built, no_leaks, tmp_path):
     g.assert_nothing_left()
 
 
+# -- an old kernel (GRUB, replay from a snapshot at the workload's entry) ---------------
+
+OLDBOOT = REPO / "qemu" / "kernel" / "build" / "oldboot"
+
+
+def _grub_available():
+    from gdbfault.grubboot import grub_available
+    return grub_available()
+
+
+needs_grub = pytest.mark.skipif(not _grub_available(), reason="GRUB i386-pc files are not installed")
+
+
+def _old_kernel(iterations):
+    return ("attach", "--qemu", "--kernel", OLDBOOT / "bzImage", "--system-map", OLDBOOT / "System.map",
+            "--iterations", iterations)
+
+
+def _recording_shows(g, text):
+    return lambda _: any(text in log.read_text(errors="replace")
+                         for log in g.tmp.glob("gdbfault-rec-*/serial.log"))
+
+
+@pytest.mark.qemu
+@needs_grub
+@pytest.mark.parametrize("moment", ["boot", "workload"])
+def test_old_kernel_signal_during_the_recording_stops_it(lab_built, no_leaks, tmp_path, moment):
+    """At boot the recording has a GDB attached (it waits for the workload's
+    entry); in the workload it runs alone. Either way: 130, nothing left."""
+    out = tmp_path / "run.json"
+    g = Gdbfault(tmp_path, *_old_kernel(50_000_000), "-o", out)
+    if moment == "boot":
+        g.wait_for(lambda names: "record" in g.roles.values(), then=0.3)
+    else:
+        g.wait_for(_recording_shows(g, "GDBFAULT-START"), then=0.5)
+    assert g.send(signal.SIGINT) == 130
+    assert "stopped by SIGINT" in g.one_line_error()
+    res = json.loads(out.read_text())
+    assert res["run"]["exit"] == "stopped by gdbfault (SIGINT, Ctrl-C) while recording"
+    assert res["record"]["exit"] == "stopped by gdbfault"
+    assert "replay" not in g.roles.values()
+    g.assert_nothing_left()
+
+
+@pytest.mark.qemu
+@needs_grub
+def test_old_kernel_signal_during_the_replay_saves_counts(lab_built, no_leaks, tmp_path):
+    out = tmp_path / "run.json"
+    g = Gdbfault(tmp_path, *_old_kernel(2000), "-o", out)
+    g.wait_for_serial("GDBFAULT-START", then=1.0)            # the replay, started from the snapshot
+    assert g.send(signal.SIGTERM) == 143
+    res = json.loads(out.read_text())
+    assert res["mode"]["replay_start"] == "workload entry (snapshot)"
+    assert res["run"]["exit"].startswith("stopped by gdbfault (SIGTERM")
+    entry = next(p for p in res["probes"] if p["role"] == "fault entry")
+    assert 0 < entry["hits"]["workload"] < 2 * 2000
+    g.assert_nothing_left()
+
+
+@pytest.mark.qemu
+@needs_grub
+def test_old_kernel_qemu_killed_while_recording_is_a_guest_error(lab_built, no_leaks, tmp_path):
+    out = tmp_path / "run.json"
+    g = Gdbfault(tmp_path, *_old_kernel(50_000_000), "-o", out)
+    g.wait_for(_recording_shows(g, "GDBFAULT-START"), then=0.3)
+    next(p for pid, p in g.seen.items() if g.roles.get(pid) == "record" and _running(p)).kill()
+    assert g.finish() == 3
+    assert "QEMU was killed (SIGKILL)" in g.one_line_error() and "no replay" in g.err
+    assert json.loads(out.read_text())["record"]["exit_status"] == -9
+    g.assert_nothing_left()
+
+
 # -- parts that die --------------------------------------------------------------------
 
 @pytest.mark.qemu

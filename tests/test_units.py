@@ -38,6 +38,19 @@ def test_system_map_parsing_skips_absolute_symbols():
     assert "_end" not in syms
 
 
+def test_one_symbol_reader_gives_the_same_code_symbols_from_elf_and_system_map():
+    """The lab kernel's ELF .symtab and its System.map (nm -n of that ELF) agree."""
+    from gdbfault.locations import lab_kernel
+    from gdbfault.symbols import symbol_rows
+    try:
+        kernel, system_map = lab_kernel("vanilla")
+    except GdbfaultError:
+        pytest.skip("lab kernel not built")
+    from_map = {(a, t, n) for a, t, n in symbol_rows(kernel, system_map)[0] if t in "tT"}
+    from_elf = {(a, t, n) for a, t, n in symbol_rows(kernel)[0] if t in "tT"}
+    assert len(from_map) > 100 and from_map == from_elf
+
+
 def test_system_map_garbage_is_an_error():
     with pytest.raises(GdbfaultError, match="no symbols"):
         parse_system_map("this is not a map\n")
@@ -208,15 +221,35 @@ def test_qemu_has_one_qmp_socket_the_tracers(tmp_path):
     m.close()
 
 
-def test_every_machine_config_field_is_declared(tmp_path):
+def test_machine_config_is_one_pure_function_of_spec_boot_and_backend(tmp_path):
     import dataclasses
-    from gdbfault.realkernel import BootSetup, apply_boot
-    config = MachineConfig(kernel=tmp_path / "k")
-    boot = BootSetup(kernel=tmp_path / "bz", initrd=[], append="x", memory_mb=256)
-    apply_boot(config, boot)
-    # apply_boot sets only declared fields, so a record/replay copy keeps them all
+    from gdbfault.machine_config import machine_config, record_config, replay_config
+    from gdbfault.realkernel import BootSetup
+    from gdbfault.run import RunSpec
+    spec = RunSpec(kernel=str(tmp_path / "bz"), iterations=7, memory_mb=64)
+    boot = BootSetup(kernel=tmp_path / "grub.bin", initrd=[], append="console=ttyS0 iterations=7",
+                     memory_mb=256, extra_args=["-drive", "x"], rr_icount="shift=5")
+    before = dataclasses.asdict(boot)
+    config = machine_config(spec, tmp_path / "bz", [tmp_path / "init"], boot, "gdb")
+    assert dataclasses.asdict(boot) == before                   # nothing it is given is changed
+    # every field is declared, so record/replay copies keep them all
     assert vars(config).keys() == {f.name for f in dataclasses.fields(MachineConfig)}
-    assert dataclasses.replace(config, halted=False).rr_icount == "shift=0,sleep=off"
+    assert (config.kernel, config.initrd, config.memory_mb) == (tmp_path / "grub.bin", [], 256)
+    assert config.halted and config.icount and config.rr_icount == "shift=5"
+    assert config == machine_config(spec, tmp_path / "bz", [tmp_path / "init"], boot, "gdb")
+    rec = record_config(config, tmp_path / "g.rr")
+    assert rec.icount_options == f"shift=5,rr=record,rrfile={tmp_path / 'g.rr'}" and not rec.halted
+    assert rec.extra_args == ["-drive", "x", "-net", "none"] and config.extra_args == ["-drive", "x"]
+    rep = replay_config(config, tmp_path / "g.rr", snapshot="s1")
+    assert rep.icount_options.endswith(",rr=replay,rrfile=" + str(tmp_path / "g.rr") + ",rrsnapshot=s1")
+    assert rep.halted and not rep.watch_qmp
+    # the lab kernel: the spec's own files and command line; backends differ in halting
+    lab = RunSpec(iterations=3)
+    plain = machine_config(lab, tmp_path / "k.elf", [tmp_path / "init"], None, "plain")
+    assert plain.append == "iterations=3" and plain.initrd == [tmp_path / "init"] and not plain.halted
+    assert plain.icount_options == plain.rr_icount == "shift=0"
+    with pytest.raises(ValueError):
+        machine_config(lab, tmp_path / "k.elf", [], None, "kvm")
 
 
 def test_missing_kernel_is_a_clear_error(tmp_path):
