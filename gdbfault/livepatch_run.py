@@ -23,7 +23,7 @@ import json
 import re
 import subprocess
 import time
-from dataclasses import dataclass
+
 from pathlib import Path
 
 from gdbfault.errors import GdbfaultError, GuestError
@@ -32,6 +32,7 @@ from gdbfault.paths import summarise_paths, user_fault_searches
 from gdbfault.probe_session import connect, lend_qmp, load_probe_engine, prepare_debugger
 from gdbfault.profiles import SEARCH
 from gdbfault.machine_config import record_config
+from gdbfault.spec import LivePatchSpec  # noqa: F401 (named here for its users)
 from gdbfault.qemu import Machine, describe_exit, private_dir
 from gdbfault.result import Hits, LivePatch, Phase, Probe, Record, RunResult
 from gdbfault.truth import check_counts
@@ -42,13 +43,6 @@ __all__ = ["LivePatchSpec", "prepare", "WorkloadPoints", "arm", "record_with_pat
 
 _SEED_PATCH = Path(__file__).resolve().parents[1] / "qemu" / "kernel" / "patches" / \
     "0001-user-faults-skip-exception-table.patch"
-
-
-@dataclass
-class LivePatchSpec:
-    file: str
-    at: int = None          # iterations done before the patch; None = half of them
-    unpatch_at: int = None  # iterations done before the old entries go back; None = never
 
 
 def prepare(spec, kernel, system_map):

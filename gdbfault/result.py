@@ -72,79 +72,7 @@ def _optional(default=None, **kw):
     return field(default=default, metadata={"optional": True, **kw})
 
 
-# TRANSITION: removed when compare/checks read typed fields
-class _DictCompat(dict):
-    """Lets code that still indexes a RunResult like the old dict work on the typed one.
-
-    A dict subclass only so that json.dumps (which takes dicts alone) writes a
-    RunResult that sits inside another dict (compare's output); its own dict
-    storage holds one marker and is never read: every method goes to the typed
-    fields.
-    """
-
-    __slots__ = ()
-
-    def __getitem__(self, key):
-        if key in self:
-            return self._get(key)
-        raise KeyError(key)
-
-    def __setitem__(self, key, value):
-        if key in self._field_names():
-            setattr(self, key, value)
-        else:
-            self._extras()[key] = value
-
-    def __delitem__(self, key):
-        self.pop(key)
-
-    def get(self, key, default=None):
-        return self._get(key) if key in self else default
-
-    def pop(self, key, *default):
-        if key not in self:
-            if default:
-                return default[0]
-            raise KeyError(key)
-        value = self._get(key)
-        if key in self._field_names():
-            self._absent().add(key)
-        else:
-            del self._extras()[key]
-        return value
-
-    def setdefault(self, key, default=None):
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-    def update(self, other=(), **kw):
-        for k, v in dict(other, **kw).items():
-            self[k] = v
-
-    def keys(self):
-        return self.to_dict().keys()
-
-    def items(self):
-        return self.to_dict().items()
-
-    def values(self):
-        return self.to_dict().values()
-
-    def __iter__(self):
-        return iter(self.to_dict())
-
-    def __len__(self):
-        return len(self.to_dict())
-
-    def __bool__(self):
-        return True
-
-    def copy(self):
-        return self.to_dict()
-
-
-class _Part(_DictCompat):
+class _Part:
     """A dataclass that reads and writes its JSON dict, key for key.
 
     Field metadata: "part" (a _Part class: the value is one, or a list of them
@@ -162,9 +90,6 @@ class _Part(_DictCompat):
         absent = {f.name for f in fields(self)
                   if f.metadata.get("optional") and getattr(self, f.name) is None}
         object.__setattr__(self, "_absent_keys", absent)
-        # TRANSITION: json's C encoder writes a dict whose own storage is empty as {}
-        # without asking it for its items.
-        dict.__setitem__(self, "typed", True)
 
     def __setattr__(self, name, value):
         f = self.__dataclass_fields__.get(name)

@@ -14,13 +14,22 @@ from pathlib import Path
 from gdbfault.errors import GdbfaultError
 from gdbfault.locations import VARIANTS, WORKLOADS, lab_kernel
 
-__all__ = ["RunSpec", "RunOption", "RUN_OPTIONS", "OPTION", "validate_spec", "check_mapping",
+__all__ = ["RunSpec", "LivePatchSpec", "RunOption", "RUN_OPTIONS", "OPTION", "validate_spec", "check_mapping",
            "MAX_ITERATIONS"]
 
 # The workloads parse iterations=N into a u32 and refuse what could overflow
 # it (qemu/workloads/driver.c): the largest N they take.
 MAX_ITERATIONS = 4294967289
 BACKENDS = ("gdb", "plugin")
+
+
+@dataclass
+class LivePatchSpec:
+    """A live patch asked for on the run: its file, and when it goes in (and out)."""
+
+    file: str
+    at: int = None          # iterations done before the patch; None = half of them
+    unpatch_at: int = None  # iterations done before the old entries go back; None = never
 
 
 @dataclass
@@ -45,7 +54,7 @@ class RunSpec:
     backend: str = "gdb"                 # "gdb" (breakpoints) or "plugin" (TCG plugin, no stops)
     replay: bool = True                  # record without GDB, count in the replay (icount only)
     cost_sample: int = 1                 # cost every Nth fault only
-    live_patch: object = None            # livepatch_run.LivePatchSpec: patch the kernel mid-run
+    live_patch: object = None            # LivePatchSpec: patch the kernel mid-run
     timeline: bool = False               # keep each traced path's instruction count (--plot of a live patch)
 
     @classmethod
@@ -75,7 +84,6 @@ class RunSpec:
             if key in given and "live_patch" not in given:
                 raise GdbfaultError(_problem(where, key, f"goes with {_name(where, 'live_patch')}"))
         if "live_patch" in given:
-            from gdbfault.livepatch_run import LivePatchSpec
             values["live_patch"] = LivePatchSpec(given["live_patch"], given.get("patch_at"),
                                                  given.get("unpatch_at"))
         spec = cls(**values)

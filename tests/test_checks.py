@@ -215,9 +215,9 @@ def test_user_fault_searches(vanilla, patched, broken):
 
 
 def test_user_signal_alias_follows_each_runs_shape(vanilla, patched, broken):
-    assert user_signal_path(vanilla)["shape"] == "user bad area → exception search → signal"
-    assert user_signal_path(patched)["shape"] == "user bad area → signal"
-    assert user_signal_path(broken)["events"] == ["exception search", "exception search", "signal forced"]
+    assert user_signal_path(vanilla).shape == "user bad area → exception search → signal"
+    assert user_signal_path(patched).shape == "user bad area → signal"
+    assert user_signal_path(broken).events == ["exception search", "exception search", "signal forced"]
     assert resolve(vanilla, "path", ("user-signal", "median")) == 347
     assert resolve(patched, "path", ("user-signal", "median")) == 95
     assert resolve(patched, "path", ("user bad area → signal", "count")) == 1000

@@ -125,17 +125,3 @@ def test_as_result_takes_a_dict_or_a_result():
         as_result("run.json")
 
 
-# TRANSITION: removed when compare/checks read typed fields
-def test_dict_style_access_still_works_during_the_transition():
-    r = RunResult.from_dict(json.loads((DATA / "run-plugin-verify-30.json").read_text()))
-    assert r["probes"][0]["hits"]["workload"] == r.probes[0].hits.workload
-    assert r["kernel"].get("variant") == "vanilla" and r.get("live_patch") is None
-    assert "verify" in r and "record" not in r and r["verify"]["agree"] is True
-    with pytest.raises(KeyError):
-        r["record"]
-    r["run"]["hits"] = 7
-    assert r.run.hits == 7
-    # json.dumps writes a RunResult held inside another dict (compare's output)
-    assert json.loads(json.dumps({"before": r}))["before"] == r.to_dict()
-    assert json.loads(json.dumps({"before": r}, indent=1))["before"] == r.to_dict()
-    assert {**r}["schema"] == SCHEMA and dict(r.probes[0], role="x")["symbol"] == r.probes[0].symbol
