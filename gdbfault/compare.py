@@ -5,7 +5,7 @@ when the machine has more than one core) and returns a comparison dict
 (schema "gdbfault.compare/1"); `build_comparison` makes one from two runs
 already measured:
 
-  before, after   the two RunResult dicts (schema in report.py)
+  before, after   the two runs, as RunResult JSON (result.py)
   rows            [{metric, before, after, delta, ratio, unit}], all measured:
                   probe hits per iteration (by symbol), the user-signal
                   path's median and p95 cost, every path shape's median,
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from gdbfault.errors import GdbfaultError
 from gdbfault.metrics import find_probe, guest_seconds, path_row, value
-from gdbfault.result import as_result
+from gdbfault.result import as_result, json_default
 from gdbfault.runner import run_all
 
 __all__ = ["compare_runs", "build_comparison", "build_rows", "render_compare", "spec_for_kernel", "run_label",
@@ -159,7 +159,7 @@ def _cell(row, side):
 
 def render_compare(cmp, fmt="table"):
     if fmt == "json":
-        return json.dumps(cmp, indent=1) + "\n"
+        return json.dumps(cmp, indent=1, default=json_default) + "\n"
     if fmt == "csv":
         out = io.StringIO()
         w = csv.DictWriter(out, fieldnames=("metric", "before", "after", "delta", "ratio", "unit"),

@@ -34,11 +34,11 @@ from gdbfault.profiles import SEARCH
 from gdbfault.machine_config import record_config
 from gdbfault.spec import LivePatchSpec  # noqa: F401 (named here for its users)
 from gdbfault.qemu import Machine, describe_exit, private_dir
-from gdbfault.result import Hits, LivePatch, Phase, Probe, Record, RunResult
+from gdbfault.result import LivePatch, Phase, Record
 from gdbfault.truth import check_counts
 
 __all__ = ["LivePatchSpec", "prepare", "WorkloadPoints", "arm", "record_with_patch", "fill_live_patch",
-           "live_patch_checks", "check_consistency", "ReplayWatch", "timing_perturbation", "phase_view",
+           "live_patch_checks", "check_consistency", "ReplayWatch", "timing_perturbation",
            "PluginPatcher", "apply_now"]
 
 _SEED_PATCH = Path(__file__).resolve().parents[1] / "qemu" / "kernel" / "patches" / \
@@ -352,26 +352,6 @@ def check_consistency(result, replay_snap):
     if not lp.consistency["same"]:
         raise GdbfaultError(f"the replay diverged from the recording: {rep_end} guest instructions at "
                             f"the workload's end against {rec_end} recorded")
-
-
-def phase_view(result, phase):
-    """One phase of a live-patched run as a RunResult of its own (for `gdbfault check`), or None.
-
-    It has the run's probes with the phase's hits, the phase's paths, and as the
-    guest's summary only the phase's iterations."""
-    from gdbfault.result import as_result
-    result = as_result(result)
-    part = getattr(result.live_patch, phase, None) if result.live_patch is not None else None
-    if part is None:
-        return None
-    probes = [Probe(p.role, p.symbol, p.address, hits=Hits(0, part.hits.get(p.symbol, 0)),
-                    per_iteration=part.per_iteration.get(p.symbol))
-              for p in result.probes]
-    view = RunResult(tool=result.tool, kernel=result.kernel, workload=result.workload, mode=result.mode,
-                     probes=probes, guest={"iterations": part.iterations})
-    if part.paths is not None:
-        view.paths = part.paths
-    return view
 
 
 def timing_perturbation(result):

@@ -12,7 +12,7 @@ from gdbfault.paths import USER_SIGNAL_SHAPES, user_fault_searches
 from gdbfault.profiles import SIGNAL
 from gdbfault.result import Hits, Probe, RunResult, as_result
 
-__all__ = ["MetricError", "parse_ref", "resolve", "value", "find_probe", "path_row", "user_signal_path",
+__all__ = ["phase_view", "MetricError", "parse_ref", "resolve", "value", "find_probe", "path_row", "user_signal_path",
            "guest_seconds", "is_number", "PROBE_CATEGORIES", "STATS", "SCALARS", "PHASES"]
 
 PHASES = ("before", "after")          # of a live-patched run (live_patch = FILE)
@@ -105,7 +105,7 @@ def guest_seconds(result, key):
     return round(guest[key] / guest["ticks_per_s"], 2)
 
 
-def _phase_view(run, phase):
+def phase_view(run, phase):
     """A RunResult of one phase of a live-patched run (its hits, per-iteration figures and
     paths between the patch moments), or None when the run has no such phase."""
     lp = run.live_patch
@@ -124,7 +124,7 @@ def resolve(result, category, args=()):
     run = as_result(result)
     if category == "phase":
         phase, inner, inner_args = args
-        view = _phase_view(run, phase)
+        view = phase_view(run, phase)
         if view is None:
             raise MetricError(f"'{phase}.' needs a live-patched run (live_patch = FILE in its [runs] table)")
         return resolve(view, inner, inner_args)

@@ -13,7 +13,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from gdbfault.errors import GdbfaultError
-from gdbfault.result import REQUIRED_KEYS, Kernel, RunResult, as_result
+from gdbfault.result import REQUIRED_KEYS, Kernel, RunResult, as_result, json_default
 
 __all__ = ["render", "load_run", "save_run", "save_json", "check_writable", "kernel_label", "FORMATS",
            "CSV_FIELDS", "REQUIRED_KEYS"]
@@ -37,13 +37,6 @@ def check_writable(path, option="--output"):
         raise GdbfaultError(f"{option} {path} is not writable (permission denied)")
 
 
-def _json_default(value):
-    """RunResults inside the data (a comparison holds two) are written as their JSON."""
-    if isinstance(value, RunResult):
-        return value.to_dict()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def save_json(data, path):
     """Write JSON atomically (a temporary file renamed over it); never leaves the temporary."""
     path = Path(path)
@@ -51,7 +44,7 @@ def save_json(data, path):
     if isinstance(data, RunResult):
         data = data.to_dict()
     try:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=False, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=False, default=json_default) + "\n")
         tmp.replace(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from gdbfault.errors import GdbfaultError
 
-__all__ = ["SCHEMA", "RunResult", "Tool", "Kernel", "Workload", "Mode", "Hits", "Probe", "Check",
+__all__ = ["json_default", "SCHEMA", "RunResult", "Tool", "Kernel", "Workload", "Mode", "Hits", "Probe", "Check",
            "PathRow", "CostStats", "Trace", "RunStatus", "Record", "Phase", "LivePatch", "CrossCheck",
            "as_result", "REQUIRED_KEYS"]
 
@@ -479,3 +479,11 @@ def as_result(x):
     if isinstance(x, Mapping):
         return RunResult.from_dict(x)
     raise TypeError(f"not a RunResult: {type(x).__name__}")
+
+
+def json_default(value):
+    """For json.dumps(default=...): RunResults inside other data (a comparison holds two) are
+    written as their JSON dict."""
+    if isinstance(value, RunResult):
+        return value.to_dict()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

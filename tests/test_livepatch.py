@@ -94,8 +94,7 @@ def test_object_replacement_links_against_the_kernel(lab_built, tmp_path):
 
 
 def test_check_specs_name_before_and_after_metrics():
-    from gdbfault.checks import parse_ref, resolve
-    from gdbfault.livepatch_run import phase_view
+    from gdbfault.metrics import parse_ref, phase_view, resolve
     assert parse_ref("live.before.per_iteration.force_sig", ["live"]) == \
         ("live", "phase", ("before", "per_iteration", ("force_sig",)))
     assert parse_ref("live.after.path.user-signal.median", ["live"])[2] == ("after", "path", ("user-signal", "median"))

@@ -134,21 +134,21 @@ def test_replay_starts_at_the_workload_and_ends_at_its_result(fixture_built, no_
     runs = [run_qemu(RunSpec(kernel=str(image), system_map=str(system_map), workload="mprotect",
                              iterations=ITERATIONS, timeout_s=300)) for _ in range(2)]
     for res in runs:
-        assert res["mode"]["replay_start"] == "workload entry (snapshot)"
-        assert "snapshot_error" not in res["mode"]
-        assert res["kernel"]["banner_form"] == "const char *"      # checked in the recording
+        assert res.mode.replay_start == "workload entry (snapshot)"
+        assert not res.mode.has("snapshot_error")
+        assert res.kernel.banner_form == "const char *"      # checked in the recording
         # the boot is not replayed, so nothing is counted as boot
-        assert all(p["hits"]["boot"] == 0 for p in res["probes"])
-        assert res["checks"] and all(c["ok"] for c in res["checks"]), res["checks"]
-        assert res["run"]["complete"] and res["run"]["exit_status"] == 0
-        assert res["run"]["exit"].startswith("ended by gdbfault after the workload's result line") \
-            or res["run"]["exit"] == "guest powered off cleanly"      # the guest may beat the poll
-        assert res["record"]["guest"] == res["guest"]
+        assert all(p.hits.boot == 0 for p in res.probes)
+        assert res.checks and res.checks_ok, res.checks
+        assert res.run.complete and res.run.exit_status == 0
+        assert res.run.exit.startswith("ended by gdbfault after the workload's result line") \
+            or res.run.exit == "guest powered off cleanly"      # the guest may beat the poll
+        assert res.record.guest == res.guest
     first, second = runs
-    assert [p["hits"] for p in first["probes"]] == [p["hits"] for p in second["probes"]]
-    assert [(p["shape"], p["count"], p["cost_hist"]) for p in first["paths"]] == \
-        [(p["shape"], p["count"], p["cost_hist"]) for p in second["paths"]]
-    assert first["guest"]["cycles"] == second["guest"]["cycles"]
+    assert [p.hits.to_dict() for p in first.probes] == [p.hits.to_dict() for p in second.probes]
+    assert [(p.shape, p.count, p.cost_hist) for p in first.paths] == \
+        [(p.shape, p.count, p.cost_hist) for p in second.paths]
+    assert first.guest["cycles"] == second.guest["cycles"]
 
 
 def test_a_snapshot_replay_that_does_not_start_falls_back_to_power_on(fixture_built, no_leaks, monkeypatch):
@@ -169,8 +169,8 @@ def test_a_snapshot_replay_that_does_not_start_falls_back_to_power_on(fixture_bu
     image, system_map = oldboot("oldboot")
     res = run_qemu(RunSpec(kernel=str(image), system_map=str(system_map), workload="mprotect",
                            iterations=ITERATIONS, timeout_s=300))
-    assert told and res["mode"]["replay_start"] == "power-on"
-    assert "replayed from power-on" in res["mode"]["snapshot_error"]
-    assert res["kernel"]["banner_form"] == "const char *"
-    assert res["checks"] and all(c["ok"] for c in res["checks"]), res["checks"]
-    assert hits(res, "signal forced") == ITERATIONS and res["run"]["complete"]
+    assert told and res.mode.replay_start == "power-on"
+    assert "replayed from power-on" in res.mode.snapshot_error
+    assert res.kernel.banner_form == "const char *"
+    assert res.checks and res.checks_ok, res.checks
+    assert hits(res, "signal forced") == ITERATIONS and res.run.complete
