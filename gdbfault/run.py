@@ -222,7 +222,7 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
                 load_probe_engine(dbg, probes, arm, replay=replay)
             if spec.trace:
                 start_tracer(dbg, probes, machine.probe_qmp_socket if spec.icount else None,
-                              spec.cost_sample)
+                             spec.cost_sample)
             if live is not None:
                 if replay:
                     session.watch = livepatch_run.ReplayWatch(machine, result)
@@ -246,8 +246,8 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
                 # the snapshot's instruction). Not one instruction ran, so
                 # nothing was counted: replay the same recording from power-on.
                 result.mode.snapshot_error = (f"the replay did not start from the snapshot (it stood "
-                                                    f"at guest instruction {starts_at:,}); replayed from "
-                                                    "power-on")
+                                              f"at guest instruction {starts_at:,}); replayed from "
+                                              "power-on")
                 with shielded():
                     session.close()
                     if ready is not None:
@@ -271,7 +271,7 @@ def _run_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, progress
         result.run.exit = describe_exit(status)
         if machine.ended_after_result and status == EXIT_CLEAN:
             result.run.exit = ENDED_AFTER_RESULT + (" (the recording was ended there too)"
-                                                          if recorded.get("ended_after_result") else "")
+                                                    if recorded.get("ended_after_result") else "")
         machine.check_exit(status)
         if replay:
             _check_replay(result, recorded, machine)
