@@ -1,7 +1,7 @@
 """The GDB side of a run: set up GDB, load the in-GDB probe engine, read its counts.
 
 Every user of gdbscripts/faultprobe.py goes through here: the GDB backend
-(run.py), the recording run of a live patch and the plugin backend's patcher
+(gdb_run.py), the recording run of a live patch and the plugin backend's patcher
 (livepatch_run.py), and attach-to-running (attach.py). `measured(snapshot)`
 turns the engine's JSON snapshot into the backend-neutral `measure.Measured`.
 """

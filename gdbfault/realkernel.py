@@ -67,7 +67,7 @@ class BootSetup:
     rr_icount: str = "shift=0,sleep=off"
     # Old kernels (pre-2.6: GRUB or ext2 initrd) boot slowly and busy-wait, so
     # their replay starts from a snapshot taken at the workload's entry in the
-    # recording, instead of replaying the boot (run.py). The snapshot lives
+    # recording, instead of replaying the boot (gdb_run.py). The snapshot lives
     # in a qcow2 file: the boot disk's overlay, or one attached to no device.
     replay_from_entry: bool = False
 

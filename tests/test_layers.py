@@ -13,7 +13,7 @@ _spec.loader.exec_module(import_graph)
 
 # The measuring core, lowest first: a module may import only modules listed before it.
 CORE = ["gdbfault.result", "gdbfault.spec", "gdbfault.machine_config", "gdbfault.truth", "gdbfault.measure", "gdbfault.probe_session",
-        "gdbfault.livepatch_run", "gdbfault.plugin_run", "gdbfault.attach", "gdbfault.run", "gdbfault.runner",
+        "gdbfault.livepatch_run", "gdbfault.plugin_run", "gdbfault.attach", "gdbfault.gdb_run", "gdbfault.run", "gdbfault.runner",
         "gdbfault.metrics", "gdbfault.compare", "gdbfault.checks", "gdbfault.cli"]
 
 

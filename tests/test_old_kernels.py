@@ -156,7 +156,7 @@ def test_a_snapshot_replay_that_does_not_start_falls_back_to_power_on(fixture_bu
     (the replay stands at the snapshot's instruction). The run then replays
     the same recording from power-on, and counts as exactly. The stall is
     rare, so the check that sees it is told once that it happened."""
-    from gdbfault import run
+    from gdbfault import gdb_run as run
     told = []
     real = run._replay_moves
 
