@@ -19,7 +19,7 @@ from pygdbmi.gdbcontroller import GdbController
 
 from gdbfault.errors import GdbfaultError
 from gdbfault.lifecycle import shielded
-from gdbfault.tools import find_tool, tool_version
+from gdbfault.tools import find_tool, parent_death_prefix, tool_version
 
 __all__ = ["Debugger", "GdbCommandError", "gdb_version", "mi_quote"]
 
@@ -64,7 +64,7 @@ class Debugger:
         _no_core_dumps()
         # A session of its own (setsid), so the user's Ctrl-C reaches only
         # gdbfault, which then stops the run in order.
-        prefix = [shutil.which("setsid")] if shutil.which("setsid") else []
+        prefix = ([shutil.which("setsid")] if shutil.which("setsid") else []) + parent_death_prefix()
         self._ctl = GdbController(command=prefix + [exe, "--interpreter=mi3", "-nx", "-q"])
         self._next_token = 1
         self._pending = {}

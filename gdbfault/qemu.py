@@ -22,7 +22,7 @@ import psutil
 
 from gdbfault.errors import GdbfaultError, GuestError
 from gdbfault.lifecycle import check_stop, shielded
-from gdbfault.tools import find_tool, tool_version
+from gdbfault.tools import find_tool, parent_death_prefix, tool_version
 
 __all__ = ["MachineConfig", "Machine", "qemu_version", "describe_exit", "private_base", "private_dir",
            "qemu_opt_escape", "snapshot_store", "snapshot_store_available", "ENDED_AFTER_RESULT", "EXIT_CLEAN", "EXIT_INIT_EXITED", "EXIT_OOPS", "EXIT_PANIC"]
@@ -38,6 +38,7 @@ ENDED_AFTER_RESULT = "ended by gdbfault after the workload's result line"
 
 
 @dataclass
+
 class MachineConfig:
     """What to boot and how. Lists are argv pieces, never shell strings."""
 
@@ -196,7 +197,7 @@ class Machine:
         with open(self.stderr_log, "wb") as err:
             # A session of its own: the user's Ctrl-C reaches us, and we tear
             # QEMU down in order instead of racing its own SIGINT handler.
-            self.proc = subprocess.Popen([exe] + argv[1:], stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(parent_death_prefix() + [exe] + argv[1:], stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err,
                                          start_new_session=True)
         deadline = time.monotonic() + timeout

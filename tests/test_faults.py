@@ -234,6 +234,25 @@ def test_sigterm_stops_check_and_keeps_its_runs(lab_built, no_leaks, tmp_path):
     g.assert_nothing_left()
 
 
+
+def test_sigkill_of_gdbfault_takes_its_qemu_and_gdb_along(lab_built, tmp_path):
+    """A SIGKILL runs no handler: the kernel ends QEMU and GDB (their parent-death
+    signal), so nothing runs on orphaned. Only the run folder stays (no code
+    of ours ran to remove it); this test removes it."""
+    g = Gdbfault(tmp_path, "attach", "--qemu", "--iterations", "200000")
+    try:
+        g.wait_for_serial("GDBFAULT-START", then=0.5)
+        parts = [g.live("qemu-system-i386"), g.live("gdb")]
+        g.proc.kill()
+        g.proc.wait(10)
+        gone, alive = psutil.wait_procs(parts, timeout=5)
+        assert not [p for p in alive if _running(p)], "left running after gdbfault was SIGKILLed"
+    finally:
+        for p in g.seen.values():
+            if _running(p):
+                p.kill()
+        shutil.rmtree(g.tmp, ignore_errors=True)
+
 # -- an old kernel (GRUB, replay from a snapshot at the workload's entry) ---------------
 
 OLDBOOT = REPO / "qemu" / "kernel" / "build" / "oldboot"
