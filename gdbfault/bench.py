@@ -43,7 +43,8 @@ from pathlib import Path
 from tabulate import tabulate
 
 from gdbfault.locations import REPO, lab_kernel, workload_binary
-from gdbfault.run import RunSpec, run_qemu
+from gdbfault.run import run_qemu
+from gdbfault.spec import RunSpec
 
 __all__ = ["anchor_script", "run_anchor", "run_gdbfault", "plain_boot", "bench_old_kernel", "main"]
 

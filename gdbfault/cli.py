@@ -174,7 +174,8 @@ def _attach_running(args):
 
 
 def cmd_attach(args):
-    from gdbfault.run import RunFailed, run_qemu
+    from gdbfault.errors import RunFailed
+    from gdbfault.run import run_qemu
     check_outputs(args)
     spec = _spec_from_args(args) if args.qemu else None
     if not args.qemu and args.duration is not None and not args.duration > 0:

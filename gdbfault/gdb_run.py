@@ -53,8 +53,6 @@ class _Session:
         self.watch = None             # called about once a second; raises when the run went wrong
 
     def close(self, keep_dir=False):
-        if self.watch is not None and hasattr(self.watch, "close"):
-            self.watch.close()
         if self.debugger is not None:
             self.debugger.close()
         if self.machine is not None:
@@ -151,7 +149,7 @@ def run_with_gdb(spec, result, config, symbols, probes, arm, boot, cleanup, prog
                 if banner:
                     result.kernel.banner, result.kernel.banner_form = banner["text"], banner["form"]
             t_start = time.monotonic()
-            starts_at = _replay_icount(machine) if from_entry else None
+            starts_at = machine.replay_icount() if from_entry else None
             dbg.mi("-exec-continue")
             if from_entry and not _replay_moves(machine, starts_at):
                 # QEMU 7.2 sometimes cannot go on from a snapshot saved while
@@ -357,17 +355,6 @@ def _stop_recording_at_entry(dbg, rec, kernel, symbols, boot, arm, result, spec,
             dbg.close()
 
 
-def _replay_icount(machine):
-    """The replay's instruction count, on the machine's own QMP socket (MachineConfig.watch_qmp)."""
-    from qemu.qmp.legacy import QEMUMonitorProtocol
-    client = QEMUMonitorProtocol(str(machine.watch_qmp_socket))
-    try:
-        client.connect()
-        return int(client.cmd("query-replay")["icount"])
-    finally:
-        client.close()
-
-
 def _replay_moves(machine, start, patience=SNAPSHOT_START_S):
     """Did a replay started from a snapshot execute anything (its instruction
     count left `start`) within `patience` seconds? A QEMU that already ended counts as moving."""
@@ -378,7 +365,7 @@ def _replay_moves(machine, start, patience=SNAPSHOT_START_S):
         if machine.poll() is not None:
             return True
         try:
-            if _replay_icount(machine) != start:
+            if machine.replay_icount() != start:
                 return True
         except (OSError, EOFError, QMPError):
             return True                  # QMP gone: QEMU's own end is reported instead

@@ -32,12 +32,11 @@ from gdbfault.paths import summarise_paths, user_fault_searches
 from gdbfault.probe_session import connect, lend_qmp, load_probe_engine, prepare_debugger
 from gdbfault.profiles import SEARCH
 from gdbfault.machine_config import record_config
-from gdbfault.spec import LivePatchSpec  # noqa: F401 (named here for its users)
 from gdbfault.qemu import Machine, describe_exit, private_dir
 from gdbfault.result import LivePatch, Phase, Record
 from gdbfault.truth import check_counts
 
-__all__ = ["LivePatchSpec", "prepare", "WorkloadPoints", "arm", "record_with_patch", "fill_live_patch",
+__all__ = ["prepare", "WorkloadPoints", "arm", "record_with_patch", "fill_live_patch",
            "live_patch_checks", "check_consistency", "ReplayWatch", "timing_perturbation",
            "PluginPatcher", "apply_now"]
 
@@ -296,29 +295,11 @@ class ReplayWatch:
         self.result = result
         self.last = None
         self.since = time.monotonic()
-        self._qmp = None
-
-    def _icount(self):
-        """QMP query-replay on the machine's watch socket (MachineConfig.watch_qmp)."""
-        if self._qmp is None:
-            from qemu.qmp.legacy import QEMUMonitorProtocol
-            client = QEMUMonitorProtocol(str(self.machine.watch_qmp_socket))
-            client.connect()
-            self._qmp = client
-        return int(self._qmp.cmd("query-replay")["icount"])
-
-    def close(self):
-        if self._qmp is not None:
-            try:
-                self._qmp.close()
-            except Exception:
-                pass
-            self._qmp = None
 
     def __call__(self):
         from qemu.qmp import QMPError
         try:
-            now = self._icount()
+            now = self.machine.replay_icount()
         except (OSError, EOFError, QMPError):
             return                    # QMP gone: QEMU's own end is reported instead
         if now != self.last:

@@ -153,6 +153,7 @@ class Machine:
         self.serial_log = self.run_dir / "serial.log"
         self.stderr_log = self.run_dir / "qemu.err"
         self.proc = None
+        self._watch = None             # QMP client on the watch socket, once replay_icount() asked
 
     # -- launching ---------------------------------------------------------
     def prepare(self):
@@ -265,30 +266,37 @@ class Machine:
     def stop(self, grace=5.0):
         """Ask a running QEMU to quit in order (SIGTERM: plugins write their
         results at exit), kill it if it does not; its exit status."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.stopped_by_us = True
-            kill_tree(self.proc.pid, grace=grace)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        return self.proc.poll()
+        return self._end("stopped_by_us", grace)
 
     def end_after_result(self, grace=5.0):
         """End a guest whose result is out (its power-off is not measured):
         SIGTERM, which QEMU takes as a host shutdown request — a recording
         logs it, and its replay shuts down at the same instruction. The
         exit status (0 when QEMU quit in order)."""
+        return self._end("ended_after_result", grace)
+
+    def _end(self, why, grace):
+        """SIGTERM, then SIGKILL after `grace` s, to a QEMU still running, noting
+        `why` (an attribute) was the reason; the exit status."""
         if self.proc is not None and self.proc.poll() is None:
-            self.ended_after_result = True
+            setattr(self, why, True)
             kill_tree(self.proc.pid, grace=grace)
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
         return self.poll()
+
+    def replay_icount(self):
+        """The guest's instruction count (QMP query-replay) on the watch socket
+        (MachineConfig.watch_qmp), over one connection kept until close().
+        Raises OSError, EOFError or qemu.qmp.QMPError when QMP is gone."""
+        if self._watch is None:
+            from qemu.qmp.legacy import QEMUMonitorProtocol
+            client = QEMUMonitorProtocol(str(self.watch_qmp_socket))
+            client.connect()
+            self._watch = client
+        return int(self._watch.cmd("query-replay")["icount"])
 
     def serial_output(self):
         try:
@@ -328,6 +336,12 @@ class Machine:
     def close(self, keep_dir=False):
         """Stop QEMU (if running) and remove the run directory; no signal cuts it short."""
         with shielded():
+            if self._watch is not None:
+                try:
+                    self._watch.close()
+                except Exception:        # QEMU already gone: nothing to close cleanly
+                    pass
+                self._watch = None
             self.stop()
             if self._own_dir and not keep_dir:
                 shutil.rmtree(self.run_dir, ignore_errors=True)

@@ -14,10 +14,10 @@ import signal
 import time
 
 from gdbfault import __version__
-from gdbfault.errors import GdbfaultError, RunFailed, TimedOut  # noqa: F401 (TimedOut named here for its users)
+from gdbfault.errors import GdbfaultError, RunFailed
 from gdbfault.gdb import gdb_version
 from gdbfault.lifecycle import Stopped, shielded
-from gdbfault.spec import RunSpec, validate_spec, MAX_ITERATIONS  # noqa: F401 (named here for its users)
+from gdbfault.spec import validate_spec
 from gdbfault.bootimage import read_image
 from gdbfault.machine_config import machine_config
 from gdbfault.measure import end_label, probe_rows
@@ -28,8 +28,7 @@ from gdbfault.result import Kernel, Mode, RunResult, Tool, Workload
 from gdbfault.symbols import load_symbols
 from gdbfault.workloads import elf_entry, is_own_workload, workload_file
 
-# RunFailed and TimedOut live in errors.py, elf_entry in workloads.py; named here too for their users.
-__all__ = ["RunSpec", "RunFailed", "TimedOut", "run_qemu", "validate_spec", "elf_entry", "MAX_ITERATIONS"]
+__all__ = ["run_qemu"]
 
 
 def run_qemu(spec, progress=None):

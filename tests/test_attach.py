@@ -19,7 +19,8 @@ import pytest
 from conftest import tagged_processes
 from gdbfault.paths import KERNEL_FIXUP, RESOLVED_SHAPE, USER_SEARCH_SIGNAL, USER_SIGNAL
 from gdbfault.result import as_result
-from gdbfault.run import RunSpec, run_qemu
+from gdbfault.run import run_qemu
+from gdbfault.spec import RunSpec
 
 pytestmark = pytest.mark.qemu
 

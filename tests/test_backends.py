@@ -5,7 +5,9 @@ import pytest
 
 import gdbfault.plugin_backend as plugin_backend
 from gdbfault.plugin_run import cross_check
-from gdbfault.run import RunFailed, RunSpec, run_qemu
+from gdbfault.errors import RunFailed
+from gdbfault.run import run_qemu
+from gdbfault.spec import RunSpec
 
 pytestmark = pytest.mark.qemu
 

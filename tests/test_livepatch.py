@@ -178,7 +178,8 @@ def _path(phase, shape):
 def test_seed_patch_in_one_boot_under_record_replay(lab_built, no_leaks, tmp_path):
     from gdbfault.paths import RESOLVED_SHAPE, USER_SEARCH_SIGNAL, USER_SIGNAL
     from gdbfault.result import as_result
-    from gdbfault.run import RunSpec, run_qemu
+    from gdbfault.run import run_qemu
+    from gdbfault.spec import RunSpec
     out = tmp_path / "run.json"
     r = run_cli("attach", "--qemu", "--iterations", str(ITERATIONS), "--live-patch", SEED,
                 "--patch-at", str(AT), "-q", "--output", str(out), "--plot", str(tmp_path / "t.png"),
@@ -235,7 +236,9 @@ def test_a_replay_without_the_write_is_caught(lab_built, no_leaks, tmp_path, mon
     """The replay prints the recorded summary even if it skips the write (FACTS.md):
     the instruction count at the workload's end must catch it."""
     from gdbfault import livepatch_run
-    from gdbfault.run import RunFailed, RunSpec, run_qemu
+    from gdbfault.errors import RunFailed
+    from gdbfault.run import run_qemu
+    from gdbfault.spec import LivePatchSpec, RunSpec
     real_arm = livepatch_run.arm
 
     def arm_without_writes(dbg, plan_path, points, qmp_socket, timing=True):
@@ -245,7 +248,7 @@ def test_a_replay_without_the_write_is_caught(lab_built, no_leaks, tmp_path, mon
             plan_path = empty
         real_arm(dbg, plan_path, points, qmp_socket, timing)
     monkeypatch.setattr(livepatch_run, "arm", arm_without_writes)
-    spec = RunSpec(iterations=ITERATIONS, live_patch=livepatch_run.LivePatchSpec(SEED, AT), timeout_s=240)
+    spec = RunSpec(iterations=ITERATIONS, live_patch=LivePatchSpec(SEED, AT), timeout_s=240)
     with pytest.raises(RunFailed) as failed:
         run_qemu(spec)
     assert "the replay diverged from the recording" in str(failed.value)
@@ -254,8 +257,9 @@ def test_a_replay_without_the_write_is_caught(lab_built, no_leaks, tmp_path, mon
 
 @pytest.mark.qemu
 def test_patch_at_zero_live(lab_built, no_leaks, tmp_path):
-    from gdbfault.livepatch_run import LivePatchSpec
-    from gdbfault.run import RunSpec, run_qemu
+    from gdbfault.spec import LivePatchSpec
+    from gdbfault.run import run_qemu
+    from gdbfault.spec import RunSpec
     run = run_qemu(RunSpec(iterations=10, replay=False, trace=False, live_patch=LivePatchSpec(SEED, 0)))
     lp = run.live_patch
     assert lp.applied and lp.before.iterations == 0
@@ -268,9 +272,10 @@ def test_patch_at_zero_live(lab_built, no_leaks, tmp_path):
 def test_plugin_backend_gdb_connects_only_to_patch(lab_built, no_leaks):
     """--backend plugin: the plugin counts, GDB only applies the patch at the mark."""
     from gdbfault import plugin_backend
-    from gdbfault.livepatch_run import LivePatchSpec
+    from gdbfault.spec import LivePatchSpec
     from gdbfault.paths import USER_SEARCH_SIGNAL, USER_SIGNAL
-    from gdbfault.run import RunSpec, run_qemu
+    from gdbfault.run import run_qemu
+    from gdbfault.spec import RunSpec
     try:
         plugin_backend.plugin_library()
     except plugin_backend.PluginUnavailable as err:
@@ -334,9 +339,10 @@ def test_attach_patches_at_once_and_never_leaves_the_kernel_patched(lab_built, n
 
 @pytest.mark.qemu
 def test_unpatch_at_puts_the_old_entry_back_under_record_replay(lab_built, no_leaks):
-    from gdbfault.livepatch_run import LivePatchSpec
+    from gdbfault.spec import LivePatchSpec
     from gdbfault.paths import USER_SEARCH_SIGNAL, USER_SIGNAL
-    from gdbfault.run import RunSpec, run_qemu
+    from gdbfault.run import run_qemu
+    from gdbfault.spec import RunSpec
     run = run_qemu(RunSpec(iterations=30, live_patch=LivePatchSpec(SEED, 10, 20)))
     assert "mark=10 mark2=20" in run.workload.command_line
     lp = run.live_patch

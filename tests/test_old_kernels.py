@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from gdbfault.grubboot import grub_available
-from gdbfault.run import RunFailed, RunSpec, run_qemu
+from gdbfault.errors import RunFailed
+from gdbfault.run import run_qemu
+from gdbfault.spec import RunSpec
 
 pytestmark = [pytest.mark.qemu,
               pytest.mark.skipif(not grub_available(), reason="GRUB i386-pc files are not installed")]

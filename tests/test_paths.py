@@ -14,7 +14,8 @@ from gdbfault.locations import lab_kernel, workload_binary
 from gdbfault.paths import (KERNEL_FIXUP, RESOLVED_SHAPE, USER_SEARCH_SIGNAL, USER_SIGNAL, classify,
                             cost_stats, summarise_paths)
 from gdbfault.qemu import Machine, MachineConfig
-from gdbfault.run import RunSpec, run_qemu
+from gdbfault.run import run_qemu
+from gdbfault.spec import RunSpec
 from gdbfault.truth import parse_guest_output
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gdbfault.run import RunSpec, run_qemu
+from gdbfault.run import run_qemu
+from gdbfault.spec import RunSpec
 
 pytestmark = pytest.mark.qemu
 

@@ -225,7 +225,7 @@ def test_machine_config_is_one_pure_function_of_spec_boot_and_backend(tmp_path):
     import dataclasses
     from gdbfault.machine_config import machine_config, record_config, replay_config
     from gdbfault.realkernel import BootSetup
-    from gdbfault.run import RunSpec
+    from gdbfault.spec import RunSpec
     spec = RunSpec(kernel=str(tmp_path / "bz"), iterations=7, memory_mb=64)
     boot = BootSetup(kernel=tmp_path / "grub.bin", initrd=[], append="console=ttyS0 iterations=7",
                      memory_mb=256, extra_args=["-drive", "x"], rr_icount="shift=5")
