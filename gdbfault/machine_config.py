@@ -9,7 +9,7 @@ and nowhere else; the recording and its replay are `dataclasses.replace`
 copies of it (`record_config`, `replay_config`).
 
 `spec` is anything with `command_line()`, `icount`, `memory_mb` and `qemu`:
-a run.RunSpec, a kprofile.ProfileSpec. Nothing is read from disk here.
+a spec.RunSpec, a kprofile.ProfileSpec. Nothing is read from disk here.
 """
 import dataclasses
 from pathlib import Path
