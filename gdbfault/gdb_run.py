@@ -320,7 +320,9 @@ def _stop_recording_at_entry(dbg, rec, kernel, symbols, boot, arm, result, spec,
     boot looks longer to the guest (the oldboot fixture's workload measured
     the same 3,238,560 cycles for 50 iterations with and without the stop).
     The replay reproduces the recording exactly, stop included: counts and
-    path costs are exact and the same from run to run.
+    path costs are exact for that recording. Another recording can place a
+    timer tick elsewhere (the GRUB path records with sleep=on, and the stop's
+    length follows the host), so a path's maximum cost can differ between runs.
     """
     from gdbfault.realkernel import read_banner, stop_at_entry
     try:
