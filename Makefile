@@ -33,7 +33,7 @@ test-fast: setup
 	$(PYTHON) -m pytest -q -ra -m "not qemu"
 
 bench: setup
-	$(PYTHON) -m gdbfault.bench
+	$(PYTHON) scripts/bench.py
 
 clean:
 	$(MAKE) -C qemu/workloads clean

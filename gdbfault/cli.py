@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 
 from gdbfault import __version__
-from gdbfault.errors import GdbfaultError
-from gdbfault.lifecycle import (Stopped, install_handlers, pending_signal, reset, restore_handlers,
+from gdbfault.base.errors import GdbfaultError
+from gdbfault.base.lifecycle import (Stopped, install_handlers, pending_signal, reset, restore_handlers,
                                 signal_label, stop_signal)
-from gdbfault.locations import VARIANTS, WORKLOADS
-from gdbfault.profiles import parse_probe_option
-from gdbfault.report import FORMATS, kernel_label, load_run, render, save_run
-from gdbfault.result import as_result
-from gdbfault.spec import RUN_OPTIONS, RunSpec
+from gdbfault.base.locations import VARIANTS, WORKLOADS
+from gdbfault.model.roles import parse_probe_option
+from gdbfault.views.report import FORMATS, kernel_label, load_run, render, save_run
+from gdbfault.model.result import as_result
+from gdbfault.model.spec import RUN_OPTIONS, RunSpec
 
 __all__ = ["main", "build_parser", "EXIT_CODES", "KERNEL_PROFILE"]
 
@@ -112,11 +112,11 @@ def build_parser():
 
 def check_outputs(args):
     """Everything cheap about where results go, before any kernel boots."""
-    from gdbfault.report import check_writable
+    from gdbfault.views.report import check_writable
     if getattr(args, "output", None):
         check_writable(args.output, "--output")
     if getattr(args, "plot", None):
-        from gdbfault.plot import require_matplotlib
+        from gdbfault.views.plot import require_matplotlib
         check_writable(args.plot, "--plot")
         require_matplotlib()
 
@@ -151,8 +151,8 @@ def _attach_running(args):
     if getattr(args, "patch_at", None) is not None or getattr(args, "unpatch_at", None) is not None:
         raise GdbfaultError("--patch-at/--unpatch-at go with --qemu; attached to a running QEMU the patch "
                             "goes in at once and comes out on detaching")
-    from gdbfault.attach import attach_running, gdbstub_of_pid
-    from gdbfault.locations import lab_kernel
+    from gdbfault.backends.running_qemu import attach_running, gdbstub_of_pid
+    from gdbfault.base.locations import lab_kernel
     if args.pid is not None:
         address = gdbstub_of_pid(args.pid)
     elif args.socket:
@@ -174,8 +174,8 @@ def _attach_running(args):
 
 
 def cmd_attach(args):
-    from gdbfault.errors import RunFailed
-    from gdbfault.run import run_qemu
+    from gdbfault.base.errors import RunFailed
+    from gdbfault.runs.booted import run_qemu
     check_outputs(args)
     spec = _spec_from_args(args) if args.qemu else None
     if not args.qemu and args.duration is not None and not args.duration > 0:
@@ -200,10 +200,10 @@ def cmd_attach(args):
         save_run(result, args.output)
     run = as_result(result)
     if getattr(args, "plot", None) and run.live_patch is not None and run.live_patch.timeline:
-        from gdbfault.plot import plot_live_patch
+        from gdbfault.views.plot import plot_live_patch
         plot_live_patch(result, args.plot)
     elif getattr(args, "plot", None):
-        from gdbfault.plot import plot_paths
+        from gdbfault.views.plot import plot_paths
         plot_paths([(kernel_label(result), result)], args.plot)
     sys.stdout.write(render(result, args.format))
     if args.plot and args.format == "table":
@@ -216,8 +216,8 @@ def cmd_attach(args):
 
 def _verify(spec, result):
     """Run the same spec on the GDB backend and compare it with the plugin's."""
-    from gdbfault.plugin_run import cross_check
-    from gdbfault.run import run_qemu
+    from gdbfault.backends.plugin_backend import cross_check
+    from gdbfault.runs.booted import run_qemu
     if spec.backend != "plugin":
         raise GdbfaultError("--verify-with gdb goes with --backend plugin")
     return cross_check(result, run_qemu(dataclasses.replace(spec, backend="gdb")))
@@ -239,7 +239,7 @@ KERNEL_PROFILE = object()     # `compare --profile` given alone
 
 
 def _add_compare_parser(subparsers):
-    from gdbfault.compare import FORMATS as COMPARE_FORMATS
+    from gdbfault.analysis.compare import FORMATS as COMPARE_FORMATS
     p = subparsers.add_parser("compare", help="run two kernels with the same workload, side by side",
                               description="Run a kernel before and after a patch with the same workload "
                                           "and settings, and print hits, path costs and the guest's times "
@@ -266,9 +266,9 @@ def _add_compare_parser(subparsers):
 
 
 def cmd_compare(args):
-    from gdbfault.compare import (compare_runs, for_plot, profile_changes, render_compare,
+    from gdbfault.analysis.compare import (compare_runs, for_plot, profile_changes, render_compare,
                                   render_profile_changes, spec_for_kernel)
-    from gdbfault.report import save_json
+    from gdbfault.views.report import save_json
     want_profile = args.profile is KERNEL_PROFILE
     if want_profile:
         args.profile = None
@@ -297,7 +297,7 @@ def cmd_compare(args):
     if args.output:
         save_json(cmp, args.output)
     if args.plot:
-        from gdbfault.plot import plot_paths
+        from gdbfault.views.plot import plot_paths
         plot_paths([(cmp["labels"][side], for_plot(cmp[side])) for side in ("before", "after")], args.plot)
     sys.stdout.write(render_compare(cmp, args.format))
     if want_profile:
@@ -330,9 +330,9 @@ def _add_check_parser(subparsers):
 
 
 def cmd_check(args):
-    from gdbfault.checkreport import error_report, junit_xml, render_check
-    from gdbfault.checks import check
-    from gdbfault.checkspec import SpecError, load_spec
+    from gdbfault.analysis.check.report import error_report, junit_xml, render_check
+    from gdbfault.analysis.check.run import check
+    from gdbfault.analysis.check.spec import SpecError, load_spec
     spec = load_spec(args.spec)
     loaded = {}
     for use in args.use:
@@ -374,7 +374,7 @@ def cmd_check(args):
 # (--port/--socket/--pid: a running QEMU), 3 the guest went wrong.
 
 def _add_profile_parser(subparsers):
-    from gdbfault.kprofile_report import FORMATS as PROFILE_FORMATS
+    from gdbfault.kprofile.report import FORMATS as PROFILE_FORMATS
     p = subparsers.add_parser(
         "profile", help="where the kernel's instructions go, per function and call chain",
         description="Run the workload under QEMU with gdbfault's kernel-profile TCG plugin and count the "
@@ -406,8 +406,8 @@ def _add_profile_parser(subparsers):
 
 
 def cmd_profile(args):
-    from gdbfault.kprofile import NOT_ON_RUNNING_QEMU, ProfileSpec, run_profile
-    from gdbfault.kprofile_report import plot_profile, render_profile, save_profile
+    from gdbfault.kprofile.run import NOT_ON_RUNNING_QEMU, ProfileSpec, run_profile
+    from gdbfault.kprofile.report import plot_profile, render_profile, save_profile
     if not args.qemu:
         raise GdbfaultError(NOT_ON_RUNNING_QEMU)
     if args.top <= 0:
@@ -439,7 +439,7 @@ def cmd_profile(args):
 def _reap_children(since):
     """Last line of defence after a stop signal: no QEMU or GDB we started survives us."""
     import psutil
-    from gdbfault.qemu import kill_tree
+    from gdbfault.machine.qemu import kill_tree
     try:
         children = psutil.Process().children(recursive=True)
     except psutil.Error:

@@ -97,8 +97,8 @@ def no_leaks(monkeypatch):
 def gdb_on_lab(script, variant="vanilla", iterations=3):
     """Boot a lab kernel halted with the mprotect workload, run a Python script
     in a plain `gdb -batch` attached to it, and return GDB's (stdout, stderr)."""
-    from gdbfault.locations import lab_kernel, workload_binary
-    from gdbfault.qemu import Machine, MachineConfig
+    from gdbfault.base.locations import lab_kernel, workload_binary
+    from gdbfault.machine.qemu import Machine, MachineConfig
     kernel, _ = lab_kernel(variant)
     with Machine(MachineConfig(kernel=kernel, initrd=[workload_binary("mprotect")],
                                append=f"iterations={iterations}")) as m:

@@ -17,10 +17,10 @@ import psutil
 import pytest
 
 from conftest import tagged_processes
-from gdbfault.paths import KERNEL_FIXUP, RESOLVED_SHAPE, USER_SEARCH_SIGNAL, USER_SIGNAL
-from gdbfault.result import as_result
-from gdbfault.run import run_qemu
-from gdbfault.spec import RunSpec
+from gdbfault.model.paths import KERNEL_FIXUP, RESOLVED_SHAPE, USER_SEARCH_SIGNAL, USER_SIGNAL
+from gdbfault.model.result import as_result
+from gdbfault.runs.booted import run_qemu
+from gdbfault.model.spec import RunSpec
 
 pytestmark = pytest.mark.qemu
 
@@ -212,8 +212,8 @@ def test_nothing_listens_on_the_network_and_ctrl_c_cleans_up(lab_built, no_leaks
 
 def test_attach_to_a_running_qemu_by_pid_then_detach(lab_built, no_leaks, tmp_path):
     """Count on a QEMU we did not start, then leave it running to its normal end."""
-    from gdbfault.locations import lab_kernel, workload_binary
-    from gdbfault.qemu import Machine, MachineConfig
+    from gdbfault.base.locations import lab_kernel, workload_binary
+    from gdbfault.machine.qemu import Machine, MachineConfig
     kernel, _ = lab_kernel("vanilla")
     with Machine(MachineConfig(kernel=kernel, initrd=[workload_binary("mprotect")],
                                append="iterations=1000000", halted=False, icount=False)) as m:
@@ -229,5 +229,5 @@ def test_attach_to_a_running_qemu_by_pid_then_detach(lab_built, no_leaks, tmp_pa
         assert sig > 0 and abs(entry - 2 * sig) <= 2
         # detached: the guest goes on to finish its workload by itself
         assert m.wait(120) == 0
-        from gdbfault.truth import parse_guest_output
+        from gdbfault.model.truth import parse_guest_output
         assert parse_guest_output(m.serial_output())["result"]["sigsegv"] == 1000000

@@ -3,11 +3,11 @@ import dataclasses
 
 import pytest
 
-import gdbfault.plugin_backend as plugin_backend
-from gdbfault.plugin_run import cross_check
-from gdbfault.errors import RunFailed
-from gdbfault.run import run_qemu
-from gdbfault.spec import RunSpec
+import gdbfault.probing.plugin_probes as plugin_backend
+from gdbfault.backends.plugin_backend import cross_check
+from gdbfault.base.errors import RunFailed
+from gdbfault.runs.booted import run_qemu
+from gdbfault.model.spec import RunSpec
 
 pytestmark = pytest.mark.qemu
 
@@ -40,7 +40,7 @@ def test_plugin_runs_are_deterministic(lab_built, no_leaks):
 
 
 def test_cross_check_reports_a_difference():
-    from gdbfault.result import Hits, Kernel, Mode, Probe, RunResult, RunStatus, Tool, Workload
+    from gdbfault.model.result import Hits, Kernel, Mode, Probe, RunResult, RunStatus, Tool, Workload
 
     def run(hits, cost):
         return RunResult(tool=Tool(), kernel=Kernel("k"), workload=Workload(), mode=Mode(),

@@ -5,13 +5,13 @@ import struct
 
 import pytest
 
-from gdbfault.bootimage import (GRUB, QEMU_KERNEL, boot_plan, parse_image, read_image,
+from gdbfault.kernels.image import (GRUB, QEMU_KERNEL, boot_plan, parse_image, read_image,
                                 synthetic_header)
-from gdbfault.errors import GdbfaultError
-from gdbfault.guestroot import write_initramfs
-from gdbfault.profiles import load_profile, pick_profile
-from gdbfault.realkernel import banner_matches, prepare_boot, root_kind
-from gdbfault.symbols import SymbolTable
+from gdbfault.base.errors import GdbfaultError
+from gdbfault.kernels.guestroot import write_initramfs
+from gdbfault.kernels.profiles import load_profile, pick_profile
+from gdbfault.kernels.boot import banner_matches, prepare_boot, root_kind
+from gdbfault.kernels.symbols import SymbolTable
 
 V22 = "2.2.26 (root@lab) #1 Mon Jan 1 00:00:00 UTC 1999"
 
@@ -131,13 +131,13 @@ BANNER_22 = b"Linux version 2.2.26 (root@lab) (gcc version 2.7.2.3) #1 Mon Jan 1
 
 
 def test_banner_array_form_is_read_in_place():
-    from gdbfault.realkernel import decode_banner
+    from gdbfault.kernels.boot import decode_banner
     text, form, pointer = decode_banner(BANNER_22, lambda a: pytest.fail("no pointer to follow"))
     assert text.startswith("Linux version 2.2.26") and form == "const char []" and pointer is None
 
 
 def test_banner_pointer_form_is_followed():
-    from gdbfault.realkernel import decode_banner
+    from gdbfault.kernels.boot import decode_banner
     memory = {0xC01F3A40: BANNER_22}
     at_symbol = struct.pack("<I", 0xC01F3A40) + b"\x00\x01garbage"
     text, form, pointer = decode_banner(at_symbol, memory.__getitem__)
@@ -172,7 +172,8 @@ ERA_MAPS = {
 
 @pytest.mark.parametrize("release", list(ERA_MAPS))
 def test_profile_per_era_by_release_and_by_symbols(release):
-    from gdbfault.profiles import SIGNAL, resolve_probes
+    from gdbfault.kernels.profiles import resolve_probes
+    from gdbfault.model.roles import SIGNAL
     names, expected, signal = ERA_MAPS[release]
     syms = _map(names)
     by_release = pick_profile(syms, release)
@@ -183,7 +184,8 @@ def test_profile_per_era_by_release_and_by_symbols(release):
 
 
 def test_2_0_has_no_exception_search_and_says_so():
-    from gdbfault.profiles import SEARCH, resolve_probes
+    from gdbfault.kernels.profiles import resolve_probes
+    from gdbfault.model.roles import SEARCH
     syms = _map(ERA_MAPS["2.0.40"][0])
     prof = pick_profile(syms, "2.0.40")
     assert SEARCH not in {p.role for p in resolve_probes(prof, syms)}
@@ -198,8 +200,9 @@ def test_release_whose_symbols_do_not_fit_falls_back_and_says_why():
 
 
 def test_role_alternatives_and_the_report_hint():
-    from gdbfault.profiles import SIGNAL, role_alternatives
-    from gdbfault.report import render
+    from gdbfault.kernels.profiles import role_alternatives
+    from gdbfault.model.roles import SIGNAL
+    from gdbfault.views.report import render
     syms = _map(ERA_MAPS["2.4.37"][0])
     assert role_alternatives(SIGNAL, syms, "force_sig") == ["force_sig_info"]
     result = {"schema": "gdbfault.run/1", "tool": {"gdbfault": "x", "qemu": "7.2", "gdb": "13.1"},
@@ -219,7 +222,7 @@ def test_role_alternatives_and_the_report_hint():
 
 
 def test_truth_model_of_the_packaged_lab_kernel():
-    from gdbfault.realkernel import truth_model
+    from gdbfault.kernels.boot import truth_model
     image = lambda build: parse_image(synthetic_header((2, 1), f"2.2.26-lab (gdbfault@lab) "
                                                                f"(gdbfault lab kernel) #1 {build}"))
     assert truth_model("lab", image("oldboot")) == "lab-vanilla"

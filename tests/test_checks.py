@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from gdbfault import checkreport, checks, checkspec, metrics
-from gdbfault.checks import evaluate
-from gdbfault.checkspec import SpecError, load_spec, parse_spec
+from gdbfault.analysis.check import report as checkreport
+from gdbfault.analysis.check import run as checks
+from gdbfault.analysis.check import spec as checkspec
+from gdbfault.analysis import metrics
+from gdbfault.analysis.check.run import evaluate
+from gdbfault.analysis.check.spec import SpecError, load_spec, parse_spec
 from gdbfault.cli import main
-from gdbfault.compare import SEED, build_comparison, render_compare
-from gdbfault.metrics import resolve, user_signal_path
-from gdbfault.errors import GdbfaultError
+from gdbfault.analysis.compare import SEED, build_comparison, render_compare
+from gdbfault.analysis.metrics import resolve, user_signal_path
+from gdbfault.base.errors import GdbfaultError
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"

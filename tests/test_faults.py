@@ -153,7 +153,7 @@ def _running(p):
 
 
 def _plugin_built():
-    from gdbfault.plugin_backend import PluginUnavailable, plugin_library
+    from gdbfault.probing.plugin_probes import PluginUnavailable, plugin_library
     try:
         plugin_library()
         return True
@@ -259,7 +259,7 @@ OLDBOOT = REPO / "qemu" / "kernel" / "build" / "oldboot"
 
 
 def _grub_available():
-    from gdbfault.grubboot import grub_available
+    from gdbfault.kernels.grub import grub_available
     return grub_available()
 
 
@@ -432,8 +432,8 @@ def test_a_temp_dir_with_a_space_or_a_comma_works(lab_built, no_leaks, tmp_path,
 
 @pytest.mark.qemu
 def test_attach_duration_is_kept_and_the_qemu_is_named(lab_built, no_leaks, tmp_path):
-    from gdbfault.locations import lab_kernel, workload_binary
-    from gdbfault.qemu import Machine, MachineConfig
+    from gdbfault.base.locations import lab_kernel, workload_binary
+    from gdbfault.machine.qemu import Machine, MachineConfig
     kernel, _ = lab_kernel("vanilla")
     with Machine(MachineConfig(kernel=kernel, initrd=[workload_binary("mprotect")],
                                append="iterations=100000000", halted=False, icount=False)) as m:
@@ -527,8 +527,8 @@ def test_exit_codes_are_in_help():
 
 
 def test_a_failed_save_leaves_no_temporary(tmp_path):
-    from gdbfault.errors import GdbfaultError
-    from gdbfault.report import save_json
+    from gdbfault.base.errors import GdbfaultError
+    from gdbfault.views.report import save_json
     target = tmp_path / "full"
     target.mkdir()
     (target / "inside").write_text("x")         # a non-empty directory cannot be replaced
@@ -540,8 +540,8 @@ def test_a_failed_save_leaves_no_temporary(tmp_path):
 # -- what a partial result says ----------------------------------------------------------
 
 def test_paths_cut_off_by_a_stop_are_named_so():
-    from gdbfault.paths import summarise_paths
-    from gdbfault.measure import open_path_label
+    from gdbfault.model.paths import summarise_paths
+    from gdbfault.probing.measure import open_path_label
     trace = {"paths": [], "open": [{"phase": "workload", "events": ["exception search"]}]}
     assert summarise_paths(trace)[0]["shape"].startswith("never returned (oops?)")
     assert summarise_paths(trace, open_label=open_path_label(None))[0]["shape"] == \
@@ -551,7 +551,7 @@ def test_paths_cut_off_by_a_stop_are_named_so():
 
 
 def test_compare_header_of_the_plugin_backend_has_no_gdb_none():
-    from gdbfault.compare import build_comparison, render_compare
+    from gdbfault.analysis.compare import build_comparison, render_compare
 
     def run(variant):
         return {"schema": "gdbfault.run/1", "run": {},
@@ -566,8 +566,8 @@ def test_cost_plot_stays_readable_with_one_far_outlier(tmp_path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from gdbfault.plot import _panel
-    from gdbfault.result import Kernel, Mode, RunResult, Tool, Workload
+    from gdbfault.views.plot import _panel
+    from gdbfault.model.result import Kernel, Mode, RunResult, Tool, Workload
     row = {"shape": "resolved (handle_mm_fault)", "median": 168, "cost_hist": {"168": 1999, "8443": 1}}
     run = RunResult(tool=Tool(), kernel=Kernel("k"), workload=Workload(), mode=Mode(), probes=[], paths=[row])
     fig, ax = plt.subplots()

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from gdbfault.kprofile import (ProfileSpec, build_profile, kernel_functions, read_kprofile_result,
+from gdbfault.kprofile.run import (ProfileSpec, build_profile, kernel_functions, read_kprofile_result,
                                run_profile)
-from gdbfault.kprofile_report import profile_changes, render_changes, render_profile
+from gdbfault.kprofile.report import profile_changes, render_changes, render_profile
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
@@ -141,7 +141,7 @@ def test_kernel_functions_from_system_map_only(tmp_path):
 
 
 def test_read_result_rejects_garbage(tmp_path):
-    from gdbfault.plugin_backend import PluginResultError
+    from gdbfault.probing.plugin_probes import PluginResultError
     bad = tmp_path / "r.json"
     bad.write_text('{"backend": "plugin", "version": 1}')
     with pytest.raises(PluginResultError):
@@ -153,8 +153,8 @@ def test_read_result_rejects_garbage(tmp_path):
 # ------------------------------------------------------------ end to end (QEMU)
 
 def _need_plugin():
-    from gdbfault.kprofile import profile_library
-    from gdbfault.plugin_backend import PluginUnavailable
+    from gdbfault.kprofile.run import profile_library
+    from gdbfault.probing.plugin_probes import PluginUnavailable
     if not shutil.which("qemu-system-i386"):
         pytest.skip("qemu-system-i386 not installed")
     build = subprocess.run(["make", "-s", "-C", str(REPO / "qemu" / "plugin")], capture_output=True, text=True)

@@ -1,7 +1,9 @@
-"""The package's layers: no import circle, no private name taken across modules.
+"""The package's layers, read from its tree: rooms (top-level folders) that import only downwards.
 
 Read from the source by scripts/import_graph.py (every import counts, lazy
-ones too); nothing is imported or run.
+ones too); nothing is imported or run. One rule: the rooms' import graph has
+no circle, and README.md's Layout lists the rooms from the top floor down, so
+every import goes from a room listed higher to one listed lower.
 """
 import importlib.util
 from pathlib import Path
@@ -11,21 +13,21 @@ _spec = importlib.util.spec_from_file_location("import_graph", SCRIPT)
 import_graph = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(import_graph)
 
-# The measuring core, lowest first: a module may import only modules listed before it.
-CORE = ["gdbfault.result", "gdbfault.spec", "gdbfault.machine_config", "gdbfault.truth", "gdbfault.measure", "gdbfault.probe_session",
-        "gdbfault.livepatch_run", "gdbfault.plugin_run", "gdbfault.attach", "gdbfault.gdb_run", "gdbfault.run", "gdbfault.runner",
-        "gdbfault.metrics", "gdbfault.compare", "gdbfault.checks", "gdbfault.cli"]
-
 
 def _graph():
     graph, private = import_graph.import_graph()
-    assert "gdbfault.run" in graph and graph["gdbfault.run"], "the graph reader found no imports"
+    assert graph.get("gdbfault.runs.booted"), "the graph reader found no imports"
     return graph, private
 
 
-def test_no_import_circle():
+def test_no_import_circle_between_modules():
     graph, _ = _graph()
     assert import_graph.circles(graph) == []
+
+
+def test_no_import_circle_between_rooms():
+    graph, _ = _graph()
+    assert import_graph.circles(import_graph.room_graph(graph)) == []
 
 
 def test_the_circle_finder_finds_one():
@@ -33,13 +35,35 @@ def test_the_circle_finder_finds_one():
         [["a", "b", "c"]]
 
 
+def test_floors_follow_the_imports():
+    assert import_graph.floors({"top": {"mid": [], "low": []}, "mid": {"low": []}, "low": {}}) == \
+        {"top": 3, "mid": 2, "low": 1}
+
+
 def test_no_private_name_is_imported_from_another_module():
     _, private = _graph()
     assert private == []
 
 
-def test_the_measuring_core_imports_only_downwards():
+def test_the_readme_lists_every_room_and_each_imports_only_rooms_listed_below_it():
     graph, _ = _graph()
-    for i, mod in enumerate(CORE):
-        higher = set(CORE[i + 1:]) & set(graph[mod])
-        assert not higher, f"{mod} imports {sorted(higher)}, which sit above it"
+    rooms = import_graph.room_graph(graph)
+    listed = import_graph.readme_rooms()
+    actual = set(rooms) - {"__init__"}
+    assert sorted(listed) == sorted(actual), "README.md's Layout must list exactly the package's rooms"
+    for i, room in enumerate(listed):
+        above = set(listed[:i]) & set(rooms[room])
+        assert not above, (f"{room} imports {sorted(above)}, listed above it in README.md's Layout: "
+                           f"{rooms[room][sorted(above)[0]][:3]}")
+
+
+def test_nothing_imports_the_command_line():
+    graph, _ = _graph()
+    for mod, targets in graph.items():
+        if import_graph.room_of(mod) not in ("cli", "__main__"):
+            assert not any(import_graph.room_of(t) == "cli" for t in targets), f"{mod} imports the CLI"
+
+
+def test_the_top_of_the_package_is_a_dozen_rooms_or_so():
+    graph, _ = _graph()
+    assert len(import_graph.room_graph(graph)) <= 16

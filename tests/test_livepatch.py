@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from gdbfault.livepatch import jmp_rel32, prepare_live_patch
-from gdbfault.locations import lab_kernel
+from gdbfault.livepatch.build import jmp_rel32, prepare_live_patch
+from gdbfault.base.locations import lab_kernel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = os.path.join(REPO, "qemu", "kernel", "patches", "0001-user-faults-skip-exception-table.patch")
@@ -94,13 +94,13 @@ def test_object_replacement_links_against_the_kernel(lab_built, tmp_path):
 
 
 def test_check_specs_name_before_and_after_metrics():
-    from gdbfault.metrics import parse_ref, phase_view, resolve
+    from gdbfault.analysis.metrics import parse_ref, phase_view, resolve
     assert parse_ref("live.before.per_iteration.force_sig", ["live"]) == \
         ("live", "phase", ("before", "per_iteration", ("force_sig",)))
     assert parse_ref("live.after.path.user-signal.median", ["live"])[2] == ("after", "path", ("user-signal", "median"))
     with pytest.raises(ValueError, match="whole-run metric"):
         parse_ref("live.after.guest.sigsegv", ["live"])
-    from gdbfault.result import Hits, Kernel, LivePatch, Mode, Phase, Probe, RunResult, Tool, Workload
+    from gdbfault.model.result import Hits, Kernel, LivePatch, Mode, Phase, Probe, RunResult, Tool, Workload
     run = RunResult(tool=Tool(), kernel=Kernel("k"), workload=Workload(), mode=Mode(),
                     probes=[Probe("signal forced", "force_sig", 0xC0100000, hits=Hits(0, 10))],
                     live_patch=LivePatch(before=Phase(4, {"force_sig": 4}, {"force_sig": 1.0}),
@@ -176,10 +176,10 @@ def _path(phase, shape):
 
 @pytest.mark.qemu
 def test_seed_patch_in_one_boot_under_record_replay(lab_built, no_leaks, tmp_path):
-    from gdbfault.paths import RESOLVED_SHAPE, USER_SEARCH_SIGNAL, USER_SIGNAL
-    from gdbfault.result import as_result
-    from gdbfault.run import run_qemu
-    from gdbfault.spec import RunSpec
+    from gdbfault.model.paths import RESOLVED_SHAPE, USER_SEARCH_SIGNAL, USER_SIGNAL
+    from gdbfault.model.result import as_result
+    from gdbfault.runs.booted import run_qemu
+    from gdbfault.model.spec import RunSpec
     out = tmp_path / "run.json"
     r = run_cli("attach", "--qemu", "--iterations", str(ITERATIONS), "--live-patch", SEED,
                 "--patch-at", str(AT), "-q", "--output", str(out), "--plot", str(tmp_path / "t.png"),
@@ -235,10 +235,10 @@ def test_seed_patch_in_one_boot_under_record_replay(lab_built, no_leaks, tmp_pat
 def test_a_replay_without_the_write_is_caught(lab_built, no_leaks, tmp_path, monkeypatch):
     """The replay prints the recorded summary even if it skips the write (FACTS.md):
     the instruction count at the workload's end must catch it."""
-    from gdbfault import livepatch_run
-    from gdbfault.errors import RunFailed
-    from gdbfault.run import run_qemu
-    from gdbfault.spec import LivePatchSpec, RunSpec
+    from gdbfault.livepatch import hooks as livepatch_run
+    from gdbfault.base.errors import RunFailed
+    from gdbfault.runs.booted import run_qemu
+    from gdbfault.model.spec import LivePatchSpec, RunSpec
     real_arm = livepatch_run.arm
 
     def arm_without_writes(dbg, plan_path, points, qmp_socket, timing=True):
@@ -257,9 +257,9 @@ def test_a_replay_without_the_write_is_caught(lab_built, no_leaks, tmp_path, mon
 
 @pytest.mark.qemu
 def test_patch_at_zero_live(lab_built, no_leaks, tmp_path):
-    from gdbfault.spec import LivePatchSpec
-    from gdbfault.run import run_qemu
-    from gdbfault.spec import RunSpec
+    from gdbfault.model.spec import LivePatchSpec
+    from gdbfault.runs.booted import run_qemu
+    from gdbfault.model.spec import RunSpec
     run = run_qemu(RunSpec(iterations=10, replay=False, trace=False, live_patch=LivePatchSpec(SEED, 0)))
     lp = run.live_patch
     assert lp.applied and lp.before.iterations == 0
@@ -271,11 +271,11 @@ def test_patch_at_zero_live(lab_built, no_leaks, tmp_path):
 @pytest.mark.qemu
 def test_plugin_backend_gdb_connects_only_to_patch(lab_built, no_leaks):
     """--backend plugin: the plugin counts, GDB only applies the patch at the mark."""
-    from gdbfault import plugin_backend
-    from gdbfault.spec import LivePatchSpec
-    from gdbfault.paths import USER_SEARCH_SIGNAL, USER_SIGNAL
-    from gdbfault.run import run_qemu
-    from gdbfault.spec import RunSpec
+    from gdbfault.probing import plugin_probes as plugin_backend
+    from gdbfault.model.spec import LivePatchSpec
+    from gdbfault.model.paths import USER_SEARCH_SIGNAL, USER_SIGNAL
+    from gdbfault.runs.booted import run_qemu
+    from gdbfault.model.spec import RunSpec
     try:
         plugin_backend.plugin_library()
     except plugin_backend.PluginUnavailable as err:
@@ -298,8 +298,8 @@ def test_plugin_backend_gdb_connects_only_to_patch(lab_built, no_leaks):
 def test_attach_patches_at_once_and_never_leaves_the_kernel_patched(lab_built, no_leaks, tmp_path):
     """--pid attach: the patch goes in at once (no CPU in do_page_fault), the
     counts split there, and detaching puts the old entry back unless --keep-patch."""
-    from gdbfault.locations import lab_kernel, workload_binary
-    from gdbfault.qemu import Machine, MachineConfig
+    from gdbfault.base.locations import lab_kernel, workload_binary
+    from gdbfault.machine.qemu import Machine, MachineConfig
     kernel, _ = lab_kernel("vanilla")
     entry = next(int(line.split()[0], 16) for line in
                  open(str(kernel).replace("kernel.elf", "System.map")) if line.endswith(" do_page_fault\n"))
@@ -339,10 +339,10 @@ def test_attach_patches_at_once_and_never_leaves_the_kernel_patched(lab_built, n
 
 @pytest.mark.qemu
 def test_unpatch_at_puts_the_old_entry_back_under_record_replay(lab_built, no_leaks):
-    from gdbfault.spec import LivePatchSpec
-    from gdbfault.paths import USER_SEARCH_SIGNAL, USER_SIGNAL
-    from gdbfault.run import run_qemu
-    from gdbfault.spec import RunSpec
+    from gdbfault.model.spec import LivePatchSpec
+    from gdbfault.model.paths import USER_SEARCH_SIGNAL, USER_SIGNAL
+    from gdbfault.runs.booted import run_qemu
+    from gdbfault.model.spec import RunSpec
     run = run_qemu(RunSpec(iterations=30, live_patch=LivePatchSpec(SEED, 10, 20)))
     assert "mark=10 mark2=20" in run.workload.command_line
     lp = run.live_patch

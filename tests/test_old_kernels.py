@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from gdbfault.grubboot import grub_available
-from gdbfault.errors import RunFailed
-from gdbfault.run import run_qemu
-from gdbfault.spec import RunSpec
+from gdbfault.kernels.grub import grub_available
+from gdbfault.base.errors import RunFailed
+from gdbfault.runs.booted import run_qemu
+from gdbfault.model.spec import RunSpec
 
 pytestmark = [pytest.mark.qemu,
               pytest.mark.skipif(not grub_available(), reason="GRUB i386-pc files are not installed")]
@@ -160,7 +160,7 @@ def test_a_snapshot_replay_that_does_not_start_falls_back_to_power_on(fixture_bu
     (the replay stands at the snapshot's instruction). The run then replays
     the same recording from power-on, and counts as exactly. The stall is
     rare, so the check that sees it is told once that it happened."""
-    from gdbfault import gdb_run as run
+    from gdbfault.backends import gdb_backend as run
     told = []
     real = run._replay_moves
 

@@ -10,13 +10,13 @@ import pytest
 
 from conftest import gdb_on_lab
 
-from gdbfault.locations import lab_kernel, workload_binary
-from gdbfault.paths import (KERNEL_FIXUP, RESOLVED_SHAPE, USER_SEARCH_SIGNAL, USER_SIGNAL, classify,
+from gdbfault.base.locations import lab_kernel, workload_binary
+from gdbfault.model.paths import (KERNEL_FIXUP, RESOLVED_SHAPE, USER_SEARCH_SIGNAL, USER_SIGNAL, classify,
                             cost_stats, summarise_paths)
-from gdbfault.qemu import Machine, MachineConfig
-from gdbfault.run import run_qemu
-from gdbfault.spec import RunSpec
-from gdbfault.truth import parse_guest_output
+from gdbfault.machine.qemu import Machine, MachineConfig
+from gdbfault.runs.booted import run_qemu
+from gdbfault.model.spec import RunSpec
+from gdbfault.model.truth import parse_guest_output
 
 
 # -- units ---------------------------------------------------------------------
@@ -155,6 +155,6 @@ def test_histogram_stats_equal_list_stats():
     hist = {}
     for c in costs:
         hist[str(c)] = hist.get(str(c), 0) + 1
-    from gdbfault.paths import hist_stats
+    from gdbfault.model.paths import hist_stats
     assert hist_stats(hist) == cost_stats(costs)
     assert hist_stats({"5": 1, "7": 1}) == cost_stats([5, 7])

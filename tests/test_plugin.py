@@ -14,15 +14,16 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from gdbfault import plugin_backend as pb
-from gdbfault.plugin_run import kernel_probe_list
-from gdbfault.symbols import parse_system_map
+from gdbfault.probing import plugin_probes as pb
+from gdbfault.backends.plugin_backend import kernel_probe_list
+from gdbfault.kernels.symbols import parse_system_map
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = REPO / "qemu" / "plugin"
@@ -236,7 +237,7 @@ def test_guest_cost_equals_icount_difference(plugin_lib, tmp_path):
     if not shutil.which("gdb"):
         pytest.skip("gdb is not installed")
     s = guest_symbols()
-    proc = subprocess.run(["python3", str(PLUGIN_DIR / "crosscheck.py"), "--kernel",
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "path_cost_crosscheck.py"), "--kernel",
                            str(GUEST), "--entry", hex(s["func"]), "--ret",
                            hex(s["after_call"]), "--nth", "15"],
                           capture_output=True, text=True, timeout=120, check=False)
@@ -375,7 +376,7 @@ def test_lab_path_cost_equals_icount_difference(plugin_lib, tmp_path_factory, va
         pytest.skip("gdb is not installed")
     runs = lab_runs(plugin_lib, tmp_path_factory, variant)
     probes = {kind: addr for addr, kind, _ in runs["_probes"] if kind in ("entry", "ret")}
-    proc = subprocess.run(["python3", str(PLUGIN_DIR / "crosscheck.py"), "--kernel",
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "path_cost_crosscheck.py"), "--kernel",
                            str(lab_kernel(variant)[0]), "--initrd", str(workload("mprotect")),
                            "--append", "iterations=10", "--entry", hex(probes["entry"]),
                            "--ret", hex(probes["ret"]), "--nth", str(nth)],

@@ -2,7 +2,7 @@
 import pytest
 
 from conftest import gdb_on_lab
-from gdbfault.locations import GDBSCRIPTS
+from gdbfault.base.locations import GDBSCRIPTS
 
 pytestmark = pytest.mark.qemu
 

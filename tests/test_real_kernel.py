@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gdbfault.run import run_qemu
-from gdbfault.spec import RunSpec
+from gdbfault.runs.booted import run_qemu
+from gdbfault.model.spec import RunSpec
 
 pytestmark = pytest.mark.qemu
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gdbfault.errors import GdbfaultError
-from gdbfault.result import (SCHEMA, Check, Hits, Kernel, LivePatch, Mode, PathRow, Probe, RunResult,
+from gdbfault.base.errors import GdbfaultError
+from gdbfault.model.result import (SCHEMA, Check, Hits, Kernel, LivePatch, Mode, PathRow, Probe, RunResult,
                              RunStatus, Tool, Workload, as_result)
 
 DATA = Path(__file__).resolve().parent / "data"

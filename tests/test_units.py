@@ -8,15 +8,15 @@ import json
 
 import pytest
 
-from gdbfault.errors import GdbfaultError
-from gdbfault.gdb import Debugger, GdbCommandError, mi_quote
-from gdbfault.profiles import (builtin_profiles, load_profile, parse_probe_option, pick_profile,
-                               resolve_probes)
-from gdbfault.qemu import Machine, MachineConfig, describe_exit
-from gdbfault.report import CSV_FIELDS, load_run, render, save_run
-from gdbfault.result import Hits, Probe
-from gdbfault.symbols import SymbolTable, parse_system_map
-from gdbfault.truth import compare_with_guest, expected_hits, parse_guest_output
+from gdbfault.base.errors import GdbfaultError
+from gdbfault.machine.gdbmi import Debugger, GdbCommandError, mi_quote
+from gdbfault.kernels.profiles import builtin_profiles, load_profile, pick_profile, resolve_probes
+from gdbfault.model.roles import parse_probe_option
+from gdbfault.machine.qemu import Machine, MachineConfig, describe_exit
+from gdbfault.views.report import CSV_FIELDS, load_run, render, save_run
+from gdbfault.model.result import Hits, Probe
+from gdbfault.kernels.symbols import SymbolTable, parse_system_map
+from gdbfault.model.truth import compare_with_guest, expected_hits, parse_guest_output
 
 MAP_22 = """\
 c0100000 T _stext
@@ -40,8 +40,8 @@ def test_system_map_parsing_skips_absolute_symbols():
 
 def test_one_symbol_reader_gives_the_same_code_symbols_from_elf_and_system_map():
     """The lab kernel's ELF .symtab and its System.map (nm -n of that ELF) agree."""
-    from gdbfault.locations import lab_kernel
-    from gdbfault.symbols import symbol_rows
+    from gdbfault.base.locations import lab_kernel
+    from gdbfault.kernels.symbols import symbol_rows
     try:
         kernel, system_map = lab_kernel("vanilla")
     except GdbfaultError:
@@ -223,9 +223,9 @@ def test_qemu_has_one_qmp_socket_the_tracers(tmp_path):
 
 def test_machine_config_is_one_pure_function_of_spec_boot_and_backend(tmp_path):
     import dataclasses
-    from gdbfault.machine_config import machine_config, record_config, replay_config
-    from gdbfault.realkernel import BootSetup
-    from gdbfault.spec import RunSpec
+    from gdbfault.machine.config import machine_config, record_config, replay_config
+    from gdbfault.kernels.boot import BootSetup
+    from gdbfault.model.spec import RunSpec
     spec = RunSpec(kernel=str(tmp_path / "bz"), iterations=7, memory_mb=64)
     boot = BootSetup(kernel=tmp_path / "grub.bin", initrd=[], append="console=ttyS0 iterations=7",
                      memory_mb=256, extra_args=["-drive", "x"], rr_icount="shift=5")

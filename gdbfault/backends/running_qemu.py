@@ -1,0 +1,268 @@
+"""Attaching to a QEMU that is already running: `gdbfault attach --port/--socket/--pid`.
+
+gdbfault did not start this QEMU, so it finds the gdbstub (from the process's
+command line with --pid), counts for a while with the same in-GDB probes, and
+then removes them and detaches, leaving the guest running as it was.
+"""
+import shutil
+import signal
+import socket
+import time
+from pathlib import Path
+
+import psutil
+
+from gdbfault import __version__
+from gdbfault.base.errors import GdbfaultError, GuestError, RunFailed
+from gdbfault.machine.gdbmi import Debugger, GdbCommandError, gdb_version
+from gdbfault.probing.measure import fill_result, probe_rows
+from gdbfault.probing.gdb_session import connect, load_probe_engine, measured, prepare_debugger, read_counts
+from gdbfault.kernels.profiles import load_profile, pick_profile, resolve_probes
+from gdbfault.model.result import Kernel, Mode, RunResult, Tool, Workload
+from gdbfault.kernels.symbols import load_symbols
+
+__all__ = ["attach_running", "gdbstub_of_pid"]
+
+
+def _detach(dbg, timeout=10.0, unpatch=False):
+    """Stop the guest, remove our breakpoints, detach: it runs on untouched.
+
+    unpatch: first put back the bytes a live patch's jmps overwrote (the
+    replacement code stays in the live-patch area, so a CPU still running
+    it returns normally)."""
+    dbg.mi("-exec-interrupt")
+    # Any stop will do: an interrupt that lands while GDB steps over a probe
+    # is not always reported as SIGINT, and waiting for one cost 10 s.
+    dbg.wait_event(lambda r: r.get("message") == "stopped", min(timeout, 2.0))
+    deadline = time.monotonic() + timeout
+    next_interrupt = time.monotonic() + 1.0
+    while True:
+        try:
+            if unpatch:
+                dbg.console("faultprobe unpatch")
+            dbg.console("faultprobe clear")
+            break
+        except GdbCommandError as exc:
+            # The interrupt can land while GDB steps over a probe; it settles,
+            # or (seen under load) is lost: then interrupt again.
+            if "while the target is running" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+            if time.monotonic() > next_interrupt:
+                next_interrupt = time.monotonic() + 1.0
+                _interrupt_again(dbg)
+    dbg.mi("-target-detach")
+
+
+def _interrupt_again(dbg):
+    try:
+        dbg.mi("-exec-interrupt")
+    except GdbCommandError:          # it stopped meanwhile
+        pass
+
+
+def gdbstub_of_pid(pid):
+    """The gdbstub address of a running QEMU, read from its command line."""
+    try:
+        cmdline = psutil.Process(pid).cmdline()
+    except psutil.NoSuchProcess:
+        raise GdbfaultError(f"no process with pid {pid}")
+    except psutil.AccessDenied:
+        raise GdbfaultError(f"cannot read the command line of pid {pid} (permission denied)")
+    if not cmdline or "qemu-system" not in Path(cmdline[0]).name:
+        raise GdbfaultError(f"pid {pid} is not a QEMU system emulator ({cmdline[:1]})")
+    for i, word in enumerate(cmdline):
+        if word == "-s":             # (their QEMU listens on every interface; we only read it)
+            return "localhost:1234"
+        if word == "-gdb" and i + 1 < len(cmdline):
+            dev = cmdline[i + 1].split(",")[0]
+            if dev.startswith("unix:"):
+                return dev[len("unix:"):]
+            if dev.startswith("tcp:"):
+                host, _, port = dev[len("tcp:"):].rpartition(":")
+                return f"{host or 'localhost'}:{port}"
+            raise GdbfaultError(f"QEMU pid {pid} has a gdbstub on '{dev}', which gdbfault cannot reach")
+    raise GdbfaultError(f"QEMU pid {pid} has no gdbstub", "start it with -gdb unix:PATH,server=on,wait=off "
+                        "or -gdb tcp:127.0.0.1:PORT")
+
+
+def _check_reachable(address, timeout=3.0):
+    """Fail early, in one line, when nothing at a gdbstub address speaks GDB's
+    remote protocol (GDB itself would wait ~30 s on a silent listener)."""
+    if ":" in address and not address.startswith("/"):
+        host, _, port = address.rpartition(":")
+        try:
+            sock = socket.create_connection((host, int(port)), timeout=2)
+        except (OSError, ValueError):
+            raise GdbfaultError(f"nothing is listening on {address} (no gdbstub there)") from None
+    else:
+        if not Path(address).exists():
+            raise GdbfaultError(f"no gdbstub socket at {address}")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(2)
+        try:
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            raise GdbfaultError(f"nothing is listening on {address} ({exc.strerror or exc})") from None
+    with sock:
+        try:
+            sock.settimeout(timeout)
+            sock.sendall(b"$?#3f")        # "why did you stop?": every gdbstub answers it
+            reply = sock.recv(1)
+        except OSError:
+            reply = b""
+    if reply not in (b"+", b"$"):
+        raise GdbfaultError(f"{address} does not answer GDB's remote protocol within {timeout:.0f} s "
+                            "(not a gdbstub, or another debugger is attached)")
+
+
+def qemu_process(address, pid=None):
+    """The running QEMU behind a gdbstub address (psutil.Process), or None."""
+    if pid is not None:
+        try:
+            return psutil.Process(pid)
+        except psutil.Error:
+            return None
+    port = address.rpartition(":")[2] if ":" in address and not address.startswith("/") else None
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            name, cmdline = proc.info["name"] or "", proc.info["cmdline"] or []
+        except psutil.Error:
+            continue
+        if not name.startswith("qemu-system"):
+            continue
+        for i, word in enumerate(cmdline):
+            nxt = cmdline[i + 1] if i + 1 < len(cmdline) else ""
+            if port is None and word == "-gdb" and nxt.split(",")[0] == f"unix:{address}":
+                return proc
+            if port is not None and ((word == "-s" and port == "1234") or (
+                    word == "-gdb" and nxt.split(",")[0].startswith("tcp:")
+                    and nxt.split(",")[0].rpartition(":")[2] == port)):
+                return proc
+    return None
+
+
+def describe_qemu(proc):
+    """{qemu version, accel, icount} of a running QEMU, from its binary and command line."""
+    from gdbfault.machine.qemu import qemu_version
+    out = {"qemu": "unknown (attached)", "accel": "unknown", "icount": False}
+    if proc is None:
+        return out
+    try:
+        exe, cmdline = proc.exe(), proc.cmdline()
+    except psutil.Error:
+        return out
+    try:
+        out["qemu"] = qemu_version(exe)
+    except GdbfaultError:
+        pass
+    words = " ".join(cmdline)
+    out["accel"] = "kvm" if ("-enable-kvm" in cmdline or "accel=kvm" in words) else "tcg"
+    out["icount"] = "-icount" in cmdline
+    return out
+
+
+def attach_running(address, kernel, system_map=None, profile=None, extra_probes=(),
+                   duration=None, gdb="gdb", pid=None, live_patch=None, keep_patch=False,
+                   lab_variant=None):
+    """Count on a QEMU that is already running, then detach and leave it running.
+
+    address: 'host:port' or a unix socket path (pid: the QEMU's, when known).
+    Counts until `duration` seconds have passed or Ctrl-C (then exit 0: that is
+    how the user ends the count); SIGTERM/SIGHUP save the counts and raise
+    RunFailed with the signal's exit code. Returns a RunResult.
+    live_patch: a file for --live-patch, applied at once (livepatch_run.apply_now)
+    and taken out again before detaching unless keep_patch.
+    """
+    from gdbfault.base.lifecycle import Stopped
+    kernel = Path(kernel)
+    symbols = load_symbols(kernel, system_map)
+    prof = load_profile(profile) if profile else pick_profile(symbols)
+    probes = resolve_probes(prof, symbols, extra_probes)
+    patch = None
+    if live_patch:                       # built (or refused) before we touch the guest
+        from gdbfault.livepatch.build import prepare_live_patch
+        patch = prepare_live_patch(live_patch, kernel, system_map, lab_variant)
+    _check_reachable(address)
+    proc = qemu_process(address, pid)
+    facts = describe_qemu(proc)
+    result = RunResult(
+        tool=Tool(gdbfault=__version__, qemu=facts["qemu"], gdb=gdb_version(gdb)),
+        kernel=Kernel(path=str(kernel), lab=False, variant=None, symbols=f"{symbols.kind} ({symbols.source})",
+                      profile=prof.name, model=prof.name, boot=None),
+        workload=Workload(name=None, own=False, iterations=None, command_line="", attached_to=address),
+        mode=Mode(backend="gdb", accel=facts["accel"], icount=facts["icount"], trace=False, cost_sample=1,
+                  replay=False),
+        probes=probe_rows(probes))
+    if proc is not None:
+        result.workload.qemu_pid = proc.pid
+    from gdbfault.machine.qemu import private_dir
+    work = private_dir("gdbfault-attach-")
+    dbg = snapshot = t_start = None
+    try:
+        dbg = Debugger(gdb)
+        prepare_debugger(dbg, kernel)
+        connect(dbg, address)
+        load_probe_engine(dbg, probes, None)
+        t_start = time.monotonic()
+        if patch is not None:
+            from gdbfault.livepatch.hooks import apply_now
+            apply_now(dbg, patch, work)
+        dbg.mi("-exec-continue")
+        deadline = t_start + duration if duration else None
+        interrupted = False
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                if dbg.wait_event(lambda r: r.get("message") in ("thread-group-exited",), 0.5):
+                    raise GuestError("the QEMU we attached to went away")
+                if not dbg.alive:
+                    raise GdbfaultError(f"GDB died; last message: {dbg.last_log() or 'none'}")
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+        snapshot = read_counts(dbg, work)
+        _fill(result, snapshot, t_start)  # the window ends here, not after the detach
+        _detach(dbg, unpatch=patch is not None and not keep_patch)
+        if patch is not None:            # the patch's record now says whether it was taken out
+            snapshot["patch"] = read_counts(dbg, work).get("patch")
+            from gdbfault.livepatch.hooks import fill_live_patch
+            lp = fill_live_patch(result, snapshot, patch, None, None)
+            lp.kept = bool(keep_patch)
+        result.run.complete = True
+        result.run.exit = "interrupted; detached, guest left running" if interrupted \
+            else "detached, guest left running"
+        if isinstance(interrupted, Stopped) and interrupted.signum != signal.SIGINT:
+            stop = GdbfaultError(str(interrupted))
+            stop.exit_code = interrupted.exit_code
+            result.run.error = str(stop)
+            result.run.exit = f"{interrupted}; detached, guest left running"
+            raise RunFailed(stop, result)
+        return result
+    except RunFailed:
+        raise
+    except (GdbfaultError, KeyboardInterrupt) as exc:
+        try:                             # the counts of the last snapshot, if one was read
+            _fill(result, snapshot, t_start)
+        except Exception:
+            pass
+        if patch is not None and not keep_patch and dbg is not None and dbg.alive:
+            try:                         # never leave the user's kernel patched
+                _detach(dbg, unpatch=True)
+            except GdbfaultError:
+                pass
+        if isinstance(exc, KeyboardInterrupt):
+            stopped = exc if isinstance(exc, Stopped) else Stopped()
+            exc = GdbfaultError(str(stopped))
+            exc.exit_code = stopped.exit_code
+        result.run.error = str(exc)
+        raise RunFailed(exc, result) from None
+    finally:
+        if dbg is not None:
+            dbg.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _fill(result, snapshot, t_start):
+    """The counts of the attach window into the result (there is no guest output to read)."""
+    wall = time.monotonic() - t_start if t_start else None
+    fill_result(result, measured(snapshot, serial=None, wall_s=wall))

@@ -1,0 +1,126 @@
+"""Kernel symbols: from an ELF's symbol table (pyelftools) or a System.map.
+
+Real 2.x-era kernels come as a bzImage plus System.map with no DWARF, so
+probes there go by address (`*0xc010de04`); ELF kernels with symbols let GDB
+resolve names itself. Both give a `SymbolTable` mapping names to addresses.
+
+One reader serves every user: `map_rows` and `elf_rows` give nm-style
+(address, type letter, name) rows — `load_symbols` keeps names and
+addresses, the kernel profile (kprofile.kernel_functions) the text symbols
+and their order.
+"""
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from gdbfault.base.errors import GdbfaultError
+
+__all__ = ["SymbolTable", "load_symbols", "parse_system_map", "is_elf", "map_rows", "elf_rows", "symbol_rows"]
+
+_MAP_LINE = re.compile(r"^([0-9a-fA-F]{6,16})\s+([A-Za-z])\s+(\S+)")
+
+
+def is_elf(path):
+    with open(path, "rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
+@dataclass
+class SymbolTable:
+    """Function and data symbols of one kernel, and where they came from."""
+
+    source: Path
+    kind: str                  # "elf" or "system.map"
+    addresses: dict            # name -> address (first definition wins)
+
+    def address(self, name):
+        return self.addresses.get(name)
+
+    def require(self, name, suggest=()):
+        """The address of `name`, or a one-line error naming the source."""
+        addr = self.addresses.get(name)
+        if addr is None:
+            known = [s for s in suggest if s in self.addresses]
+            hint = f"known names there: {', '.join(known)}" if known else None
+            raise GdbfaultError(f"symbol '{name}' not found in {self.kind} ({self.source})", hint)
+        return addr
+
+
+def map_rows(text, source="System.map"):
+    """[(address, type letter, name)] of System.map text (`c0101234 T do_page_fault`), in file order."""
+    rows = []
+    for line in text.splitlines():
+        m = _MAP_LINE.match(line)
+        if m:
+            rows.append((int(m.group(1), 16), m.group(2), m.group(3)))
+    if not rows:
+        raise GdbfaultError(f"no symbols found in {source}: not a System.map?")
+    return rows
+
+
+def elf_rows(path):
+    """[(address, type letter, name)] of an ELF's .symtab, in table order, typed
+    the way nm types them: T/t code, D/d other sections, A/a absolute
+    (capital = global). Undefined, file and section symbols are left out."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    rows = []
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            symtab = elf.get_section_by_name(".symtab")
+            if symtab is None:
+                return rows
+            code = {i for i, s in enumerate(elf.iter_sections()) if s["sh_flags"] & 0x4}   # SHF_EXECINSTR
+            for sym in symtab.iter_symbols():
+                shndx = sym["st_shndx"]
+                if not sym.name or shndx == "SHN_UNDEF" or sym["st_info"]["type"] in ("STT_FILE",
+                                                                                      "STT_SECTION"):
+                    continue
+                letter = "t" if shndx in code else "d" if isinstance(shndx, int) else "a"
+                if sym["st_info"]["bind"] != "STB_LOCAL":
+                    letter = letter.upper()
+                rows.append((sym["st_value"], letter, sym.name))
+    except ELFError as exc:
+        raise GdbfaultError(f"cannot read ELF symbols from {path}: {exc}")
+    return rows
+
+
+def symbol_rows(kernel, system_map=None):
+    """(rows, source): the System.map's rows if given, else the ELF's (none for a compressed image)."""
+    if system_map:
+        system_map = Path(system_map)
+        if not system_map.is_file():
+            raise GdbfaultError(f"System.map not found: {system_map}")
+        return map_rows(system_map.read_text(errors="replace"), system_map), system_map
+    kernel = Path(kernel)
+    if not kernel.is_file():
+        raise GdbfaultError(f"kernel file not found: {kernel}")
+    return (elf_rows(kernel) if is_elf(kernel) else []), kernel
+
+
+def _name_table(rows, skip):
+    table = {}
+    for address, letter, name in rows:
+        if letter not in skip:
+            table.setdefault(name, address)     # the first definition wins
+    return table
+
+
+def parse_system_map(text, source="System.map"):
+    """name -> address from System.map text (absolute and undefined symbols left out)."""
+    return _name_table(map_rows(text, source), "aAU")
+
+
+def load_symbols(kernel, system_map=None):
+    """Symbols for a kernel: the System.map if given, else the ELF's .symtab."""
+    rows, source = symbol_rows(kernel, system_map)
+    if system_map:
+        return SymbolTable(source, "System.map", _name_table(rows, "aAU"))
+    if not is_elf(kernel):
+        raise GdbfaultError(f"{kernel} has no ELF symbol table (a compressed image?)",
+                            "pass its System.map with --system-map")
+    table = _name_table(rows, "")
+    if not table:
+        raise GdbfaultError(f"{kernel} has no symbols (stripped?)", "pass its System.map with --system-map")
+    return SymbolTable(kernel, "ELF symbol table", table)

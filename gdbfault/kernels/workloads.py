@@ -1,0 +1,66 @@
+"""Which program runs as the guest's init: a built-in workload or the user's own.
+
+`--workload NAME` picks one of the project's workloads (qemu/workloads/);
+`--workload FILE` runs the user's own program instead. It must be a static
+i386 ELF executable (no dynamic loader, no shared libraries: the guest root
+holds nothing but /init and /dev/console) that uses Linux's `int $0x80`
+system calls. Its counts are reported as they are; they are checked against
+the guest (✓/✗) only when it prints a `GDBFAULT-RESULT {json}` line, the
+format in README.md ("Make your own workload checkable").
+"""
+from pathlib import Path
+
+from gdbfault.base.errors import GdbfaultError
+from gdbfault.base.locations import WORKLOADS, workload_binary
+
+__all__ = ["workload_file", "is_own_workload", "check_static_i386", "elf_entry"]
+
+ET_EXEC, EM_386, PT_INTERP, PT_DYNAMIC = 2, 3, 3, 2
+
+
+def elf_entry(path):
+    """The entry point of an ELF file (the workload's first user instruction)."""
+    from elftools.elf.elffile import ELFFile
+    with open(path, "rb") as f:
+        return ELFFile(f).header["e_entry"]
+
+
+def is_own_workload(value):
+    """True when --workload names a file rather than a built-in workload."""
+    return bool(value) and value not in WORKLOADS
+
+
+def check_static_i386(path):
+    """Raise a one-line error unless `path` is a static i386 ELF executable."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            header = elf.header
+            kinds = {seg["p_type"] for seg in elf.iter_segments()}
+    except (ELFError, OSError) as exc:
+        raise GdbfaultError(f"workload {path} is not an ELF file ({exc})",
+                            "give a static i386 ELF executable")
+    if header["e_machine"] != "EM_386" or header["e_ident"]["EI_CLASS"] != "ELFCLASS32":
+        raise GdbfaultError(f"workload {path} is not an i386 program "
+                            f"({header['e_ident']['EI_CLASS']}, {header['e_machine']})",
+                            "build it with gcc -m32 -static")
+    if header["e_type"] != "ET_EXEC":
+        raise GdbfaultError(f"workload {path} is not a plain executable ({header['e_type']})",
+                            "link it with -static -no-pie")
+    if "PT_INTERP" in kinds or "PT_DYNAMIC" in kinds:
+        raise GdbfaultError(f"workload {path} is dynamically linked: the guest has no shared libraries",
+                            "link it with -static")
+
+
+def workload_file(value):
+    """The ELF file that runs as init for --workload VALUE (a name or a path)."""
+    if not is_own_workload(value):
+        return workload_binary(value)
+    path = Path(value)
+    if not path.is_file():
+        raise GdbfaultError(f"unknown workload '{value}': neither a built-in workload nor a file",
+                            f"built-in: {', '.join(WORKLOADS)}; or give a static i386 ELF file")
+    check_static_i386(path)
+    return path

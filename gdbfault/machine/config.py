@@ -1,0 +1,66 @@
+"""One place for the QEMU machine of a run: a pure function of what was asked.
+
+`machine_config(spec, kernel, initrd, boot, backend)` builds the
+qemu.MachineConfig of a run from the run spec (command line, icount, memory,
+QEMU binary), the kernel and initrd files it names, the boot setup of a
+kernel brought as a file (realkernel.prepare_boot; None for the lab kernel
+and multiboot images) and the backend that runs it. Every field is set here
+and nowhere else; the recording and its replay are `dataclasses.replace`
+copies of it (`record_config`, `replay_config`).
+
+`spec` is anything with `command_line()`, `icount`, `memory_mb` and `qemu`:
+a spec.RunSpec, a kprofile.ProfileSpec. Nothing is read from disk here.
+"""
+import dataclasses
+from pathlib import Path
+
+from gdbfault.machine.qemu import MachineConfig
+
+__all__ = ["BACKENDS", "machine_config", "record_config", "replay_config"]
+
+# Who runs the machine: GDB breakpoints (QEMU starts halted for the debugger),
+# the zero-stop counting plugin, the kernel-profile plugin, or nothing at all
+# (the bench's plain boot).
+BACKENDS = ("gdb", "plugin", "kprofile", "plain")
+# -icount options of a lab kernel's record and replay: one instruction per
+# virtual nanosecond (FACTS.md, "Deterministic cost").
+LAB_ICOUNT = "shift=0"
+
+
+def machine_config(spec, kernel, initrd, boot=None, backend="gdb"):
+    """The MachineConfig of a run (see the module docstring)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}")
+    if boot is None:
+        files = {"kernel": Path(kernel), "initrd": list(initrd), "append": spec.command_line(),
+                 "memory_mb": spec.memory_mb, "extra_args": []}
+        rr_icount = LAB_ICOUNT
+    else:
+        files = {"kernel": Path(boot.kernel), "initrd": list(boot.initrd), "append": boot.append,
+                 "memory_mb": boot.memory_mb, "extra_args": list(boot.extra_args)}
+        rr_icount = boot.rr_icount
+    return MachineConfig(
+        **files, qemu=spec.qemu, icount=bool(spec.icount), rr_icount=rr_icount,
+        # Runs without record/replay: the profile plugin boots a brought
+        # kernel under its boot's own options (an old kernel's larger shift);
+        # a live GDB run and the counting plugin keep one instruction per ns.
+        icount_options=rr_icount if backend == "kprofile" else LAB_ICOUNT,
+        halted=backend == "gdb",         # the debugger arms its probes before the first instruction
+        watch_qmp=False)
+
+
+def record_config(config, record_file, halted=False):
+    """The recording of `config` (rr=record into `record_file`), no network: replayable."""
+    return dataclasses.replace(config, icount=True, halted=halted,
+                               icount_options=f"{config.rr_icount},rr=record,rrfile={record_file}",
+                               extra_args=config.extra_args + ["-net", "none"])
+
+
+def replay_config(config, record_file, snapshot=None, watch_qmp=False):
+    """The replay of a recording of `config`; from the VM snapshot `snapshot`
+    (saved in the recording) instead of power-on when given."""
+    options = f"{config.rr_icount},rr=replay,rrfile={record_file}"
+    if snapshot is not None:
+        options += f",rrsnapshot={snapshot}"
+    return dataclasses.replace(config, icount=True, halted=True, icount_options=options,
+                               extra_args=config.extra_args + ["-net", "none"], watch_qmp=watch_qmp)

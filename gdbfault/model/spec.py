@@ -1,0 +1,251 @@
+"""What one run is: `RunSpec`, and the one table of its user-facing options.
+
+`RUN_OPTIONS` declares every run option once: its key (the argparse dest and
+the key of a `gdbfault check` [runs.NAME] table), the RunSpec field it sets,
+its type, its check and its command-line flag and help. `RunSpec.from_mapping`
+turns a mapping of those keys into a checked RunSpec; the CLI (an argparse
+namespace as a mapping) and TOML check specs both go through it, so a new run
+option is a RunSpec field plus one RunOption line (and the code that uses it).
+`validate_spec` re-checks a RunSpec built in Python (run_qemu calls it).
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gdbfault.base.errors import GdbfaultError
+from gdbfault.base.locations import VARIANTS, WORKLOADS, lab_kernel
+
+__all__ = ["RunSpec", "LivePatchSpec", "RunOption", "RUN_OPTIONS", "OPTION", "validate_spec", "check_mapping",
+           "MAX_ITERATIONS"]
+
+# The workloads parse iterations=N into a u32 and refuse what could overflow
+# it (qemu/workloads/driver.c): the largest N they take.
+MAX_ITERATIONS = 4294967289
+BACKENDS = ("gdb", "plugin")
+
+
+@dataclass
+class LivePatchSpec:
+    """A live patch asked for on the run: its file, and when it goes in (and out)."""
+
+    file: str
+    at: int = None          # iterations done before the patch; None = half of them
+    unpatch_at: int = None  # iterations done before the old entries go back; None = never
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines one run (what the CLI flags and [runs.NAME] tables become)."""
+
+    kernel: str = "lab"                  # "lab" or a path
+    variant: str = "vanilla"             # lab kernel variant
+    system_map: str = None
+    workload: str = "mprotect"
+    iterations: int = None
+    append: str = ""
+    profile: str = None                  # name or file; None = pick from the symbols
+    extra_probes: list = field(default_factory=list)   # [(role, symbol)]
+    icount: bool = True
+    timeout_s: float = 600.0
+    memory_mb: int = 64
+    gdb: str = "gdb"
+    qemu: str = "qemu-system-i386"
+    keep_run_dir: bool = False
+    trace: bool = True                   # follow fault paths (costs need icount)
+    backend: str = "gdb"                 # "gdb" (breakpoints) or "plugin" (TCG plugin, no stops)
+    replay: bool = True                  # record without GDB, count in the replay (icount only)
+    cost_sample: int = 1                 # cost every Nth fault only
+    live_patch: object = None            # LivePatchSpec: patch the kernel mid-run
+    timeline: bool = False               # keep each traced path's instruction count (--plot of a live patch)
+
+    @classmethod
+    def from_mapping(cls, mapping, where=None):
+        """A checked RunSpec from {option key: value} (keys of RUN_OPTIONS).
+
+        A missing key or a None value takes the option's default. `where` says
+        how a problem names its key: None for the command line (`--iterations
+        must be ...`), else a function key -> prefix, e.g. "spec.toml:3:
+        [runs.a] key 'iterations':". Unknown keys, wrong types and bad values
+        raise GdbfaultError with one line naming the key.
+        """
+        check_mapping(mapping, where)
+        given = {k: v for k, v in mapping.items() if v is not None}
+        values = {}
+        for opt in RUN_OPTIONS:
+            if opt.field is None or opt.key not in given:
+                continue
+            value = given[opt.key]
+            if opt.convert is not None:
+                try:
+                    value = opt.convert(value)
+                except GdbfaultError as exc:
+                    raise GdbfaultError(_problem(where, opt.key, str(exc), sentence=True)) from None
+            values[opt.field] = value
+        for key in ("patch_at", "unpatch_at"):
+            if key in given and "live_patch" not in given:
+                raise GdbfaultError(_problem(where, key, f"goes with {_name(where, 'live_patch')}"))
+        if "live_patch" in given:
+            values["live_patch"] = LivePatchSpec(given["live_patch"], given.get("patch_at"),
+                                                 given.get("unpatch_at"))
+        spec = cls(**values)
+        key, text = next(_problems(spec), (None, None))
+        if key is not None:
+            raise GdbfaultError(_problem(where, key, text))
+        return spec
+
+    def kernel_files(self):
+        if self.kernel == "lab":
+            return lab_kernel(self.variant)
+        kernel = Path(self.kernel)
+        if not kernel.is_file():
+            raise GdbfaultError(f"kernel file not found: {kernel}")
+        return kernel, Path(self.system_map) if self.system_map else None
+
+    def kernel_model(self, profile_name):
+        """Which ground-truth rules apply (truth.expected_hits): the lab
+        variant's own, else those of the kernel's probe profile."""
+        return f"lab-{self.variant}" if self.kernel == "lab" else profile_name
+
+    def command_line(self):
+        words = []
+        if self.iterations is not None:
+            words.append(f"iterations={int(self.iterations)}")
+        if self.live_patch is not None and self.iterations is not None:
+            at = self.live_patch.at if self.live_patch.at is not None else self.iterations // 2
+            words.append(f"mark={int(at)}")     # the workload calls gdbfault_mark() there
+            if self.live_patch.unpatch_at is not None:
+                words.append(f"mark2={int(self.live_patch.unpatch_at)}")
+        if self.append:
+            words.append(self.append)
+        return " ".join(words)
+
+
+@dataclass(frozen=True)
+class RunOption:
+    """One user-facing run option: how it is named, typed, checked and offered."""
+
+    key: str                 # argparse dest and [runs.NAME] key
+    field: str = None        # the RunSpec field it sets (None: from_mapping reads it itself)
+    kind: type = str         # str, int, float (an int is taken), bool, list (of strings)
+    flag: str = None         # the command-line flag; None = not on the command line
+    cli: dict = None         # argparse keywords besides the flag and dest (help, metavar, action, ...)
+    convert: object = None   # value -> RunSpec field value; may raise GdbfaultError
+
+
+def _parse_probes(texts):
+    from gdbfault.model.roles import parse_probe_option
+    return [parse_probe_option(t) for t in texts]
+
+
+# In the order the command line's --help lists them.
+RUN_OPTIONS = (
+    RunOption("kernel", "kernel", str, "--kernel", dict(
+        default="lab", metavar="lab|PATH",
+        help="kernel to boot: the built-in lab kernel (default) or a kernel image")),
+    RunOption("variant", "variant", str, "--variant", dict(
+        default="vanilla", choices=VARIANTS, help="lab kernel build (default: vanilla, the 1997 order)")),
+    RunOption("system_map", "system_map", str, "--system-map", dict(
+        metavar="FILE", help="System.map for a kernel without ELF symbols")),
+    RunOption("workload", "workload", str, "--workload", dict(
+        default="mprotect", metavar="NAME|FILE",
+        help=f"guest workload: {', '.join(WORKLOADS)} (default: mprotect), or your own "
+             "static i386 ELF file, run as init")),
+    RunOption("iterations", "iterations", int, "--iterations", dict(
+        type=int, metavar="N", help="workload iterations (default: the workload's)")),
+    RunOption("append", "append", str, "--append", dict(
+        default="", metavar="CMDLINE", help="extra kernel command line words")),
+    RunOption("profile", "profile", str, "--profile", dict(
+        metavar="NAME|FILE", help="probe profile (default: picked from the symbols)")),
+    RunOption("probes", "extra_probes", list, "--probe", dict(
+        action="append", default=[], metavar="ROLE=SYMBOL", help="add or override a probe (repeatable)"),
+        convert=_parse_probes),
+    RunOption("icount", "icount", bool, "--no-icount", dict(
+        action="store_false",
+        help="plain TCG without -icount shift=0 (no deterministic instruction count)")),
+    RunOption("timeout", "timeout_s", float, "--timeout", dict(
+        type=float, default=600.0, metavar="SECONDS",
+        help="give up on a guest that has not finished by then (default: 600)"), convert=float),
+    RunOption("backend", "backend", str, "--backend", dict(
+        default="gdb", choices=BACKENDS,
+        help="gdb: counting breakpoints (default); plugin: QEMU TCG plugin, the guest never stops")),
+    RunOption("replay", "replay", bool, "--live", dict(
+        action="store_false",
+        help="count in the live guest instead of a replay of its recording "
+             "(breakpoint stops then shift timer interrupts: guest timings change)")),
+    RunOption("trace", "trace", bool, "--no-trace", dict(
+        action="store_false",
+        help="count only; do not follow fault paths (one breakpoint stop less per fault)")),
+    RunOption("cost_sample", "cost_sample", int, "--cost-sample", dict(
+        type=int, default=1, metavar="N",
+        help="cost every Nth fault only (hit counts stay exact; default: every fault)")),
+    # attach --qemu only (the CLI adds them among attach's own options)
+    RunOption("live_patch", None, str, "--live-patch"),
+    RunOption("patch_at", None, int, "--patch-at"),
+    RunOption("unpatch_at", None, int, "--unpatch-at"),
+    RunOption("keep_run_dir", "keep_run_dir", bool, "--keep-run-dir"),
+)
+OPTION = {opt.key: opt for opt in RUN_OPTIONS}
+_KIND_TEXT = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list"}
+
+
+def _name(where, key):
+    """How a problem names option `key`: its flag on the command line, else its key."""
+    return OPTION[key].flag if where is None else key
+
+
+def _problem(where, key, text, sentence=False):
+    """One line: the option and what is wrong with it.
+
+    `sentence`: `text` is a whole message already (on the command line it is shown as is).
+    """
+    if where is None:
+        return text if sentence else f"{OPTION[key].flag} {text}"
+    return f"{where(key)} {text}"
+
+
+def _is_kind(value, kind):
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    if kind is list:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, kind)
+
+
+def check_mapping(mapping, where=None):
+    """Refuse unknown keys and values of the wrong type (one line naming the key)."""
+    for key, value in mapping.items():
+        opt = OPTION.get(key)
+        if opt is None:
+            if where is None:        # a key the code made up, not one a user wrote
+                raise GdbfaultError(f"unknown run option '{key}'")
+            raise GdbfaultError(f"{where(key)} unknown run setting — choose from {', '.join(OPTION)}")
+        if value is not None and not _is_kind(value, opt.kind):
+            what = _KIND_TEXT[opt.kind] + (" of strings" if opt.kind is list else "")
+            raise GdbfaultError(_problem(where, key, f"expected {what}, got {value!r}"))
+
+
+def _problems(spec):
+    """(option key, what is wrong) for every problem of a RunSpec, cheapest first."""
+    if spec.iterations is not None and not 1 <= spec.iterations <= MAX_ITERATIONS:
+        yield "iterations", (f"must be between 1 and {MAX_ITERATIONS} (the guest counts in 32 bits), "
+                             f"not {spec.iterations}")
+    if spec.cost_sample <= 0:
+        yield "cost_sample", f"must be positive, not {spec.cost_sample}"
+    if not spec.timeout_s > 0:
+        yield "timeout", f"must be positive, not {spec.timeout_s:g}"
+    if spec.kernel == "lab" and spec.system_map:
+        # The lab kernel's ELF carries its own symbols; a map would be ignored.
+        yield "system_map", ("goes with a kernel you bring (--kernel PATH); the lab kernel has its own ELF "
+                             "symbols — drop --system-map")
+    if spec.kernel == "lab" and spec.variant not in VARIANTS:
+        yield "variant", f"must be a lab kernel variant ({', '.join(VARIANTS)}), not '{spec.variant}'"
+    if spec.backend not in BACKENDS:
+        yield "backend", f"must be {' or '.join(BACKENDS)}, not '{spec.backend}'"
+
+
+def validate_spec(spec):
+    """The cheap checks, before anything boots: one line, exit 2."""
+    key, text = next(_problems(spec), (None, None))
+    if key is not None:
+        raise GdbfaultError(_problem(None, key, text))

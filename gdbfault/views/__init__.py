@@ -1,0 +1,1 @@
+"""Showing one run: the report (table, JSON, CSV, markdown), its saved file, and plots."""
