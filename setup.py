@@ -6,7 +6,7 @@ checkout they are used where `make build` leaves them; an installed package
 has no checkout, so building a wheel (`pip wheel .`, `pip install .`,
 `pipx install .`) first runs the builds (make, gcc -m32 — a no-op when they
 are up to date) and copies their outputs into the package as
-``gdbfault/_data/``, laid out as in the checkout (gdbfault/locations.py). The plugin
+``gdbfault/_data/``, laid out as in the checkout (gdbfault/base/locations.py). The plugin
 is optional: when it cannot be built the wheel ships without it and says so.
 An editable install copies nothing: it runs from the checkout.
 """

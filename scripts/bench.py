@@ -8,7 +8,7 @@ Timings are wall clock on a shared machine: trust the ratio, not the seconds.
 Each run's CPU seconds (QEMU, GDB and our own Python, all of them) are
 measured too: on a loaded machine hits per CPU second is the steadier figure.
 
-    python -m gdbfault.bench [--iterations N] [--repeat K] [--variant V] [--workload W]
+    python3 scripts/bench.py [--iterations N] [--repeat K] [--variant V] [--workload W]
                              [--part anchor|plugin|profile|old-kernel|soak|all] [--plugin-iterations N]
                              [--profile-iterations N] [--image BZIMAGE --system-map MAP] [--soak-runs N]
                              [--anchor PATH] [--count-only]
@@ -204,14 +204,13 @@ def bench_profile(variant, workload, iterations, repeat):
     machine shared with other jobs the wall ratio swings widely, the CPU
     ratio much less, so the verdict uses the CPU ratio.
     """
-    from gdbfault.kprofile.run import ProfileSpec, run_profile
+    from gdbfault.kprofile.run import run_profile
     rows, walls, cpus = [], [], []
     for i in range(repeat):
         c0 = _child_cpu()
         plain = run_uninstrumented(variant, workload, iterations)
         c1 = _child_cpu()
-        prof = run_profile(ProfileSpec(variant=variant, workload=workload, iterations=iterations,
-                                       timeout_s=1800))
+        prof = run_profile(RunSpec(variant=variant, workload=workload, iterations=iterations, timeout_s=1800))
         c2 = _child_cpu()
         wall = prof["run"]["wall_s"]        # QEMU start to exit, plugin loaded
         plain_cpu, prof_cpu = c1 - c0, c2 - c1
@@ -383,19 +382,18 @@ def main(argv=None):
         if a.part == "old-kernel":
             return 0
     if a.part in ("profile", "all"):
-        from gdbfault.kprofile.run import profile_library
-        from gdbfault.probing.plugin_probes import PluginUnavailable
+        from gdbfault.machine.plugins import PluginUnavailable, plugin_library
         try:
-            profile_library()
+            plugin_library("kprofile")
             bench_profile(a.variant, a.workload, a.profile_iterations, a.repeat)
         except PluginUnavailable as exc:
             print(f"kernel profile: skipped ({exc})")
         if a.part == "profile":
             return 0
     if a.part in ("plugin", "all"):
-        from gdbfault.probing.plugin_probes import PluginUnavailable, plugin_library
+        from gdbfault.machine.plugins import PluginUnavailable, plugin_library
         try:
-            plugin_library()
+            plugin_library("faultcount")
             bench_plugin(a.variant, a.workload, a.plugin_iterations, a.iterations, a.repeat, a.icount)
         except PluginUnavailable as exc:
             print(f"zero-stop backend: skipped ({exc})")

@@ -3,8 +3,8 @@ import dataclasses
 
 import pytest
 
-import gdbfault.probing.plugin_probes as plugin_backend
-from gdbfault.backends.plugin_backend import cross_check
+import gdbfault.machine.plugins as plugin_backend
+from gdbfault.analysis.crosscheck import cross_check
 from gdbfault.base.errors import RunFailed
 from gdbfault.runs.booted import run_qemu
 from gdbfault.model.spec import RunSpec

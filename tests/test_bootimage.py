@@ -5,12 +5,13 @@ import struct
 
 import pytest
 
-from gdbfault.kernels.image import (GRUB, QEMU_KERNEL, boot_plan, parse_image, read_image,
-                                synthetic_header)
+from fake_images import synthetic_header
+from gdbfault.kernels.image import GRUB, QEMU_KERNEL, boot_plan, parse_image, read_image
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.kernels.guestroot import write_initramfs
 from gdbfault.kernels.profiles import load_profile, pick_profile
-from gdbfault.kernels.boot import banner_matches, prepare_boot, root_kind
+from gdbfault.kernels.banner import banner_matches
+from gdbfault.kernels.boot import prepare_boot, root_kind
 from gdbfault.kernels.symbols import SymbolTable
 
 V22 = "2.2.26 (root@lab) #1 Mon Jan 1 00:00:00 UTC 1999"
@@ -131,13 +132,13 @@ BANNER_22 = b"Linux version 2.2.26 (root@lab) (gcc version 2.7.2.3) #1 Mon Jan 1
 
 
 def test_banner_array_form_is_read_in_place():
-    from gdbfault.kernels.boot import decode_banner
+    from gdbfault.kernels.banner import decode_banner
     text, form, pointer = decode_banner(BANNER_22, lambda a: pytest.fail("no pointer to follow"))
     assert text.startswith("Linux version 2.2.26") and form == "const char []" and pointer is None
 
 
 def test_banner_pointer_form_is_followed():
-    from gdbfault.kernels.boot import decode_banner
+    from gdbfault.kernels.banner import decode_banner
     memory = {0xC01F3A40: BANNER_22}
     at_symbol = struct.pack("<I", 0xC01F3A40) + b"\x00\x01garbage"
     text, form, pointer = decode_banner(at_symbol, memory.__getitem__)

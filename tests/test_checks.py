@@ -1,5 +1,5 @@
-"""Unit tests for `gdbfault check` (checkspec.py, metrics.py, checks.py, checkreport.py) and
-`gdbfault compare` rows (compare.py).
+"""Unit tests for `gdbfault check` (analysis/check/: spec, run, report; analysis/metrics.py) and
+`gdbfault compare` rows (analysis/compare.py).
 
 The RunResults under tests/data/ were recorded from real runs:
   check-{vanilla,patched}-mprotect-1000.json   `gdbfault check qemu/checks/seed-patch.toml --save-runs`

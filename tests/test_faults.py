@@ -153,7 +153,7 @@ def _running(p):
 
 
 def _plugin_built():
-    from gdbfault.probing.plugin_probes import PluginUnavailable, plugin_library
+    from gdbfault.machine.plugins import PluginUnavailable, plugin_library
     try:
         plugin_library()
         return True

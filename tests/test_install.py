@@ -68,7 +68,7 @@ def test_the_wheel_carries_the_built_parts(installed):
                    "gdbfault/_data/qemu/kernel/build/patched/kernel.elf",
                    "gdbfault/_data/qemu/kernel/build/broken/kernel.elf",
                    "gdbfault/_data/qemu/workloads/build/mprotect.elf",
-                   "gdbfault/profiles/lab.toml"):
+                   "gdbfault/kernels/profiles/lab.toml"):
         assert needed in names, f"{needed} is not in {wheel.name}"
 
 

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from gdbfault.kprofile.run import (ProfileSpec, build_profile, kernel_functions, read_kprofile_result,
-                               run_profile)
+from gdbfault.kprofile.ranges import kernel_functions
+from gdbfault.kprofile.result import build_profile, read_kprofile_result
+from gdbfault.kprofile.run import run_profile
+from gdbfault.model.spec import RunSpec
 from gdbfault.kprofile.report import profile_changes, render_changes, render_profile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -141,7 +143,7 @@ def test_kernel_functions_from_system_map_only(tmp_path):
 
 
 def test_read_result_rejects_garbage(tmp_path):
-    from gdbfault.probing.plugin_probes import PluginResultError
+    from gdbfault.machine.plugins import PluginResultError
     bad = tmp_path / "r.json"
     bad.write_text('{"backend": "plugin", "version": 1}')
     with pytest.raises(PluginResultError):
@@ -153,13 +155,13 @@ def test_read_result_rejects_garbage(tmp_path):
 # ------------------------------------------------------------ end to end (QEMU)
 
 def _need_plugin():
-    from gdbfault.kprofile.run import profile_library
-    from gdbfault.probing.plugin_probes import PluginUnavailable
+    from gdbfault.machine.plugins import plugin_library
+    from gdbfault.machine.plugins import PluginUnavailable
     if not shutil.which("qemu-system-i386"):
         pytest.skip("qemu-system-i386 not installed")
     build = subprocess.run(["make", "-s", "-C", str(REPO / "qemu" / "plugin")], capture_output=True, text=True)
     try:
-        profile_library()
+        plugin_library("kprofile")
     except PluginUnavailable as err:
         pytest.skip(f"kprofile plugin not built: {err} ({build.stderr.strip()[-200:]})")
 
@@ -167,7 +169,7 @@ def _need_plugin():
 @pytest.fixture(scope="module")
 def profiles(lab_built):
     _need_plugin()
-    return {v: run_profile(ProfileSpec(variant=v, iterations=ITERATIONS)) for v in ("vanilla", "patched")}
+    return {v: run_profile(RunSpec(variant=v, iterations=ITERATIONS)) for v in ("vanilla", "patched")}
 
 
 @pytest.mark.qemu
@@ -228,7 +230,7 @@ def test_profile_with_system_map_only(lab_built, tmp_path, no_leaks):
     subprocess.run(["objcopy", "--strip-all", str(KERNELS / "vanilla" / "kernel.elf"), str(stripped)], check=True)
     with pytest.raises(Exception, match="System.map"):
         kernel_functions(stripped)
-    p = run_profile(ProfileSpec(kernel=str(stripped), system_map=str(KERNELS / "vanilla" / "System.map"),
+    p = run_profile(RunSpec(kernel=str(stripped), system_map=str(KERNELS / "vanilla" / "System.map"),
                                 iterations=50))
     by_name = {f["symbol"]: f for f in p["functions"]}
     assert by_name["search_exception_table"]["inclusive"] == SEARCH_PER_ITERATION * 50
@@ -276,7 +278,7 @@ def test_profile_guest_oops_exits_3_and_saves_counts(lab_built, tmp_path, no_lea
 def test_profile_chains_change_nothing(profiles, no_leaks):
     """Straight-line code attributed without a callback (the plugin's chains)
     gives exactly what a callback on every block gives."""
-    every_block = run_profile(ProfileSpec(variant="vanilla", iterations=ITERATIONS, chains=False))
+    every_block = run_profile(RunSpec(variant="vanilla", iterations=ITERATIONS, call_chains=False))
     fast = profiles["vanilla"]
     assert every_block["folded"] == fast["folded"]
     assert every_block["functions"] == fast["functions"]

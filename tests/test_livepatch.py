@@ -271,7 +271,7 @@ def test_patch_at_zero_live(lab_built, no_leaks, tmp_path):
 @pytest.mark.qemu
 def test_plugin_backend_gdb_connects_only_to_patch(lab_built, no_leaks):
     """--backend plugin: the plugin counts, GDB only applies the patch at the mark."""
-    from gdbfault.probing import plugin_probes as plugin_backend
+    from gdbfault.machine import plugins as plugin_backend
     from gdbfault.model.spec import LivePatchSpec
     from gdbfault.model.paths import USER_SEARCH_SIGNAL, USER_SIGNAL
     from gdbfault.runs.booted import run_qemu

@@ -1,5 +1,5 @@
 """The zero-stop backend: gdbfault's QEMU TCG plugin (qemu/plugin/faultcount.c)
-and its Python side (gdbfault/plugin_backend.py).
+and its Python side (gdbfault/probing/plugin_probes.py, gdbfault/machine/plugins.py).
 
 Unit tests of the Python side run everywhere. The integration tests run real
 QEMU: on the plugin's own tiny multiboot guest (qemu/plugin/tests/guest.S,
@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 
 from gdbfault.probing import plugin_probes as pb
-from gdbfault.backends.plugin_backend import kernel_probe_list
+from gdbfault.kernels.profiles import pick_profile, resolve_probes
+from gdbfault.kernels.symbols import load_symbols
+from gdbfault.machine import plugins
 from gdbfault.kernels.symbols import parse_system_map
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,21 +59,21 @@ def test_write_probe_file_rejects_bad_probes(tmp_path, probe):
 
 
 def test_qemu_plugin_args_escape_commas(tmp_path):
-    args = pb.qemu_plugin_args("/x/lib.so", tmp_path / "a,b.txt", tmp_path / "o.json")
+    args = plugins.plugin_args("/x/lib.so", probes=tmp_path / "a,b.txt", out=tmp_path / "o.json")
     assert args[0] == "-plugin"
     assert args[1].startswith("file=/x/lib.so,probes=")
     assert "a,,b.txt" in args[1] and args[1].endswith("o.json")
 
 
 def test_read_plugin_result_missing_and_corrupt(tmp_path):
-    with pytest.raises(pb.PluginResultError, match="missing"):
+    with pytest.raises(plugins.PluginResultError, match="missing"):
         pb.read_plugin_result(tmp_path / "nope.json")
     bad = tmp_path / "bad.json"
     bad.write_text('{"backend":"plugin","version":1,"hits":{')
-    with pytest.raises(pb.PluginResultError, match="not valid JSON"):
+    with pytest.raises(plugins.PluginResultError, match="not valid JSON"):
         pb.read_plugin_result(bad)
     bad.write_text(json.dumps({"backend": "plugin", "version": 2}))
-    with pytest.raises(pb.PluginResultError, match="version"):
+    with pytest.raises(plugins.PluginResultError, match="version"):
         pb.read_plugin_result(bad)
     good = {"backend": "plugin", "version": 1,
             "hits": {"f": {"boot": 0, "workload": 3}},
@@ -82,19 +84,19 @@ def test_read_plugin_result_missing_and_corrupt(tmp_path):
     assert pb.read_plugin_result(bad)["hits"]["f"]["workload"] == 3
     good["paths"][0]["cost_hist"] = {"x": 1}
     bad.write_text(json.dumps(good))
-    with pytest.raises(pb.PluginResultError, match="cost_hist"):
+    with pytest.raises(plugins.PluginResultError, match="cost_hist"):
         pb.read_plugin_result(bad)
 
 
 def test_plugin_library_names_what_is_missing(tmp_path):
-    with pytest.raises(pb.PluginUnavailable) as err:
-        pb.plugin_library(tmp_path)
+    with pytest.raises(plugins.PluginUnavailable) as err:
+        plugins.plugin_library("faultcount", tmp_path)
     message = str(err.value)
     assert "qemu-plugin.h" in message and "make -C qemu/plugin" in message
     (tmp_path / "build" / "include").mkdir(parents=True)
     (tmp_path / "build" / "include" / "qemu-plugin.h").write_text("")
-    with pytest.raises(pb.PluginUnavailable, match="libfaultcount.so"):
-        pb.plugin_library(tmp_path)
+    with pytest.raises(plugins.PluginUnavailable, match="libfaultcount.so"):
+        plugins.plugin_library("faultcount", tmp_path)
 
 
 # --------------------------------------------------------------- fixtures
@@ -106,8 +108,8 @@ def plugin_lib():
     build = subprocess.run(["make", "-s", "-C", str(PLUGIN_DIR), "all"],
                            capture_output=True, text=True, check=False)
     try:
-        lib = pb.plugin_library()
-    except pb.PluginUnavailable as err:
+        lib = plugins.plugin_library()
+    except plugins.PluginUnavailable as err:
         pytest.skip(f"plugin not built: {err} ({build.stderr.strip()[-300:]})")
     subprocess.run(["make", "-s", "-C", str(PLUGIN_DIR / "tests")],
                    capture_output=True, text=True, check=False)
@@ -132,7 +134,7 @@ def run_guest(lib, tmp, kernel, probes, initrd=None, append=None, icount=False,
     cmd += list(extra)
     if plugin:
         pb.write_probe_file(probe_file, probes)
-        cmd += pb.qemu_plugin_args(lib, probe_file, out)
+        cmd += plugins.plugin_args(lib, probes=probe_file, out=out)
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=timeout, check=False)
     text = serial.read_text(errors="replace") if serial.exists() else ""
@@ -262,6 +264,14 @@ def workload(name):
 
 
 _RUNS = {}
+
+
+def kernel_probe_list(kernel, system_map, arm_symbol):
+    """The plugin's probe list for a kernel outside a run: the probes `gdbfault attach` would arm,
+    from the same symbols and profile, plus an arm probe on `arm_symbol`."""
+    symbols = load_symbols(kernel, system_map)
+    probes = resolve_probes(pick_profile(symbols), symbols)
+    return pb.plugin_probe_list(kernel, probes, symbols.require(arm_symbol), arm_name=arm_symbol)
 
 
 def lab_runs(lib, tmp_factory, variant):

@@ -1,4 +1,4 @@
-"""Unit tests for the RunResult type (gdbfault/result.py): no kernel is booted.
+"""Unit tests for the RunResult type (gdbfault/model/result.py): no kernel is booted.
 
 The recorded run files in tests/data are real runs' JSON (a GDB run cut off by
 --timeout, a live patch with unpatch and timeline, a plugin live patch, a

@@ -6,7 +6,7 @@ import pytest
 from gdbfault.analysis.check.spec import LineFinder, SpecError, parse_spec, run_specs
 from gdbfault.cli import build_parser
 from gdbfault.base.errors import GdbfaultError
-from gdbfault.model.spec import OPTION, RUN_OPTIONS, RunSpec
+from gdbfault.model.spec import RUN_OPTIONS, RunSpec
 
 EXPECT = '\n[[expect]]\nname = "x"\nleft = "a.iterations"\nop = ">"\nright = 0\n'
 
@@ -20,7 +20,7 @@ def test_every_option_sets_a_real_field_and_has_a_flag():
 
 def test_command_line_defaults_are_the_run_spec_defaults():
     # One place for defaults: attach --qemu with no options is RunSpec() itself.
-    from gdbfault.cli import _spec_from_args
+    from gdbfault.cli.options import spec_from_args as _spec_from_args
     args = build_parser().parse_args(["attach", "--qemu"])
     assert _spec_from_args(args) == RunSpec()
     args = build_parser().parse_args(["compare"])
@@ -28,7 +28,7 @@ def test_command_line_defaults_are_the_run_spec_defaults():
 
 
 def test_command_line_options_reach_the_spec():
-    from gdbfault.cli import _spec_from_args
+    from gdbfault.cli.options import spec_from_args as _spec_from_args
     args = build_parser().parse_args(["attach", "--qemu", "--iterations", "7", "--probe", "x=do_exit",
                                       "--no-icount", "--live", "--no-trace", "--timeout", "9",
                                       "--backend", "plugin", "--cost-sample", "3"])
@@ -86,7 +86,6 @@ def test_unknown_key_and_wrong_type_are_refused_while_parsing():
         parse_spec('title = "t"\n[defaults]\nicont = false\n[runs.a]\n' + EXPECT, "s.toml")
     with pytest.raises(SpecError, match=r"^s\.toml:2: \[runs\.a\] key 'icount': expected true or false"):
         parse_spec('[runs.a]\nicount = "no"\n' + EXPECT, "s.toml")
-    assert set(OPTION) >= {"kernel", "variant", "probes", "timeout"}
 
 
 def test_line_finder_reads_positions_the_way_tomllib_reads_the_text():
@@ -98,3 +97,31 @@ def test_line_finder_reads_positions_the_way_tomllib_reads_the_text():
     assert lines.line("runs", "a", "list") == 7          # a multi-line value is complete at its end
     assert lines.line("expect", 1) == 10 and lines.line("expect", 1, "name") == 12
     assert lines.line("nothing") is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--socket", "/nowhere", "--iterations", "5"], "--iterations goes with --qemu"),
+    (["--socket", "/nowhere", "--backend", "plugin"], "--backend goes with --qemu"),
+    (["--port", "1", "--no-trace"], "--no-trace goes with --qemu"),
+    (["--pid", "1", "--cost-sample", "2"], "--cost-sample goes with --qemu"),
+    (["--socket", "/nowhere", "--timeout", "5"], "--timeout goes with --qemu"),
+    (["--socket", "/nowhere", "--workload", "demand"], "--workload goes with --qemu"),
+    (["--socket", "/nowhere", "--patch-at", "3"], "--patch-at goes with --qemu"),
+    (["--socket", "/nowhere", "--verify-with", "gdb"], "--verify-with goes with --qemu"),
+    (["--qemu", "--duration", "3"], "--duration goes with --port/--socket/--pid"),
+    (["--qemu", "--keep-patch"], "--keep-patch goes with --port/--socket/--pid"),
+    (["--qemu", "--verify-with", "gdb"], "--verify-with gdb goes with --backend plugin"),
+])
+def test_attach_refuses_an_option_it_would_not_use_before_anything_starts(argv, message, capsys):
+    from gdbfault.cli import main
+    assert main(["attach", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gdbfault: error: ") and message in err[0], err
+
+
+def test_profile_takes_only_the_run_options_it_uses():
+    profile = build_parser()._subcommands["profile"]
+    flags = {s for a in profile._actions for s in a.option_strings}
+    assert {"--kernel", "--variant", "--system-map", "--workload", "--iterations", "--append", "--no-icount",
+            "--timeout", "--keep-run-dir"} <= flags
+    assert not flags & {"--backend", "--probe", "--live", "--no-trace", "--cost-sample", "--live-patch"}

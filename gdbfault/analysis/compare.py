@@ -5,7 +5,7 @@ when the machine has more than one core) and returns a comparison dict
 (schema "gdbfault.compare/1"); `build_comparison` makes one from two runs
 already measured:
 
-  before, after   the two runs, as RunResult JSON (result.py)
+  before, after   the two runs, as RunResult JSON (model/result.py)
   rows            [{metric, before, after, delta, ratio, unit}], all measured:
                   probe hits per iteration (by symbol), the user-signal
                   path's median and p95 cost, every path shape's median,
@@ -219,14 +219,9 @@ def for_plot(result):
 
 def profile_changes(before, after, labels, top=10):
     """Profile both kernels with the kprofile plugin; their biggest per-function changes."""
-    from gdbfault.kprofile.run import ProfileSpec, run_profile
+    from gdbfault.kprofile.run import run_profile
     from gdbfault.kprofile.report import profile_changes as biggest_changes
-
-    def profile(spec):
-        return run_profile(ProfileSpec(kernel=spec.kernel, variant=spec.variant, system_map=spec.system_map,
-                                       workload=spec.workload, iterations=spec.iterations, append=spec.append,
-                                       icount=spec.icount, timeout_s=spec.timeout_s))
-    b, a = profile(before), profile(after)
+    b, a = run_profile(before), run_profile(after)
     return {"labels": labels, "rows": biggest_changes(b, a, top),
             "totals": {side: {**p["total"], "iterations": p["iterations"]} for side, p in (("before", b),
                                                                                             ("after", a))}}

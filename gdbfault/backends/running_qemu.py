@@ -4,7 +4,6 @@ gdbfault did not start this QEMU, so it finds the gdbstub (from the process's
 command line with --pid), counts for a while with the same in-GDB probes, and
 then removes them and detaches, leaving the guest running as it was.
 """
-import shutil
 import signal
 import socket
 import time
@@ -12,46 +11,45 @@ from pathlib import Path
 
 import psutil
 
-from gdbfault import __version__
 from gdbfault.base.errors import GdbfaultError, GuestError, RunFailed
-from gdbfault.machine.gdbmi import Debugger, GdbCommandError, gdb_version
-from gdbfault.probing.measure import fill_result, probe_rows
+from gdbfault.backends.plan import new_result
+from gdbfault.machine.gdbmi import Debugger, GdbCommandError
+from gdbfault.machine.qemu import qemu_version
+from gdbfault.model.result import Mode, Workload
 from gdbfault.probing.gdb_session import connect, load_probe_engine, measured, prepare_debugger, read_counts
-from gdbfault.kernels.profiles import load_profile, pick_profile, resolve_probes
-from gdbfault.model.result import Kernel, Mode, RunResult, Tool, Workload
-from gdbfault.kernels.symbols import load_symbols
+from gdbfault.probing.measure import fill_result
 
-__all__ = ["attach_running", "gdbstub_of_pid"]
+__all__ = ["count_on_running", "attached_result", "gdbstub_of_pid", "check_reachable", "qemu_process",
+           "describe_qemu"]
 
 
-def _detach(dbg, timeout=10.0, unpatch=False):
-    """Stop the guest, remove our breakpoints, detach: it runs on untouched.
-
-    unpatch: first put back the bytes a live patch's jmps overwrote (the
-    replacement code stays in the live-patch area, so a CPU still running
-    it returns normally)."""
+def _detach(dbg, hooks, timeout=10.0):
+    """Stop the guest, let a feature undo what it did (hooks.before_detach: a live patch
+    puts back the bytes its jmps overwrote), remove our breakpoints, detach: it runs on untouched."""
     dbg.mi("-exec-interrupt")
     # Any stop will do: an interrupt that lands while GDB steps over a probe
     # is not always reported as SIGINT, and waiting for one cost 10 s.
     dbg.wait_event(lambda r: r.get("message") == "stopped", min(timeout, 2.0))
     deadline = time.monotonic() + timeout
+    _once_stopped(dbg, lambda: hooks.before_detach(dbg), deadline)
+    _once_stopped(dbg, lambda: dbg.console("faultprobe clear"), deadline)
+    dbg.mi("-target-detach")
+
+
+def _once_stopped(dbg, step, deadline):
+    """Do `step` (GDB commands) once the guest is really stopped. The interrupt can land while
+    GDB steps over a probe; it settles, or (seen under load) is lost: then interrupt again."""
     next_interrupt = time.monotonic() + 1.0
     while True:
         try:
-            if unpatch:
-                dbg.console("faultprobe unpatch")
-            dbg.console("faultprobe clear")
-            break
+            return step()
         except GdbCommandError as exc:
-            # The interrupt can land while GDB steps over a probe; it settles,
-            # or (seen under load) is lost: then interrupt again.
             if "while the target is running" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
             if time.monotonic() > next_interrupt:
                 next_interrupt = time.monotonic() + 1.0
                 _interrupt_again(dbg)
-    dbg.mi("-target-detach")
 
 
 def _interrupt_again(dbg):
@@ -86,7 +84,7 @@ def gdbstub_of_pid(pid):
                         "or -gdb tcp:127.0.0.1:PORT")
 
 
-def _check_reachable(address, timeout=3.0):
+def check_reachable(address, timeout=3.0):
     """Fail early, in one line, when nothing at a gdbstub address speaks GDB's
     remote protocol (GDB itself would wait ~30 s on a silent listener)."""
     if ":" in address and not address.startswith("/"):
@@ -145,7 +143,6 @@ def qemu_process(address, pid=None):
 
 def describe_qemu(proc):
     """{qemu version, accel, icount} of a running QEMU, from its binary and command line."""
-    from gdbfault.machine.qemu import qemu_version
     out = {"qemu": "unknown (attached)", "accel": "unknown", "icount": False}
     if proc is None:
         return out
@@ -163,52 +160,37 @@ def describe_qemu(proc):
     return out
 
 
-def attach_running(address, kernel, system_map=None, profile=None, extra_probes=(),
-                   duration=None, gdb="gdb", pid=None, live_patch=None, keep_patch=False,
-                   lab_variant=None):
+def attached_result(plan, address, facts):
+    """The RunResult skeleton of a count on a running QEMU (facts: describe_qemu's)."""
+    result = new_result(plan)
+    result.tool.qemu = facts["qemu"]
+    result.kernel.lab, result.kernel.variant = False, None
+    result.kernel.model = plan.profile.name
+    result.workload = Workload(name=None, own=False, iterations=None, command_line="", attached_to=address)
+    result.mode = Mode(backend="gdb", accel=facts["accel"], icount=facts["icount"], trace=False, cost_sample=1,
+                       replay=False)
+    return result
+
+
+def count_on_running(plan, address, hooks, duration=None):
     """Count on a QEMU that is already running, then detach and leave it running.
 
-    address: 'host:port' or a unix socket path (pid: the QEMU's, when known).
     Counts until `duration` seconds have passed or Ctrl-C (then exit 0: that is
     how the user ends the count); SIGTERM/SIGHUP save the counts and raise
-    RunFailed with the signal's exit code. Returns a RunResult.
-    live_patch: a file for --live-patch, applied at once (livepatch_run.apply_now)
-    and taken out again before detaching unless keep_patch.
+    RunFailed with the signal's exit code. Returns the plan's RunResult.
     """
     from gdbfault.base.lifecycle import Stopped
-    kernel = Path(kernel)
-    symbols = load_symbols(kernel, system_map)
-    prof = load_profile(profile) if profile else pick_profile(symbols)
-    probes = resolve_probes(prof, symbols, extra_probes)
-    patch = None
-    if live_patch:                       # built (or refused) before we touch the guest
-        from gdbfault.livepatch.build import prepare_live_patch
-        patch = prepare_live_patch(live_patch, kernel, system_map, lab_variant)
-    _check_reachable(address)
-    proc = qemu_process(address, pid)
-    facts = describe_qemu(proc)
-    result = RunResult(
-        tool=Tool(gdbfault=__version__, qemu=facts["qemu"], gdb=gdb_version(gdb)),
-        kernel=Kernel(path=str(kernel), lab=False, variant=None, symbols=f"{symbols.kind} ({symbols.source})",
-                      profile=prof.name, model=prof.name, boot=None),
-        workload=Workload(name=None, own=False, iterations=None, command_line="", attached_to=address),
-        mode=Mode(backend="gdb", accel=facts["accel"], icount=facts["icount"], trace=False, cost_sample=1,
-                  replay=False),
-        probes=probe_rows(probes))
-    if proc is not None:
-        result.workload.qemu_pid = proc.pid
-    from gdbfault.machine.qemu import private_dir
-    work = private_dir("gdbfault-attach-")
+    result = plan.result
+    work = plan.temp_dir("gdbfault-attach-")
     dbg = snapshot = t_start = None
+    detached = False
     try:
-        dbg = Debugger(gdb)
-        prepare_debugger(dbg, kernel)
+        dbg = Debugger(plan.spec.gdb)
+        prepare_debugger(dbg, plan.kernel)
         connect(dbg, address)
-        load_probe_engine(dbg, probes, None)
+        load_probe_engine(dbg, plan.probes, None)
         t_start = time.monotonic()
-        if patch is not None:
-            from gdbfault.livepatch.hooks import apply_now
-            apply_now(dbg, patch, work)
+        hooks.on_debugger(dbg, _Attached(work), recording=False)
         dbg.mi("-exec-continue")
         deadline = t_start + duration if duration else None
         interrupted = False
@@ -222,12 +204,9 @@ def attach_running(address, kernel, system_map=None, profile=None, extra_probes=
             interrupted = exc
         snapshot = read_counts(dbg, work)
         _fill(result, snapshot, t_start)  # the window ends here, not after the detach
-        _detach(dbg, unpatch=patch is not None and not keep_patch)
-        if patch is not None:            # the patch's record now says whether it was taken out
-            snapshot["patch"] = read_counts(dbg, work).get("patch")
-            from gdbfault.livepatch.hooks import fill_live_patch
-            lp = fill_live_patch(result, snapshot, patch, None, None)
-            lp.kept = bool(keep_patch)
+        _detach(dbg, hooks)
+        detached = True
+        hooks.finish(result, snapshot)
         result.run.complete = True
         result.run.exit = "interrupted; detached, guest left running" if interrupted \
             else "detached, guest left running"
@@ -245,9 +224,9 @@ def attach_running(address, kernel, system_map=None, profile=None, extra_probes=
             _fill(result, snapshot, t_start)
         except Exception:
             pass
-        if patch is not None and not keep_patch and dbg is not None and dbg.alive:
+        if not detached and dbg is not None and dbg.alive:
             try:                         # never leave the user's kernel patched
-                _detach(dbg, unpatch=True)
+                _detach(dbg, hooks)
             except GdbfaultError:
                 pass
         if isinstance(exc, KeyboardInterrupt):
@@ -259,7 +238,14 @@ def attach_running(address, kernel, system_map=None, profile=None, extra_probes=
     finally:
         if dbg is not None:
             dbg.close()
-        shutil.rmtree(work, ignore_errors=True)
+        hooks.close()
+
+
+class _Attached:
+    """What a feature's on_debugger() is given for a QEMU gdbfault did not start: a folder for its files."""
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir
 
 
 def _fill(result, snapshot, t_start):

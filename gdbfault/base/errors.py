@@ -2,8 +2,8 @@
 
 `GdbfaultError` (exit 2) and its subclasses — `GuestError` here (exit 3), the
 run's `TimedOut` and `RunFailed` (which every backend raises), and others beside
-the code that raises them (gdb.GdbCommandError, checkspec.SpecError,
-plugin_backend.PluginUnavailable, ...) — carry the message; `exit_code` says how
+the code that raises them (machine.gdbmi.GdbCommandError, analysis.check.spec.SpecError,
+machine.plugins.PluginUnavailable, ...) — carry the message; `exit_code` says how
 the CLI exits.
 """
 

@@ -1,7 +1,7 @@
 """Boot an old Linux image (boot protocol < 2.02, or no setup header) through GRUB.
 
 QEMU 7.2's `-kernel` loader corrupts images older than boot protocol 2.02
-(FACTS.md), so gdbfault hands them to a real bootloader: GRUB 2 from
+(it writes initrd_addr_max at 0x22c, still setup code there), so gdbfault hands them to a real bootloader: GRUB 2 from
 Debian's `grub-pc-bin`, whose `linux16`/`initrd16` commands implement the
 old real-mode protocols (command line at 0x9020, setup at 0x90000).
 

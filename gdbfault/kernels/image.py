@@ -11,7 +11,8 @@ Boot paths (`BootPlan.path`):
 - "qemu-kernel": `-kernel IMAGE -initrd ROOT -append CMDLINE`. Used for ELF
   images and for boot protocol >= 2.02.
 - "grub": QEMU 7.2's `-kernel` loader corrupts images older than protocol
-  2.02 (it writes initrd_addr_max at 0x22c, still setup code there; FACTS.md),
+  2.02 (it writes initrd_addr_max at 0x22c, still setup code there: a 2.2
+  image then hangs in real mode with no output),
   so those are booted by a real bootloader instead: GRUB 2 (Debian's
   grub-pc-bin), set up by `gdbfault.kernels.grub`: a GRUB core image with an
   embedded config, loaded by QEMU's `-kernel` through GRUB's `lnxboot.img`
@@ -131,21 +132,3 @@ def boot_plan(image):
         return BootPlan(GRUB, f"boot protocol {image.protocol_text} < 2.02: QEMU 7.2's -kernel loader "
                               "corrupts such images, booted by GRUB linux16 instead", False)
     return BootPlan(QEMU_KERNEL, f"boot protocol {image.protocol_text}: QEMU -kernel", image.relocatable)
-
-
-def synthetic_header(protocol, version="2.2.26 (root@lab) #1 Mon Jan 1 00:00:00 UTC 1999",
-                     bzimage=True, relocatable=False):
-    """A minimal real-mode setup header, as a 2.x-era build would have (for tests)."""
-    data = bytearray(4096)
-    data[SETUP_SECTS_OFF] = 4
-    struct.pack_into("<H", data, BOOT_FLAG_OFF, 0xAA55)
-    data[HDR_MAGIC_OFF:HDR_MAGIC_OFF + 4] = b"HdrS"
-    struct.pack_into("<H", data, VERSION_OFF, (protocol[0] << 8) | protocol[1])
-    data[LOADFLAGS_OFF] = 1 if bzimage else 0
-    text = version.encode() + b"\0"
-    where = 0x400
-    data[where:where + len(text)] = text
-    struct.pack_into("<H", data, KVER_PTR_OFF, where - 0x200)
-    if relocatable:
-        data[RELOCATABLE_OFF] = 1
-    return bytes(data)

@@ -4,20 +4,25 @@ Real 2.x-era kernels come as a bzImage plus System.map with no DWARF, so
 probes there go by address (`*0xc010de04`); ELF kernels with symbols let GDB
 resolve names itself. Both give a `SymbolTable` mapping names to addresses.
 
-One reader serves every user: `map_rows` and `elf_rows` give nm-style
-(address, type letter, name) rows — `load_symbols` keeps names and
-addresses, the kernel profile (kprofile.kernel_functions) the text symbols
-and their order.
+One reader serves every user: `symbol_rows` gives nm-style `SymbolRow`s
+(address, type letter, name; from an ELF also its size, its kind and, for
+a file-local symbol, its source file) — `load_symbols` keeps names and
+addresses, the kernel profile its text symbols in order, a live patch the
+sizes and file-local names it links against.
 """
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from gdbfault.base.errors import GdbfaultError
 
-__all__ = ["SymbolTable", "load_symbols", "parse_system_map", "is_elf", "map_rows", "elf_rows", "symbol_rows"]
+__all__ = ["SymbolTable", "SymbolRow", "load_symbols", "parse_system_map", "is_elf", "map_rows", "elf_rows",
+           "symbol_rows", "CODE_LETTERS"]
 
 _MAP_LINE = re.compile(r"^([0-9a-fA-F]{6,16})\s+([A-Za-z])\s+(\S+)")
+# nm's type letters for code (text) symbols
+CODE_LETTERS = "tT"
 
 
 def is_elf(path):
@@ -25,12 +30,26 @@ def is_elf(path):
         return f.read(4) == b"\x7fELF"
 
 
+class SymbolRow(NamedTuple):
+    """One symbol, as nm shows it, with what an ELF adds."""
+    address: int
+    letter: str                  # nm's type letter: T/t code, D/d data, A/a absolute, ... (capital: global)
+    name: str
+    size: int = 0                # bytes; 0 when unknown (System.map)
+    kind: str = None             # ELF: "func", "object" or "other"; None from a System.map
+    file: str = None             # ELF: the source file of a file-local symbol
+
+    @property
+    def is_global(self):
+        return self.letter.isupper()
+
+
 @dataclass
 class SymbolTable:
     """Function and data symbols of one kernel, and where they came from."""
 
     source: Path
-    kind: str                  # "elf" or "system.map"
+    kind: str                  # "ELF symbol table" or "System.map" (reports say "KIND (SOURCE)")
     addresses: dict            # name -> address (first definition wins)
 
     def address(self, name):
@@ -47,21 +66,22 @@ class SymbolTable:
 
 
 def map_rows(text, source="System.map"):
-    """[(address, type letter, name)] of System.map text (`c0101234 T do_page_fault`), in file order."""
+    """[SymbolRow] of System.map text (`c0101234 T do_page_fault`), in file order."""
     rows = []
     for line in text.splitlines():
         m = _MAP_LINE.match(line)
         if m:
-            rows.append((int(m.group(1), 16), m.group(2), m.group(3)))
+            rows.append(SymbolRow(int(m.group(1), 16), m.group(2), m.group(3)))
     if not rows:
         raise GdbfaultError(f"no symbols found in {source}: not a System.map?")
     return rows
 
 
 def elf_rows(path):
-    """[(address, type letter, name)] of an ELF's .symtab, in table order, typed
-    the way nm types them: T/t code, D/d other sections, A/a absolute
-    (capital = global). Undefined, file and section symbols are left out."""
+    """[SymbolRow] of an ELF's .symtab, in table order, typed the way nm types
+    them: T/t code, D/d other sections, A/a absolute (capital = global).
+    Undefined, file and section symbols are left out (a file symbol names the
+    source file of the local symbols after it)."""
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
     rows = []
@@ -72,15 +92,21 @@ def elf_rows(path):
             if symtab is None:
                 return rows
             code = {i for i, s in enumerate(elf.iter_sections()) if s["sh_flags"] & 0x4}   # SHF_EXECINSTR
+            source_file = None
             for sym in symtab.iter_symbols():
-                shndx = sym["st_shndx"]
-                if not sym.name or shndx == "SHN_UNDEF" or sym["st_info"]["type"] in ("STT_FILE",
-                                                                                      "STT_SECTION"):
+                shndx, typ = sym["st_shndx"], sym["st_info"]["type"]
+                if typ == "STT_FILE":
+                    source_file = sym.name
+                    continue
+                if not sym.name or shndx == "SHN_UNDEF" or typ == "STT_SECTION":
                     continue
                 letter = "t" if shndx in code else "d" if isinstance(shndx, int) else "a"
-                if sym["st_info"]["bind"] != "STB_LOCAL":
+                is_global = sym["st_info"]["bind"] != "STB_LOCAL"
+                if is_global:
                     letter = letter.upper()
-                rows.append((sym["st_value"], letter, sym.name))
+                rows.append(SymbolRow(sym["st_value"], letter, sym.name, sym["st_size"],
+                                      {"STT_FUNC": "func", "STT_OBJECT": "object"}.get(typ, "other"),
+                                      None if is_global else source_file))
     except ELFError as exc:
         raise GdbfaultError(f"cannot read ELF symbols from {path}: {exc}")
     return rows
@@ -101,9 +127,9 @@ def symbol_rows(kernel, system_map=None):
 
 def _name_table(rows, skip):
     table = {}
-    for address, letter, name in rows:
-        if letter not in skip:
-            table.setdefault(name, address)     # the first definition wins
+    for row in rows:
+        if row.letter not in skip:
+            table.setdefault(row.name, row.address)     # the first definition wins
     return table
 
 

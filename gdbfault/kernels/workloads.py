@@ -8,12 +8,15 @@ system calls. Its counts are reported as they are; they are checked against
 the guest (✓/✗) only when it prints a `GDBFAULT-RESULT {json}` line, the
 format in README.md ("Make your own workload checkable").
 """
+from dataclasses import dataclass
 from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.base.locations import WORKLOADS, workload_binary
+from gdbfault.kernels.disasm import instructions_named
 
-__all__ = ["workload_file", "is_own_workload", "check_static_i386", "elf_entry"]
+__all__ = ["workload_file", "is_own_workload", "check_static_i386", "elf_entry", "WorkloadPoints",
+           "workload_points"]
 
 ET_EXEC, EM_386, PT_INTERP, PT_DYNAMIC = 2, 3, 3, 2
 
@@ -64,3 +67,33 @@ def workload_file(value):
                             f"built-in: {', '.join(WORKLOADS)}; or give a static i386 ELF file")
     check_static_i386(path)
     return path
+
+
+@dataclass(frozen=True)
+class WorkloadPoints:
+    """Fixed points of a workload binary (qemu/workloads/rt.c, driver.c), by address."""
+
+    entry: int                 # its first instruction: the boot is over
+    loop: tuple = ()           # the two rdtsc of rt_main around the measured loop; () when absent
+    mark: int = None           # gdbfault_mark(): called once after `mark=N` iterations (a live patch's moment)
+    end: int = None            # rt_finish: after the measured loop, before the result line
+
+    def require(self, what, why):
+        """The point `what` ("mark", "end", "loop"), or a one-line error: the workload lacks it."""
+        value = getattr(self, what)
+        if not value:
+            raise GdbfaultError(f"the workload has no {what} point ({why})",
+                                "rebuild it (make build), or use a built-in workload")
+        return value
+
+
+def workload_points(elf):
+    """The WorkloadPoints of a workload ELF: from its symbols and its rt_main's two rdtsc."""
+    from elftools.elf.elffile import ELFFile
+    with open(elf, "rb") as f:
+        elf_file = ELFFile(f)
+        entry = elf_file.header["e_entry"]
+        symtab = elf_file.get_section_by_name(".symtab")
+        syms = {s.name: s["st_value"] for s in symtab.iter_symbols() if s.name} if symtab else {}
+    loop = tuple(instructions_named(elf, "rt_main", "rdtsc")) if "rt_main" in syms else ()
+    return WorkloadPoints(entry, loop if len(loop) == 2 else (), syms.get("gdbfault_mark"), syms.get("rt_finish"))

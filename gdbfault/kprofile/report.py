@@ -1,4 +1,4 @@
-"""Render a kernel profile (kprofile.py's dict): table, JSON, CSV, markdown,
+"""Render a kernel profile (result.py's dict): table, JSON, CSV, markdown,
 folded stacks, and a bar chart of the top functions.
 
 The table mirrors readprofile's columns (count, function, load) with the
@@ -13,9 +13,10 @@ from pathlib import Path
 from tabulate import tabulate
 
 from gdbfault.base.errors import GdbfaultError
+from gdbfault.views.report import save_json
 
-__all__ = ["FORMATS", "render_profile", "plot_profile", "profile_changes", "render_changes",
-           "save_profile", "load_profile"]
+__all__ = ["FORMATS", "render_profile", "plot_kernel_profile", "profile_changes", "render_changes",
+           "save_kernel_profile"]
 
 FORMATS = ("table", "json", "csv", "markdown", "folded")
 CSV_FIELDS = ("symbol", "address", "size", "instructions", "percent_kernel", "per_iteration",
@@ -24,21 +25,9 @@ ICOUNT_NOTE = ("(guest instructions under -icount shift=0, one instruction = one
                "samples; readprofile, 1997: 204 page_fault 12.75 · 439 ret_with_reschedule 9.34)")
 
 
-def save_profile(profile, path):
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(profile, indent=1) + "\n")
-    tmp.replace(path)
-
-
-def load_profile(path):
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise GdbfaultError(f"cannot read profile {path}: {exc}")
-    if not isinstance(data, dict) or data.get("schema") != "gdbfault.profile/1":
-        raise GdbfaultError(f"{path} is not a gdbfault profile (schema gdbfault.profile/1)")
-    return data
+def save_kernel_profile(profile, path):
+    """Write a profile dict as JSON (atomically, as a run file is written)."""
+    save_json(profile, path)
 
 
 def _label(profile):
@@ -141,7 +130,7 @@ def render_profile(profile, fmt="table", top=20):
     return "\n".join(lines) + "\n"
 
 
-def plot_profile(profile, path, top=15):
+def plot_kernel_profile(profile, path, top=15):
     """A horizontal bar chart of the top functions' instructions per iteration."""
     try:
         import matplotlib

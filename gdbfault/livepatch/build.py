@@ -1,6 +1,6 @@
 """Build a live patch: replacement functions linked against the running kernel.
 
-`prepare_live_patch()` turns `--live-patch FILE` into a LivePatch: the bytes
+`prepare_live_patch()` turns `--live-patch FILE` into a BuiltPatch: the bytes
 to write into the kernel's live-patch area and the 5-byte `jmp rel32` to
 write over each replaced function's entry (ftrace-style live patching; the
 in-GDB side that writes them is `faultprobe livepatch` in
@@ -27,7 +27,6 @@ that symbol and not loaded, so the new code uses the kernel's copy, never a
 fresh one.
 """
 import json
-import re
 import shlex
 import shutil
 import subprocess
@@ -37,8 +36,9 @@ from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.base.locations import REPO
+from gdbfault.kernels.symbols import CODE_LETTERS, symbol_rows
 
-__all__ = ["LivePatch", "Replacement", "prepare_live_patch", "kernel_symbol_table", "jmp_rel32",
+__all__ = ["BuiltPatch", "Replacement", "prepare_live_patch", "kernel_symbol_table", "jmp_rel32",
            "AREA_START", "AREA_END"]
 
 AREA_START = "__livepatch_start"
@@ -68,7 +68,7 @@ class Replacement:
 
 
 @dataclass
-class LivePatch:
+class BuiltPatch:
     source: str                     # the file given to --live-patch
     kind: str                       # "patch" or "object"
     area: tuple                     # (start, end) of the kernel's live-patch area
@@ -110,51 +110,27 @@ def jmp_rel32(at, target):
 # --------------------------------------------------------------------------
 # The running kernel's symbols, locals included (several statics may share a name)
 
-@dataclass
-class KernelSymbol:
-    name: str
-    address: int
-    size: int           # 0 when unknown (System.map)
-    kind: str           # "func", "object" or "other"
-    is_global: bool
-    file: str = None    # the source file (ELF STT_FILE), when known
-
-
 def kernel_symbol_table(kernel, system_map=None):
-    """name -> [KernelSymbol], from the System.map if given, else the ELF .symtab."""
+    """name -> [SymbolRow] of the running kernel, file-local symbols included (several statics
+    may share a name), from the System.map if given, else the ELF .symtab (kernels/symbols.py).
+    A System.map gives no sizes: a function there runs to the next symbol above it."""
+    rows, _ = symbol_rows(kernel, system_map)
+    if not system_map and not rows:
+        _fail(f"{kernel} has no symbol table to link a live patch against",
+              "pass its System.map with --system-map")
     table = {}
     if system_map:
-        rows = []
-        for line in Path(system_map).read_text(errors="replace").splitlines():
-            m = re.match(r"^([0-9a-fA-F]+)\s+(\w)\s+(\S+)$", line.strip())
-            if m and m.group(2) not in "aAUwWvV":
-                rows.append((int(m.group(1), 16), m.group(2), m.group(3)))
-        rows.sort()
-        for i, (addr, letter, name) in enumerate(rows):
-            nxt = next((a for a, _, _ in rows[i + 1:] if a > addr), addr)
-            kind = "func" if letter in "tT" else "object" if letter in "dDbBrR" else "other"
-            table.setdefault(name, []).append(KernelSymbol(name, addr, nxt - addr if kind == "func" else 0,
-                                                           kind, letter.isupper()))
+        rows = sorted(r for r in rows if r.letter not in "aAUwWvV")
+        starts = sorted({r.address for r in rows})
+        following = {a: b for a, b in zip(starts, starts[1:])}
+        for r in rows:
+            kind = "func" if r.letter in CODE_LETTERS else "object" if r.letter in "dDbBrR" else "other"
+            size = following.get(r.address, r.address) - r.address if kind == "func" else 0
+            table.setdefault(r.name, []).append(r._replace(size=size, kind=kind))
         return table
-    from elftools.elf.elffile import ELFFile
-    with open(kernel, "rb") as f:
-        symtab = ELFFile(f).get_section_by_name(".symtab")
-        if symtab is None:
-            _fail(f"{kernel} has no symbol table to link a live patch against",
-                  "pass its System.map with --system-map")
-        current_file = None
-        for sym in symtab.iter_symbols():
-            typ = sym["st_info"]["type"]
-            if typ == "STT_FILE":
-                current_file = sym.name
-                continue
-            if not sym.name or sym["st_shndx"] in ("SHN_UNDEF", "SHN_ABS"):
-                continue
-            kind = {"STT_FUNC": "func", "STT_OBJECT": "object"}.get(typ, "other")
-            is_global = sym["st_info"]["bind"] != "STB_LOCAL"
-            table.setdefault(sym.name, []).append(
-                KernelSymbol(sym.name, sym["st_value"], sym["st_size"], kind, is_global,
-                             None if is_global else current_file))
+    for r in rows:
+        if r.letter not in "aA":
+            table.setdefault(r.name, []).append(r)
     return table
 
 
@@ -439,7 +415,7 @@ def _link(obj, keep, replaced, table, area, source_file, work):
 # --------------------------------------------------------------------------
 
 def prepare_live_patch(path, kernel, system_map=None, lab_variant=None):
-    """Build FILE (a lab-kernel patch or an i386 .o) into a LivePatch for this kernel.
+    """Build FILE (a lab-kernel patch or an i386 .o) into a BuiltPatch for this kernel.
 
     lab_variant: the lab kernel build that runs (a patch needs its sources),
     or None for a kernel the user brings (objects only).
@@ -498,6 +474,6 @@ def prepare_live_patch(path, kernel, system_map=None, lab_variant=None):
                 _fail(f"live patch: '{name}' is not in the linked replacement")
             new, size = addresses[name]
             functions.append(Replacement(name, olds[name][0], new, size, olds[name][1]))
-        return LivePatch(str(path), kind, area, area[0], code, functions)
+        return BuiltPatch(str(path), kind, area, area[0], code, functions)
     finally:
         shutil.rmtree(work, ignore_errors=True)

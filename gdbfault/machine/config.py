@@ -1,36 +1,36 @@
 """One place for the QEMU machine of a run: a pure function of what was asked.
 
-`machine_config(spec, kernel, initrd, boot, backend)` builds the
+`machine_config(spec, kernel, initrd, boot, role)` builds the
 qemu.MachineConfig of a run from the run spec (command line, icount, memory,
 QEMU binary), the kernel and initrd files it names, the boot setup of a
-kernel brought as a file (realkernel.prepare_boot; None for the lab kernel
-and multiboot images) and the backend that runs it. Every field is set here
-and nowhere else; the recording and its replay are `dataclasses.replace`
-copies of it (`record_config`, `replay_config`).
+kernel brought as a file (kernels/boot.py's prepare_boot; None for the lab
+kernel and multiboot images) and the role of the machine (who runs it).
+Every field is set here and nowhere else; the recording, its replay and a
+machine with plugins loaded are `dataclasses.replace` copies of it
+(`record_config`, `replay_config`, `plugin_config`).
 
-`spec` is anything with `command_line()`, `icount`, `memory_mb` and `qemu`:
-a spec.RunSpec, a kprofile.ProfileSpec. Nothing is read from disk here.
+`spec` is a model.spec.RunSpec. Nothing is read from disk here.
 """
 import dataclasses
 from pathlib import Path
 
 from gdbfault.machine.qemu import MachineConfig
 
-__all__ = ["BACKENDS", "machine_config", "record_config", "replay_config"]
+__all__ = ["MACHINE_ROLES", "machine_config", "record_config", "replay_config", "plugin_config"]
 
 # Who runs the machine: GDB breakpoints (QEMU starts halted for the debugger),
 # the zero-stop counting plugin, the kernel-profile plugin, or nothing at all
 # (the bench's plain boot).
-BACKENDS = ("gdb", "plugin", "kprofile", "plain")
+MACHINE_ROLES = ("gdb", "plugin", "kprofile", "plain")
 # -icount options of a lab kernel's record and replay: one instruction per
-# virtual nanosecond (FACTS.md, "Deterministic cost").
+# virtual nanosecond, so path costs in instructions read as guest time too.
 LAB_ICOUNT = "shift=0"
 
 
-def machine_config(spec, kernel, initrd, boot=None, backend="gdb"):
+def machine_config(spec, kernel, initrd, boot=None, role="gdb"):
     """The MachineConfig of a run (see the module docstring)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}")
+    if role not in MACHINE_ROLES:
+        raise ValueError(f"unknown machine role {role!r}")
     if boot is None:
         files = {"kernel": Path(kernel), "initrd": list(initrd), "append": spec.command_line(),
                  "memory_mb": spec.memory_mb, "extra_args": []}
@@ -44,8 +44,8 @@ def machine_config(spec, kernel, initrd, boot=None, backend="gdb"):
         # Runs without record/replay: the profile plugin boots a brought
         # kernel under its boot's own options (an old kernel's larger shift);
         # a live GDB run and the counting plugin keep one instruction per ns.
-        icount_options=rr_icount if backend == "kprofile" else LAB_ICOUNT,
-        halted=backend == "gdb",         # the debugger arms its probes before the first instruction
+        icount_options=rr_icount if role == "kprofile" else LAB_ICOUNT,
+        halted=role == "gdb",         # the debugger arms its probes before the first instruction
         watch_qmp=False)
 
 
@@ -64,3 +64,8 @@ def replay_config(config, record_file, snapshot=None, watch_qmp=False):
         options += f",rrsnapshot={snapshot}"
     return dataclasses.replace(config, icount=True, halted=True, icount_options=options,
                                extra_args=config.extra_args + ["-net", "none"], watch_qmp=watch_qmp)
+
+
+def plugin_config(config, plugin_args, halted=False):
+    """`config` with TCG plugins loaded (machine.plugins.plugin_args), halted for a debugger when asked."""
+    return dataclasses.replace(config, extra_args=config.extra_args + list(plugin_args), halted=halted)

@@ -49,7 +49,7 @@ class MachineConfig:
     icount: bool = True
     icount_options: str = "shift=0"
     # -icount options a record and its replay run under (then ",rr=record|replay,rrfile=F");
-    # a kernel's boot setup may ask for more (machine_config.py).
+    # a kernel's boot setup may ask for more (config.py).
     rr_icount: str = "shift=0"
     extra_args: list = field(default_factory=list)
     qemu: str = "qemu-system-i386"
@@ -103,7 +103,7 @@ def private_base():
                         "or a long path) and no plain fallback is writable", "set TMPDIR to a plain path")
 
 
-def private_dir(prefix):
+def private_dir(prefix="gdbfault-run-"):
     """A new 0700 directory under private_base() (the caller removes it)."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir=private_base()))
 
@@ -139,9 +139,11 @@ def qemu_version(qemu="qemu-system-i386"):
 class Machine:
     """One qemu-system-i386 process, its run directory and its sockets."""
 
-    def __init__(self, config, run_dir=None):
+    def __init__(self, config, run_dir=None, own_dir=None):
+        """`run_dir`: a folder made beforehand (files the config names live there, e.g. a plugin's);
+        the Machine removes it at close() when `own_dir` (default: only a folder it named itself)."""
         self.config = config
-        self._own_dir = run_dir is None
+        self._own_dir = run_dir is None if own_dir is None else own_dir
         # The directory is named now and made by prepare()/start(): a Machine
         # that is never started leaves nothing behind.
         self.run_dir = Path(run_dir) if run_dir else private_base() / f"gdbfault-run-{secrets.token_hex(6)}"
@@ -204,6 +206,8 @@ class Machine:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if self._ran_to_its_end():
+                    return self          # a short guest, over before we looked: its caller reads how it ended
                 raise GdbfaultError(f"QEMU died at launch ({describe_exit(self.proc.returncode)}): "
                                     f"{self.stderr_tail() or 'no message'}")
             if self.gdb_socket.exists() and self.probe_qmp_socket.exists():
@@ -211,6 +215,12 @@ class Machine:
             check_stop()
             time.sleep(0.02)
         raise GdbfaultError(f"QEMU did not open its gdbstub within {timeout:.0f} s")
+
+    def _ran_to_its_end(self):
+        """A QEMU that was not halted and is gone already: did its guest run (and print)?
+        (QEMU removes its sockets as it exits, so a guest done in milliseconds looks like
+        one that never started.)"""
+        return not self.config.halted and bool(self.serial_output())
 
     def wait_ready(self, timeout=20.0):
         """Until QEMU's main loop serves its QMP socket: its start-up (a VM

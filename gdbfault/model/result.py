@@ -219,7 +219,7 @@ class Kernel(_Part):
     symbols: str = None           # "KIND (SOURCE)"
     profile: str = None           # the probe profile's name
     model: str = None             # which ground-truth rules apply (truth.expected_hits)
-    boot: dict = None             # how a brought kernel was booted (realkernel.BootSetup.describe)
+    boot: dict = None             # how a brought kernel was booted (kernels.boot.BootSetup.describe)
     profile_reason: str = _optional()
     profile_notes: list = _optional()
     banner: str = _optional()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.base.locations import VARIANTS, WORKLOADS, lab_kernel
+from gdbfault.model.roles import parse_probe_option
 
 __all__ = ["RunSpec", "LivePatchSpec", "RunOption", "RUN_OPTIONS", "OPTION", "validate_spec", "check_mapping",
            "MAX_ITERATIONS"]
@@ -56,6 +57,7 @@ class RunSpec:
     cost_sample: int = 1                 # cost every Nth fault only
     live_patch: object = None            # LivePatchSpec: patch the kernel mid-run
     timeline: bool = False               # keep each traced path's instruction count (--plot of a live patch)
+    call_chains: bool = True             # the kernel profile keeps call chains (a shadow call stack)
 
     @classmethod
     def from_mapping(cls, mapping, where=None):
@@ -105,13 +107,19 @@ class RunSpec:
         variant's own, else those of the kernel's probe profile."""
         return f"lab-{self.variant}" if self.kernel == "lab" else profile_name
 
+    def patch_at(self):
+        """The iteration a live patch goes in at: --patch-at, by default half of --iterations
+        (None without a live patch or without --iterations)."""
+        if self.live_patch is None or self.iterations is None:
+            return None
+        return self.live_patch.at if self.live_patch.at is not None else self.iterations // 2
+
     def command_line(self):
         words = []
         if self.iterations is not None:
             words.append(f"iterations={int(self.iterations)}")
-        if self.live_patch is not None and self.iterations is not None:
-            at = self.live_patch.at if self.live_patch.at is not None else self.iterations // 2
-            words.append(f"mark={int(at)}")     # the workload calls gdbfault_mark() there
+        if self.patch_at() is not None:
+            words.append(f"mark={int(self.patch_at())}")     # the workload calls gdbfault_mark() there
             if self.live_patch.unpatch_at is not None:
                 words.append(f"mark2={int(self.live_patch.unpatch_at)}")
         if self.append:
@@ -132,7 +140,6 @@ class RunOption:
 
 
 def _parse_probes(texts):
-    from gdbfault.model.roles import parse_probe_option
     return [parse_probe_option(t) for t in texts]
 
 
@@ -177,11 +184,16 @@ RUN_OPTIONS = (
     RunOption("cost_sample", "cost_sample", int, "--cost-sample", dict(
         type=int, default=1, metavar="N",
         help="cost every Nth fault only (hit counts stay exact; default: every fault)")),
-    # attach --qemu only (the CLI adds them among attach's own options)
-    RunOption("live_patch", None, str, "--live-patch"),
-    RunOption("patch_at", None, int, "--patch-at"),
-    RunOption("unpatch_at", None, int, "--unpatch-at"),
-    RunOption("keep_run_dir", "keep_run_dir", bool, "--keep-run-dir"),
+    RunOption("live_patch", None, str, "--live-patch", dict(
+        metavar="FILE", help="apply FILE (a patch for the lab kernel, or an i386 .o of replacement functions) "
+                             "to the running kernel mid-run; the report splits before/after")),
+    RunOption("patch_at", None, int, "--patch-at", dict(
+        type=int, metavar="N", help="with --live-patch: apply it after N iterations (0 = before the first; "
+                                    "default: half of --iterations)")),
+    RunOption("unpatch_at", None, int, "--unpatch-at", dict(
+        type=int, metavar="N", help="with --live-patch: put the old function entries back after N iterations")),
+    RunOption("keep_run_dir", "keep_run_dir", bool, "--keep-run-dir", dict(
+        action="store_true", help="keep QEMU's run directory (serial log)")),
 )
 OPTION = {opt.key: opt for opt in RUN_OPTIONS}
 _KIND_TEXT = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list"}
@@ -242,6 +254,30 @@ def _problems(spec):
         yield "variant", f"must be a lab kernel variant ({', '.join(VARIANTS)}), not '{spec.variant}'"
     if spec.backend not in BACKENDS:
         yield "backend", f"must be {' or '.join(BACKENDS)}, not '{spec.backend}'"
+    yield from _live_patch_problems(spec)
+
+
+def _live_patch_problems(spec):
+    """A live patch's moments: within the workload's iterations, the unpatch after the patch."""
+    lp = spec.live_patch
+    if lp is None:
+        return
+    if spec.iterations is None:
+        yield "live_patch", "needs --iterations (the patch moment is an iteration)"
+        return
+    if not spec.workload:
+        yield "live_patch", "needs a workload (the patch moment is one of its iterations)"
+    at = spec.patch_at()
+    if at < 0:
+        yield "patch_at", f"must be 0 (before the first iteration) or more, not {at}"
+    elif at > spec.iterations:
+        yield "patch_at", f"{at} is beyond --iterations {spec.iterations}"
+    if lp.unpatch_at is not None:
+        if spec.backend != "gdb":
+            yield "unpatch_at", "works with --backend gdb only"
+        elif not at < lp.unpatch_at <= spec.iterations:
+            yield "unpatch_at", (f"{lp.unpatch_at} must be after --patch-at {at} and within --iterations "
+                                 f"{spec.iterations}")
 
 
 def validate_spec(spec):

@@ -1,8 +1,8 @@
 """The GDB side of a run: set up GDB, load the in-GDB probe engine, read its counts.
 
 Every user of gdbscripts/faultprobe.py goes through here: the GDB backend
-(gdb_run.py), the recording run of a live patch and the plugin backend's patcher
-(livepatch_run.py), and attach-to-running (attach.py). `measured(snapshot)`
+(backends/gdb_backend.py and its recording), the plugin backend's GDB for a feature that
+writes guest memory, and attach-to-running (backends/running_qemu.py). `measured(snapshot)`
 turns the engine's JSON snapshot into the backend-neutral `measure.Measured`.
 """
 import json

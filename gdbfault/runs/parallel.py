@@ -1,7 +1,7 @@
 """Running several RunSpecs as one set: `run_all`, in parallel threads when the machine has cores to spare.
 
 Each run_qemu call has its own QEMU, GDB and run directory, so runs share
-nothing but the stop flag (lifecycle.py): a stop signal ends them all, and a
+nothing but the stop flag (base/lifecycle.py): a stop signal ends them all, and a
 failed run's error is raised once every run has ended, with what every run
 measured attached for --output.
 """
@@ -9,13 +9,10 @@ import os
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from gdbfault.base.errors import GdbfaultError
+from gdbfault.base.lifecycle import Stopped, request_stop
+from gdbfault.runs.booted import run_qemu
 
 __all__ = ["run_all"]
-
-
-def _run(spec):
-    from gdbfault.runs.booted import run_qemu
-    return run_qemu(spec)
 
 
 def run_all(specs, parallel=True):
@@ -26,21 +23,20 @@ def run_all(specs, parallel=True):
     signal (Ctrl-C, SIGTERM, SIGHUP) stops all runs at once; then the error
     is the stop, with exit code 128 + its number.
     """
-    from gdbfault.base.lifecycle import Stopped, request_stop
     names = list(specs)
     workers = min(len(names), os.cpu_count() or 1) if parallel else 1
     outcomes, stopped = {}, None
     if workers <= 1:
         for name in names:
             try:
-                outcomes[name] = ("ok", _run(specs[name]))
+                outcomes[name] = ("ok", run_qemu(specs[name]))
             except BaseException as exc:        # noqa: B036 — kept to report it after teardown
                 outcomes[name] = ("error", exc)
                 break                           # a failed or stopped run ends the set
     else:
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
-            futures = {name: pool.submit(_run, specs[name]) for name in names}
+            futures = {name: pool.submit(run_qemu, specs[name]) for name in names}
             while True:
                 try:
                     if all(f.done() for f in futures.values()):

@@ -1,7 +1,7 @@
 """Render a RunResult: a readable table by default, JSON/CSV/markdown for machines.
 
 The RunResult and its JSON schema ("gdbfault.run/1") are described in
-result.py. JSON output is `RunResult.to_dict()`; CSV is one row per probe with
+model/result.py. JSON output is `RunResult.to_dict()`; CSV is one row per probe with
 the columns in CSV_FIELDS. `save_run`/`load_run` write and read run files.
 """
 import csv

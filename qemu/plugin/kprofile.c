@@ -7,7 +7,7 @@
  * Usage:
  *   qemu-system-i386 ... -plugin build/libkprofile.so,ranges=FILE,out=FILE[,chains=off]
  *
- * Ranges file (written by gdbfault/kprofile.py), one item a line:
+ * Ranges file (written by gdbfault/kprofile/ranges.py), one item a line:
  *   base <hex>                      addresses below it are user mode
  *   func <hex start> <hex end> <entry 0|1> <name>   sorted, not overlapping;
  *                                   entry=1: a trap/interrupt/syscall vector

@@ -1,8 +1,8 @@
 """`gdbfault check`: run the kernels a spec names and evaluate its expectations.
 
-The spec (TOML, its metric references) is read by checkspec.py, a metric's
-value by metrics.py, and the report is printed or written as JUnit XML by
-checkreport.py. Only the runs that expectations refer to are run, each once,
+The spec (TOML, its metric references) is read by spec.py, a metric's
+value by analysis/metrics.py, and the report is printed or written as JUnit XML by
+report.py. Only the runs that expectations refer to are run, each once,
 in parallel when the machine has more than one core (runner.run_all). Exit
 status: 0 all pass, 1 some fail, 2 the spec or a run could not be executed
 (one line naming file, line and key).

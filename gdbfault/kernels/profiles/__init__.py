@@ -8,9 +8,9 @@ Linux (2.0, 2.1-2.2, 2.4, 2.6-4.x, 5.x-6.x); users pass their own file with
 
 `pick_profile()` chooses by the kernel image's release (the version string
 in its setup header) when there is one and the era's required roles exist
-in the map, else by which symbols exist; it says why in `Profile.reason`.
+in the map, else by which symbols exist; it says why in `ProbeProfile.reason`.
 A role a profile marks optional and the kernel lacks is left out, with the
-profile's note saying why (`Profile.notes`: 2.0 has no exception table).
+profile's note saying why (`ProbeProfile.notes`: 2.0 has no exception table).
 """
 import re
 import tomllib
@@ -19,21 +19,22 @@ from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
 
-__all__ = ["Probe", "Profile", "load_profile", "builtin_profiles", "pick_profile",
-           "resolve_probes", "role_alternatives"]
+__all__ = ["ResolvedProbe", "ProbeProfile", "load_profile", "builtin_profiles", "pick_profile",
+           "choose_profile", "resolve_probes", "role_alternatives"]
 
 _DIR = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
-class Probe:
+class ResolvedProbe:
+    """A role resolved on one kernel: the symbol that plays it there, and its address."""
     role: str
     symbol: str
     address: int
 
 
 @dataclass
-class Profile:
+class ProbeProfile:
     name: str
     description: str
     detect: list
@@ -71,14 +72,14 @@ def _parse(path):
         re.compile(releases)
     except re.error as exc:
         raise GdbfaultError(f"profile {path}: 'releases' is not a valid pattern: {exc}")
-    return Profile(str(data.get("name", Path(path).stem)), str(data.get("description", "")),
+    return ProbeProfile(str(data.get("name", Path(path).stem)), str(data.get("description", "")),
                    [str(s) for s in data.get("detect", [])], roles, Path(path),
                    detect_absent=[str(s) for s in data.get("detect_absent", [])],
                    releases=releases, era=str(data.get("era", "")), absent_notes=absent_notes)
 
 
 def builtin_profiles():
-    """name -> Profile for every profile shipped with gdbfault."""
+    """name -> ProbeProfile for every profile shipped with gdbfault."""
     return {p.name: p for p in (_parse(f) for f in sorted(_DIR.glob("*.toml")))}
 
 
@@ -146,6 +147,16 @@ def pick_profile(symbols, release=None):
     return best
 
 
+def choose_profile(name, symbols, release=None):
+    """The probe profile a run uses: `name` (--profile NAME|FILE) when given, else the one
+    pick_profile chooses for these symbols and the image's release; `.reason` says why."""
+    if not name:
+        return pick_profile(symbols, release)
+    profile = load_profile(name)
+    profile.reason = "chosen with --profile"
+    return profile
+
+
 def resolve_probes(profile, symbols, extra=()):
     """Probes (role, symbol, address) for a kernel; extra = [(role, symbol)] overrides."""
     probes = {}
@@ -158,9 +169,9 @@ def resolve_probes(profile, symbols, extra=()):
                     profile.notes.append(f"no {role} probe: {profile.absent_notes[role]}")
                 continue
             symbols.require(names[0], suggest=_suggestions(role))
-        probes[role] = Probe(role, found, symbols.address(found))
+        probes[role] = ResolvedProbe(role, found, symbols.address(found))
     for role, symbol in extra:
-        probes[role] = Probe(role, symbol, symbols.require(symbol, suggest=_suggestions(role)))
+        probes[role] = ResolvedProbe(role, symbol, symbols.require(symbol, suggest=_suggestions(role)))
     return list(probes.values())
 
 

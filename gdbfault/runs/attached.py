@@ -1,0 +1,36 @@
+"""A run on a QEMU gdbfault did not start: `gdbfault attach --port/--socket/--pid`.
+
+The run resolves like any other (backends/plan.py: kernel, symbols, probe
+profile, probes), then counts on the running guest until --duration or
+Ctrl-C (backends/running_qemu.py) and detaches, leaving it running as it
+was. A live patch goes in at once and comes out before detaching
+(livepatch/hooks.PatchNow), unless the user keeps it.
+"""
+import dataclasses
+
+from gdbfault.backends.hooks import RunHooks
+from gdbfault.backends.plan import resolve_run
+from gdbfault.backends.running_qemu import attached_result, check_reachable, count_on_running, describe_qemu, \
+    qemu_process
+from gdbfault.livepatch.hooks import PatchNow
+
+__all__ = ["attach_running"]
+
+
+def attach_running(spec, address, pid=None, duration=None, live_patch=None, keep_patch=False):
+    """Count on the QEMU whose gdbstub is at `address` ('host:port' or a unix socket path; `pid`:
+    the QEMU's, when known) for `duration` seconds or until Ctrl-C; the RunResult.
+    `spec` names the kernel and its probes (its workload options are not used: the guest runs what it runs);
+    `live_patch`: a file applied at once, taken out before detaching unless `keep_patch`."""
+    plan = resolve_run(dataclasses.replace(spec, workload=None, live_patch=None))
+    hooks = PatchNow(plan, live_patch, keep_patch) if live_patch else RunHooks()
+    try:
+        check_reachable(address)
+        proc = qemu_process(address, pid)
+        plan.result = attached_result(plan, address, describe_qemu(proc))
+        if proc is not None:
+            plan.result.workload.qemu_pid = proc.pid
+        return count_on_running(plan, address, hooks, duration)
+    finally:
+        hooks.close()
+        plan.close()
