@@ -69,8 +69,8 @@ def _points(plan):
     return points
 
 
-class PatchAtMark(RunHooks):
-    """--live-patch on the GDB backend: at the workload's mark, in the recording and its replay alike."""
+class _AtMark(RunHooks):
+    """A patch that goes in at the workload's mark (`mark=N` on its command line)."""
 
     writes_guest = True
 
@@ -78,6 +78,13 @@ class PatchAtMark(RunHooks):
         self.plan = plan
         self.patch, self.at = _build(plan), plan.spec.patch_at()
         self.points = _points(plan)
+
+
+class PatchAtMark(_AtMark):
+    """--live-patch on the GDB backend: at the workload's mark, in the recording and its replay alike."""
+
+    def __init__(self, plan):
+        super().__init__(plan)
         self.plan_file = None
         self.watcher = None
 
@@ -121,15 +128,8 @@ class PatchAtMark(RunHooks):
         timing_perturbation(result)
 
 
-class PatchAtMarkUnderPlugin(RunHooks):
+class PatchAtMarkUnderPlugin(_AtMark):
     """--live-patch on the plugin backend: GDB only applies the patch; the plugin counts and marks."""
-
-    writes_guest = True
-
-    def __init__(self, plan):
-        self.plan = plan
-        self.patch, self.at = _build(plan), plan.spec.patch_at()
-        self.points = _points(plan)
 
     def plugin_probes(self):
         return [(self.points.mark, "mark", "gdbfault_mark")]
