@@ -45,6 +45,14 @@ mkdir -p "$APT/lists/partial" "$APT/archives/partial"
 OPTS="-o APT::Architecture=$ARCH -o APT::Architectures::=$ARCH -o Dir::State::Lists=$APT/lists
       -o Dir::Cache=$APT -o Dir::State::status=/dev/null -o Debug::NoLocking=1"
 
+# One fetch per flavour at a time: a second caller (another test run, another
+# engineer sharing the cache) waits here, then finds the finished kernel below
+# instead of deleting the first one's half-extracted directory.
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$CACHE/.fetch-$FLAVOUR.lock"
+    flock 9
+fi
+
 # A cached kernel is good enough: no network at all on later runs. Only
 # debian-6.1.0-<number>-FLAVOUR itself (not -cloud-amd64, -rt-amd64, -686-pae).
 for d in "$CACHE"/debian-6.1.0-*-"$FLAVOUR"; do
