@@ -198,6 +198,8 @@ static void hash_insert(uint32_t ix)
     node_hash[h] = ix + 1;
 }
 
+/* May grow (move) `nodes`: never call it inside an expression that indexes
+ * nodes (nodes[child(...)] may use the old array). */
 static uint32_t child(uint32_t parent, uint32_t func)
 {
     uint32_t h = hash_key(parent, func) & (hash_cap - 1);
@@ -579,7 +581,8 @@ static void attribute(struct tb_desc *d, uint32_t from, uint32_t to)
             user_insns[phase] += c;
             continue;
         }
-        nodes[tb_leaf(d, g, f)].insns[phase] += c;
+        uint32_t leaf = tb_leaf(d, g, f);   /* first: it may move nodes */
+        nodes[leaf].insns[phase] += c;
     }
 }
 
@@ -635,7 +638,8 @@ static uint32_t chain_function(void)
 static void flush_chain(uint32_t f)
 {
     inexact_left_early[phase] += chain_tbs >> 32;
-    nodes[leaf_node(f)].insns[phase] += chain_insns;
+    uint32_t leaf = leaf_node(f);       /* first: it may move nodes */
+    nodes[leaf].insns[phase] += chain_insns;
     chain_insns = chain_tbs = chain_fsum = 0;
 }
 
@@ -654,7 +658,8 @@ static void tb_exec(unsigned int vcpu_index, void *udata)
         if (!completed) {
             inexact_left_early[phase]++;
         }
-        nodes[tb_leaf(p, 0, p->func0)].insns[phase] += p->n;
+        uint32_t leaf = tb_leaf(p, 0, p->func0);    /* first: it may move nodes */
+        nodes[leaf].insns[phase] += p->n;
         if (p->simple && !((uintptr_t)udata & (TAG_USER | TAG_ENTRY))) {
             /* the common case: no stack change (a chain after p, if any,
              * ran under the same stack) */
