@@ -3,14 +3,16 @@
  * (plugin API version 1, as in QEMU 7.2).
  *
  * Usage:
- *   qemu-system-i386 ... -plugin build/libfaultcount.so,probes=FILE,out=FILE
+ *   qemu-system-i386 ... -plugin build/libfaultcount.so,probes=FILE,out=FILE[,autoret=on]
+ *   (qemu-system-x86_64 the same: addresses are 64-bit throughout)
  *
  * Probe file: one probe a line, "<hex address> <kind> <name>", '#' comments.
  *   count  count executions of the address
  *   entry  a fault entry: opens a path on the executing vCPU
  *   event  counted; appended to the innermost open path's event list
  *   ret    closes the innermost open path (the instruction the fault handler
- *          returns to, right after "call do_page_fault")
+ *          returns to, right after "call do_page_fault"; on x86_64 Linux the
+ *          one after "call exc_page_fault" in asm_exc_page_fault)
  *   arm    its first execution switches the phase from "boot" to "workload"
  *          (without an arm probe everything is "workload")
  *   mark   its first execution snapshots every probe's count ("at_mark" in
@@ -51,6 +53,16 @@
  *     per-vCPU counters (exact except for the +1 per restoring fault,
  *     slower).
  *
+ * autoret=on: return sites need not be in the probe file.  Each direct call
+ *   (e8 rel32) to an "entry" probe's address that QEMU translates makes the
+ *   instruction after it a "ret" probe named return_auto_N (at most
+ *   MAX_LEARNED); the output then lists them in "learned_returns".  This
+ *   finds the return site of a kernel known only by its System.map (a
+ *   bzImage: no code to disassemble).  It relies on the return site being
+ *   translated only after its call (true for an entry stub whose call is
+ *   the only way there, as do_page_fault's and exc_page_fault's are); a
+ *   return site translated earlier would go unseen until QEMU retranslates.
+ *
  * Output: JSON written to "out" at exit (atexit callback), via a temporary
  * file renamed into place, so a reader never sees half a file.
  *
@@ -74,6 +86,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 #define MAX_DEPTH       16      /* open paths per vCPU */
 #define MAX_EVENTS      32      /* events kept per path */
 #define MAX_VCPUS       64
+#define MAX_LEARNED     16      /* return sites learned with autoret=on */
 #define EV_TRUNCATED    (-1)    /* marker event: more events than MAX_EVENTS */
 
 /*
@@ -143,6 +156,11 @@ static struct probe probes[MAX_PROBES];
 static int nprobes;
 static struct site *sites;      /* sorted by addr */
 static int nsites;
+/* autoret=on: learned return sites (site index nsites + i in callbacks) */
+static int autoret;
+static struct site learned[MAX_LEARNED];
+static int nlearned;
+static uint64_t learned_overflow;
 static int has_arm;
 static int has_mark, marked;    /* a mark probe; it has executed */
 static int phase;               /* 0 boot, 1 workload, 2 workload after the mark */
@@ -270,6 +288,11 @@ static int load_probes(const char *path)
 static struct site *find_site(uint64_t addr)
 {
     int lo = 0, hi = nsites - 1;
+    for (int i = 0; i < nlearned; i++) {
+        if (learned[i].addr == addr) {
+            return &learned[i];
+        }
+    }
     while (lo <= hi) {
         int mid = (lo + hi) / 2;
         if (sites[mid].addr == addr) {
@@ -282,6 +305,15 @@ static struct site *find_site(uint64_t addr)
         }
     }
     return NULL;
+}
+
+/* the stable index a callback carries: file sites, then learned ones */
+static int site_index(const struct site *s)
+{
+    if (s >= learned && s < learned + MAX_LEARNED) {
+        return nsites + (int)(s - learned);
+    }
+    return (int)(s - sites);
 }
 
 /* ------------------------------------------------------------ aggregation */
@@ -379,7 +411,8 @@ static void mark_now(void)
 static void site_exec(unsigned int vcpu_index, void *udata)
 {
     uintptr_t tag = (uintptr_t)udata;
-    struct site *s = &sites[tag >> TAG_SITE_SHIFT];
+    int sx = (int)(tag >> TAG_SITE_SHIFT);
+    struct site *s = sx < nsites ? &sites[sx] : &learned[sx - nsites];
     struct vcpu *v = &vcpus[vcpu_index < (unsigned)nvcpus ? vcpu_index : 0];
     /* the reading: instructions started before this one (low bits) and
      * TBs left before their last instruction (high bits) */
@@ -460,6 +493,78 @@ static void insn_exec_multi(unsigned int vcpu_index, void *udata)
     }
 }
 
+/* autoret: is this instruction `call <an entry probe>`?  Then the next
+ * instruction is a return site: add a "ret" probe there (once). */
+static void learn_return(struct qemu_plugin_insn *insn)
+{
+    const uint8_t *b;
+    uint64_t va, next, target;
+    size_t sz = qemu_plugin_insn_size(insn);
+    int32_t rel;
+
+    if (sz != 5) {
+        return;
+    }
+    b = qemu_plugin_insn_data(insn);
+    if (b[0] != 0xe8) {
+        return;
+    }
+    va = qemu_plugin_insn_vaddr(insn);
+    next = va + sz;
+    memcpy(&rel, b + 1, 4);
+    target = next + (uint64_t)(int64_t)rel;
+    if (next <= 0xffffffffu) {
+        target &= 0xffffffffu;          /* 32-bit code wraps at 4 GiB */
+    }
+    struct site *t = find_site(target);
+    int is_entry = 0;
+    for (int j = 0; t && j < t->nprobes; j++) {
+        is_entry |= probes[t->probe_ix[j]].kind == K_ENTRY;
+    }
+    if (!is_entry) {
+        return;
+    }
+    pthread_mutex_lock(&lock);
+    struct site *s = find_site(next);
+    for (int j = 0; s && j < s->nprobes; j++) {
+        if (probes[s->probe_ix[j]].kind == K_RET) {
+            pthread_mutex_unlock(&lock);
+            return;                     /* known already */
+        }
+    }
+    if (nlearned == MAX_LEARNED || nprobes == MAX_PROBES ||
+        (s && s->nprobes == (int)(sizeof(s->probe_ix) / sizeof(s->probe_ix[0])))) {
+        learned_overflow++;
+        pthread_mutex_unlock(&lock);
+        return;
+    }
+    char name[32];
+    snprintf(name, sizeof(name), "return_auto_%d", nlearned);
+    int ix = nprobes;
+    probes[ix].addr = next;
+    probes[ix].kind = K_RET;
+    probes[ix].name = strdup(name);
+    probes[ix].total = probes[ix].boot = probes[ix].at_mark = 0;
+    if (!s) {
+        s = &learned[nlearned];
+        s->addr = next;
+        s->nprobes = 0;
+    }
+    /* a ret runs after arm/mark and before entry/event (kind_rank) */
+    int pos = s->nprobes;
+    while (pos > 0 && kind_rank(probes[s->probe_ix[pos - 1]].kind) > kind_rank(K_RET)) {
+        s->probe_ix[pos] = s->probe_ix[pos - 1];
+        pos--;
+    }
+    s->probe_ix[pos] = ix;
+    s->nprobes++;
+    nprobes = ix + 1;
+    if (s == &learned[nlearned]) {
+        nlearned++;                     /* visible to find_site only now */
+    }
+    pthread_mutex_unlock(&lock);
+}
+
 static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     size_t n = qemu_plugin_tb_n_insns(tb);
@@ -479,7 +584,11 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     }
     for (size_t i = 0; i < n; i++) {
         struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
-        struct site *s = nsites ? find_site(qemu_plugin_insn_vaddr(insn)) : NULL;
+        struct site *s = nsites || nlearned ? find_site(qemu_plugin_insn_vaddr(insn)) : NULL;
+
+        if (autoret) {
+            learn_return(insn);
+        }
 
         if (s) {
             int needs_cb = multi;
@@ -504,7 +613,7 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
                                 ((uintptr_t)marked << TAG_MARK_SHIFT);
                 qemu_plugin_register_vcpu_insn_exec_cb(
                     insn, site_exec, QEMU_PLUGIN_CB_NO_REGS,
-                    (void *)(((uintptr_t)(s - sites) << TAG_SITE_SHIFT) | tag));
+                    (void *)(((uintptr_t)site_index(s) << TAG_SITE_SHIFT) | tag));
             }
         }
         if (multi) {
@@ -627,6 +736,18 @@ static void write_output(qemu_plugin_id_t id, void *udata)
             unmatched_ret, open_paths, dropped_paths, inexact_paths, total,
             phase_name(phase), marked ? "true" : "false",
             nvcpus, MAX_DEPTH);
+    if (autoret) {
+        /* (only with autoret=on: the default output is unchanged) */
+        fseek(f, -2, SEEK_CUR);         /* reopen the object: drop "}\n" */
+        fprintf(f, ",\n\"learned_returns\":[");
+        int k = 0;
+        for (int i = 0; i < nprobes; i++) {
+            if (probes[i].kind == K_RET && strncmp(probes[i].name, "return_auto_", 12) == 0) {
+                fprintf(f, "%s\"%#" PRIx64 "\"", k++ ? "," : "", probes[i].addr);
+            }
+        }
+        fprintf(f, "],\"learned_overflow\":%" PRIu64 "}\n", learned_overflow);
+    }
     if (fclose(f) != 0 || rename(tmp, out_path) != 0) {
         fprintf(stderr, "faultcount: cannot write %s: %s\n", out_path,
                 strerror(errno));
@@ -653,9 +774,11 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
             probe_path = eq + 1;
         } else if (strncmp(argv[i], "out=", 4) == 0) {
             out_path = strdup(eq + 1);
+        } else if (strcmp(argv[i], "autoret=on") == 0 || strcmp(argv[i], "autoret=off") == 0) {
+            autoret = strcmp(argv[i], "autoret=on") == 0;
         } else {
             fprintf(stderr, "faultcount: unknown argument '%s' "
-                    "(known: probes=FILE, out=FILE)\n", argv[i]);
+                    "(known: probes=FILE, out=FILE, autoret=on|off)\n", argv[i]);
             return -1;
         }
     }

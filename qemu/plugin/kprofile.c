@@ -8,7 +8,12 @@
  *   qemu-system-i386 ... -plugin build/libkprofile.so,ranges=FILE,out=FILE[,chains=off]
  *
  * Ranges file (written by gdbfault/kprofile/ranges.py), one item a line:
- *   base <hex>                      addresses below it are user mode
+ *   base <hex>                      addresses below it are user mode; a base
+ *                                   above 4 GiB (an x86_64 kernel, base
+ *                                   0xffffffff80000000) means 64-bit kernel code:
+ *                                   REX prefixes are decoded (iretq = 48 cf,
+ *                                   sysretq = 48 0f 07) and branch targets are
+ *                                   64-bit; otherwise targets wrap at 4 GiB (i386)
  *   func <hex start> <hex end> <entry 0|1> <name>   sorted, not overlapping;
  *                                   entry=1: a trap/interrupt/syscall vector
  *   mark <hex address> <before|after>   phase boundaries, in order: the i-th
@@ -126,6 +131,11 @@ struct frame { uint32_t node; uint32_t ret_func; uint64_t ret; int trap; };
 static struct func *funcs;
 static uint32_t nfuncs, capfuncs;
 static uint64_t base = 0xc0000000u;
+/* A 64-bit kernel (base above 4 GiB): decode REX prefixes, 64-bit targets.
+ * User code below base may be 64-bit or 32-bit (IA32 emulation); it is only
+ * classified for the stack's sake, and the stack ignores user-mode calls. */
+static int long_mode;
+static uint64_t addr_mask = 0xffffffffu;
 static uint64_t mark_addr[MAX_MARKS];
 static int mark_after[MAX_MARKS];
 static int nmarks;
@@ -188,6 +198,8 @@ static void hash_insert(uint32_t ix)
     node_hash[h] = ix + 1;
 }
 
+/* May grow (move) `nodes`: never call it inside an expression that indexes
+ * nodes (nodes[child(...)] may use the old array). */
 static uint32_t child(uint32_t parent, uint32_t func)
 {
     uint32_t h = hash_key(parent, func) & (hash_cap - 1);
@@ -336,6 +348,8 @@ static int load_ranges(const char *path)
     qsort(uaccess, nuaccess, sizeof(*uaccess), cmp_u64);
     /* Without marks everything is one phase: the "workload". */
     phase = nmarks ? 0 : 2;
+    long_mode = base > 0xffffffffu;
+    addr_mask = long_mode ? UINT64_MAX : 0xffffffffu;
     return 0;
 }
 
@@ -353,7 +367,9 @@ static enum last_kind classify(const uint8_t *b, size_t len, uint64_t next, uint
     *target = NO_TARGET;
     while (i < len && (b[i] == 0x66 || b[i] == 0x67 || b[i] == 0xf2 || b[i] == 0xf3 ||
                        b[i] == 0x2e || b[i] == 0x36 || b[i] == 0x3e || b[i] == 0x26 ||
-                       b[i] == 0x64 || b[i] == 0x65 || b[i] == 0xf0)) {
+                       b[i] == 0x64 || b[i] == 0x65 || b[i] == 0xf0 ||
+                       /* REX (64-bit code only; inc/dec in 32-bit code) */
+                       (long_mode && (b[i] & 0xf0) == 0x40 && i + 1 < len))) {
         i++;
     }
     if (i >= len) {
@@ -364,7 +380,7 @@ static enum last_kind classify(const uint8_t *b, size_t len, uint64_t next, uint
     switch (op) {
     case 0xe8:
         if (i + 5 <= len) {
-            *target = (next + rd32(&b[i + 1])) & 0xffffffffu;
+            *target = (next + rd32(&b[i + 1])) & addr_mask;
         }
         return L_CALL;
     case 0x9a:
@@ -377,12 +393,12 @@ static enum last_kind classify(const uint8_t *b, size_t len, uint64_t next, uint
         return L_TRAP;
     case 0xe9:
         if (i + 5 <= len) {
-            *target = (next + rd32(&b[i + 1])) & 0xffffffffu;
+            *target = (next + rd32(&b[i + 1])) & addr_mask;
         }
         return L_JUMP;
     case 0xeb: case 0xe0: case 0xe1: case 0xe2: case 0xe3:
         if (i + 2 <= len) {
-            *target = (next + (uint64_t)(int64_t)(int8_t)b[i + 1]) & 0xffffffffu;
+            *target = (next + (uint64_t)(int64_t)(int8_t)b[i + 1]) & addr_mask;
         }
         return L_JUMP;
     case 0xea:
@@ -399,7 +415,7 @@ static enum last_kind classify(const uint8_t *b, size_t len, uint64_t next, uint
         if (i + 1 < len) {
             uint8_t op2 = b[i + 1];
             if (op2 >= 0x80 && op2 <= 0x8f && i + 6 <= len) {
-                *target = (next + rd32(&b[i + 2])) & 0xffffffffu;
+                *target = (next + rd32(&b[i + 2])) & addr_mask;
                 return L_JUMP;
             }
             if (op2 == 0x34 || op2 == 0x05) {
@@ -412,7 +428,7 @@ static enum last_kind classify(const uint8_t *b, size_t len, uint64_t next, uint
         return L_OTHER;
     default:
         if (op >= 0x70 && op <= 0x7f && i + 2 <= len) {
-            *target = (next + (uint64_t)(int64_t)(int8_t)b[i + 1]) & 0xffffffffu;
+            *target = (next + (uint64_t)(int64_t)(int8_t)b[i + 1]) & addr_mask;
             return L_JUMP;
         }
         return L_OTHER;
@@ -565,7 +581,8 @@ static void attribute(struct tb_desc *d, uint32_t from, uint32_t to)
             user_insns[phase] += c;
             continue;
         }
-        nodes[tb_leaf(d, g, f)].insns[phase] += c;
+        uint32_t leaf = tb_leaf(d, g, f);   /* first: it may move nodes */
+        nodes[leaf].insns[phase] += c;
     }
 }
 
@@ -621,7 +638,8 @@ static uint32_t chain_function(void)
 static void flush_chain(uint32_t f)
 {
     inexact_left_early[phase] += chain_tbs >> 32;
-    nodes[leaf_node(f)].insns[phase] += chain_insns;
+    uint32_t leaf = leaf_node(f);       /* first: it may move nodes */
+    nodes[leaf].insns[phase] += chain_insns;
     chain_insns = chain_tbs = chain_fsum = 0;
 }
 
@@ -640,7 +658,8 @@ static void tb_exec(unsigned int vcpu_index, void *udata)
         if (!completed) {
             inexact_left_early[phase]++;
         }
-        nodes[tb_leaf(p, 0, p->func0)].insns[phase] += p->n;
+        uint32_t leaf = tb_leaf(p, 0, p->func0);    /* first: it may move nodes */
+        nodes[leaf].insns[phase] += p->n;
         if (p->simple && !((uintptr_t)udata & (TAG_USER | TAG_ENTRY))) {
             /* the common case: no stack change (a chain after p, if any,
              * ran under the same stack) */

@@ -9,7 +9,7 @@ static void *volatile mp_page;          /* the mprotect workload's page */
 static volatile u32 mp_armed;           /* a SIGSEGV is expected now */
 static volatile u32 mp_hits;            /* SIGSEGVs in the current cycle */
 
-__attribute__((noreturn)) void fatal(const char *what, u32 a, u32 b)
+__attribute__((noreturn)) void fatal(const char *what, unsigned long a, unsigned long b)
 {
 	struct json j;
 	json_begin(&j, "GDBFAULT-ERROR");
@@ -30,16 +30,16 @@ void rt_segv_handler(int sig, const struct sigcontext *sc)
 	/* Any SIGSEGV other than the one store we expect would loop forever
 	 * (the faulting instruction is retried): stop the run instead. */
 	if (!mp_armed || ++mp_hits > 1)
-		fatal("unexpected SIGSEGV", sc->eip, sc->cr2);
+		fatal("unexpected SIGSEGV", SC_IP(sc), sc->cr2);
 	if (sc->cr2 != (unsigned long)mp_page)
 		cnt.errors++;
 	if (is_err(sys_mprotect(mp_page, PAGE_SIZE, PROT_READ | PROT_WRITE)))
-		fatal("mprotect(RW) in handler failed", sc->eip, sc->cr2);
+		fatal("mprotect(RW) in handler failed", SC_IP(sc), sc->cr2);
 }
 
 int segv_handler_setup(void)
 {
-	struct old_sigaction sa;
+	struct k_sigaction sa;
 	sa.handler = rt_segv_entry;
 	sa.mask = 0;
 	sa.flags = SA_RESTORER;
@@ -145,7 +145,7 @@ void efault_call(u32 i)
 		r = sys_times((struct tms *)bad);
 		break;
 	default:
-		r = sys_sigaction(SIGUSR1, (const struct old_sigaction *)bad, 0);
+		r = sys_sigaction(SIGUSR1, (const struct k_sigaction *)bad, 0);
 		break;
 	}
 	if (r == -EFAULT)

@@ -1,6 +1,13 @@
 /* gdbfault workload runtime: output, JSON, argument parsing, the end. */
 #include "rt.h"
 
+#ifdef __x86_64__
+long sys_mmap_anon(size_t len, int prot)
+{
+	/* mmap (9): addr, len, prot, flags, fd, offset in registers */
+	return sys6(NR_mmap, 0, (long)len, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+#else
 long sys_mmap_anon(size_t len, int prot)
 {
 	/* old mmap (90): one pointer to addr, len, prot, flags, fd, offset */
@@ -13,6 +20,7 @@ long sys_mmap_anon(size_t len, int prot)
 	args[5] = 0;
 	return sys1(NR_mmap, (long)args);
 }
+#endif
 
 void *memset(void *d, int c, size_t n)
 {

@@ -24,7 +24,7 @@ struct workload {
 extern const struct workload workload;
 
 /* setup helpers */
-int segv_handler_setup(void);     /* old sigaction(SIGSEGV), SA_RESTORER */
+int segv_handler_setup(void);     /* sigaction(SIGSEGV), SA_RESTORER (x86_64: rt_sigaction) */
 int mprotect_page_setup(void);    /* one RW page, left untouched */
 
 /* one fault each (see README.md) */
@@ -33,6 +33,6 @@ void demand_touch(u32 pages_left);/* next fresh page of the current chunk */
 void demand_teardown(void);       /* munmap a partly used chunk */
 void efault_call(u32 i);          /* one syscall on an unmapped user address */
 
-__attribute__((noreturn)) void fatal(const char *what, u32 a, u32 b);
+__attribute__((noreturn)) void fatal(const char *what, unsigned long a, unsigned long b);
 
 #endif
