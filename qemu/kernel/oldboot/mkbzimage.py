@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
-"""Package the lab kernel as a Linux 2.2-style bzImage (boot protocol 2.01).
+"""Package the lab kernel as a Linux 2.2- or 2.4-style bzImage.
 
     mkbzimage.py SETUP.BIN KERNEL.ELF SYSTEM.MAP OUT
+
+The boot protocol is the one its release shipped with: 2.01 for a 2.2 (or
+older) release, which QEMU's -kernel cannot boot (gdbfault uses GRUB), 2.03
+for 2.4 (QEMU -kernel, as a real 2.4 kernel is booted).
 
 The image is the real-mode setup (setup.S, assembled flat) followed by the
 kernel's loadable segments as one flat blob that the boot loader puts at
@@ -16,7 +20,16 @@ import sys
 
 LOAD_ADDRESS = 0x100000       # where a bzImage's protected-mode part goes
 PAGE_OFFSET = 0xC0000000
-SETUP_SECTS, SYSSIZE, CODE32_START, KVER_PTR = 0x1F1, 0x1F4, 0x214, 0x20E
+SETUP_SECTS, SYSSIZE, VERSION, CODE32_START, KVER_PTR = 0x1F1, 0x1F4, 0x206, 0x214, 0x20E
+
+
+def protocol_of(release):
+    """The boot protocol a release's bzImage had: 2.03 from 2.4 on, else 2.01."""
+    try:
+        major, minor = (int(x) for x in release.split(".")[:2])
+    except ValueError:
+        return 0x0201
+    return 0x0203 if (major, minor) >= (2, 4) else 0x0201
 
 
 def load_segments(image):
@@ -70,6 +83,7 @@ def main(setup_path, elf_path, map_path, out_path):
     end = min(i for i in (payload.find(b"\n", start), payload.find(b"\0", start)) if i >= 0)
     version = payload[start + len("Linux version "):end]
     setup[SETUP_SECTS] = len(setup) // 512 - 1
+    struct.pack_into("<H", setup, VERSION, protocol_of(version.split(b" ")[0].decode("ascii", "replace")))
     struct.pack_into("<H", setup, SYSSIZE, (len(payload) + 15) // 16)
     struct.pack_into("<I", setup, CODE32_START, symbol(map_path, "startup_32") - PAGE_OFFSET)
     where = 0x200 + struct.unpack_from("<H", setup, KVER_PTR)[0]

@@ -1,6 +1,7 @@
 /*
  * setup.S - a real-mode setup for the lab kernel, in the bzImage layout of
- * Linux 2.2 (boot protocol 2.01).
+ * Linux 2.2 (boot protocol 2.01) or 2.4 (2.03: the same, with the 2.02/2.03
+ * header fields honoured).
  *
  * The image is: this setup (the 512-byte boot sector with the setup header
  * at 0x1f1, then SETUP_SECTS more sectors) followed by the protected-mode
@@ -9,6 +10,10 @@
  * with protocol 2.01), fills in the header (type_of_loader, heap_end_ptr,
  * cl_magic/cl_offset for the command line, ramdisk_image/size) and jumps to
  * segment+0x20:0, i.e. to offset 0x200 here, with %ds = %es = %ss = segment.
+ *
+ * A 2.02+ loader (QEMU's -kernel, for images mkbzimage.py marks 2.03) loads
+ * the setup at 0x10000 and passes the command line in cmd_line_ptr instead;
+ * the code below does not care where it was put.
  *
  * Here, as 2.x's setup did: ask the BIOS for the memory size (E801h, then
  * 88h) and store it in the zero page (this segment), open A20, load a flat
@@ -62,6 +67,11 @@ ramdisk_image:	.long 0
 ramdisk_size:	.long 0
 bootsect_kludge: .long 0
 heap_end_ptr:	.word 0
+	/* protocol 2.02 and 2.03 (mkbzimage.py sets the version): a 2.01
+	 * loader leaves these alone, and we never read them here */
+pad1:		.word 0
+cmd_line_ptr:	.long 0			/* 2.02: the command line, from the loader */
+initrd_addr_max: .long 0x37ffffff	/* 2.03: highest initrd address, as Linux 2.4 */
 
 start_of_setup:
 	cli
