@@ -12,10 +12,12 @@ sizes and file-local names it links against.
 """
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
 from gdbfault.base.errors import GdbfaultError
+from gdbfault.kernels.image import I386, X86_64
 
 __all__ = ["SymbolTable", "SymbolRow", "load_symbols", "parse_system_map", "is_elf", "map_rows", "elf_rows",
            "symbol_rows", "CODE_LETTERS"]
@@ -54,6 +56,16 @@ class SymbolTable:
 
     def address(self, name):
         return self.addresses.get(name)
+
+    @cached_property
+    def arch(self):
+        """X86_64 when the kernel's addresses need more than 32 bits (a System.map's 16 hex digits,
+        text at ffffffff8...), else I386 (8 digits, c0000000 and up)."""
+        return X86_64 if max(self.addresses.values(), default=0) >= 1 << 32 else I386
+
+    def next_address(self, address):
+        """The lowest symbol address above `address` (where a function starting there ends), or None."""
+        return min((a for a in self.addresses.values() if a > address), default=None)
 
     def require(self, name, suggest=()):
         """The address of `name`, or a one-line error naming the source."""
