@@ -142,14 +142,16 @@ def qemu_process(address, pid=None):
 
 
 def describe_qemu(proc):
-    """{qemu version, accel, icount} of a running QEMU, from its binary and command line."""
-    out = {"qemu": "unknown (attached)", "accel": "unknown", "icount": False}
+    """{qemu version, accel, icount, binary (its path), cpu (its -cpu model, else None)} of a
+    running QEMU, from its binary and command line."""
+    out = {"qemu": "unknown (attached)", "accel": "unknown", "icount": False, "binary": None, "cpu": None}
     if proc is None:
         return out
     try:
         exe, cmdline = proc.exe(), proc.cmdline()
     except psutil.Error:
         return out
+    out["binary"] = exe
     try:
         out["qemu"] = qemu_version(exe)
     except GdbfaultError:
@@ -157,6 +159,8 @@ def describe_qemu(proc):
     words = " ".join(cmdline)
     out["accel"] = "kvm" if ("-enable-kvm" in cmdline or "accel=kvm" in words) else "tcg"
     out["icount"] = "-icount" in cmdline
+    if "-cpu" in cmdline[:-1]:
+        out["cpu"] = cmdline[cmdline.index("-cpu") + 1].split(",")[0]
     return out
 
 
@@ -169,6 +173,9 @@ def attached_result(plan, address, facts):
     result.workload = Workload(name=None, own=False, iterations=None, command_line="", attached_to=address)
     result.mode = Mode(backend="gdb", accel=facts["accel"], icount=facts["icount"], trace=False, cost_sample=1,
                        replay=False)
+    result.mode.cpu = facts["cpu"]
+    result.tool.emulator = Path(facts["binary"] or plan.arch.qemu).name
+    result.kernel.arch = plan.arch.kernel
     return result
 
 
@@ -186,9 +193,9 @@ def count_on_running(plan, address, hooks, duration=None):
     detached = False
     try:
         dbg = Debugger(plan.spec.gdb)
-        prepare_debugger(dbg, plan.kernel)
+        prepare_debugger(dbg, plan.kernel, plan.arch)
         connect(dbg, address)
-        load_probe_engine(dbg, plan.probes, None)
+        load_probe_engine(dbg, plan.probes, None, arch=plan.arch)
         t_start = time.monotonic()
         hooks.on_debugger(dbg, _Attached(work), recording=False)
         dbg.mi("-exec-continue")
