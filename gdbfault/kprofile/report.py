@@ -37,6 +37,20 @@ def _label(profile):
     return Path(k.get("path", "?")).name
 
 
+def _machine(profile):
+    """" · x86_64 · qemu-system-x86_64 -cpu qemu64" (profiles saved before it was noted: nothing)."""
+    arch, cpu = (profile.get("kernel") or {}).get("arch"), (profile.get("mode") or {}).get("cpu")
+    emulator = (profile.get("tool") or {}).get("emulator")
+    return f" · {arch} · {emulator}" + (f" -cpu {cpu}" if cpu else "") if arch and emulator else ""
+
+
+def _abi(profile):
+    w = profile.get("workload") or {}
+    if w.get("ia32_emulation"):
+        return " (i386 binary under the kernel's IA32 emulation)"
+    return " (native x86_64 binary)" if w.get("abi") == "x86_64" else ""
+
+
 def _rows(profile, top):
     kernel = profile["total"]["kernel"] or 1
     iterations = profile.get("iterations")
@@ -109,8 +123,8 @@ def render_profile(profile, fmt="table", top=20):
     if fmt not in ("table", "markdown"):
         raise GdbfaultError(f"unknown format '{fmt}'", f"choose one of: {', '.join(FORMATS)}")
     g = profile.get("guest") or {}
-    head = (f"kernel profile: {_label(profile)}, workload {profile['workload']['name']}"
-            f" × {_n(profile.get('iterations'))}, the guest's measured loop"
+    head = (f"kernel profile: {_label(profile)}{_machine(profile)}, workload {profile['workload']['name']}"
+            f" × {_n(profile.get('iterations'))}{_abi(profile)}, the guest's measured loop"
             f" · top {len(rows)} of {len(profile['functions'])} functions")
     table = [[r["symbol"], _n(r["instructions"]), f"{r['percent_kernel']:.1f}%", _f(r["per_iteration"]),
               _n(r["entries"]), _f(r["load"], 2), _f(r["inclusive_per_iteration"])] for r in rows]
