@@ -112,7 +112,15 @@ class CountingBreakpoint(gdb.Breakpoint):
 
 
 class PhaseBreakpoint(gdb.Breakpoint):
-    """Switches the engine from the boot phase to the workload phase once."""
+    """Switches the engine from the boot phase to the workload phase once, when the workload's
+    first instruction runs.
+
+    QEMU reports a breakpoint before it fetches the instruction. A kernel that maps
+    the program on demand (Linux) has not mapped its first page yet: the fetch then
+    faults, the kernel maps the page (exec's work: the boot phase), and the same
+    instruction is reached again. So the phase switches only at a stop where the
+    instruction's bytes are readable, as the counting plugin switches at the
+    instruction's execution."""
 
     def __init__(self, engine, location):
         super().__init__(location, internal=True)
@@ -120,6 +128,10 @@ class PhaseBreakpoint(gdb.Breakpoint):
         self.engine = engine
 
     def stop(self):
+        try:
+            gdb.selected_inferior().read_memory(_reg(_PC), 1)
+        except gdb.MemoryError:
+            return False            # not mapped yet: the fault that maps it comes first
         self.engine.phase = "workload"
         self.enabled = False
         return False

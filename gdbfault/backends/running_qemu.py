@@ -13,6 +13,7 @@ import psutil
 
 from gdbfault.base.errors import GdbfaultError, GuestError, RunFailed
 from gdbfault.backends.plan import new_result
+from gdbfault.kernels.banner import BANNER_SYMBOL, read_banner
 from gdbfault.machine.gdbmi import Debugger, GdbCommandError
 from gdbfault.machine.qemu import qemu_version
 from gdbfault.model.result import Mode, Workload
@@ -195,6 +196,11 @@ def count_on_running(plan, address, hooks, duration=None):
         dbg = Debugger(plan.spec.gdb)
         prepare_debugger(dbg, plan.kernel, plan.arch)
         connect(dbg, address)
+        try:
+            _check_banner(dbg, plan)
+        except GdbfaultError:
+            detached = True             # (it detached before saying so)
+            raise
         load_probe_engine(dbg, plan.probes, None, arch=plan.arch)
         t_start = time.monotonic()
         hooks.on_debugger(dbg, _Attached(work), recording=False)
@@ -246,6 +252,33 @@ def count_on_running(plan, address, hooks, duration=None):
         if dbg is not None:
             dbg.close()
         hooks.close()
+
+
+def _check_banner(dbg, plan):
+    """Is the map the running kernel's? `linux_banner` read now (the guest is stopped), as a
+    booted run reads it at the workload's entry. On a mismatch GDB detaches first, leaving the
+    guest as it was, then the one-line error is raised. (Nothing to compare for the lab
+    kernel, which has no version string; a guest stopped in user mode under page-table
+    isolation may not map the banner: then it is not checked; stopped in the kernel, which
+    maps all of itself, an unreadable banner means another kernel.)"""
+    if plan.image is None:
+        return
+    try:
+        banner = read_banner(dbg, plan.symbols, plan.image, unreadable_ok=True)
+        address = plan.symbols.address(BANNER_SYMBOL)
+        if banner is None and address is not None and _cpl(dbg) == 0:
+            raise GdbfaultError(f"System.map does not match the running kernel: {BANNER_SYMBOL} "
+                                f"({address:#x}) is not mapped in its memory",
+                                f"give the System.map of the kernel this QEMU runs ({plan.symbols.source})")
+    except GdbfaultError:
+        dbg.mi("-target-detach")
+        raise
+
+
+def _cpl(dbg):
+    """The stopped CPU's privilege level (its code segment selector's low bits)."""
+    rec, _ = dbg.mi("-data-evaluate-expression $cs")
+    return int((rec.get("payload") or {}).get("value", "0"), 0) & 3
 
 
 class _Attached:

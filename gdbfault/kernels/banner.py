@@ -133,8 +133,9 @@ def stop_at_entry(dbg, stop_at, timeout=600.0, machine=None):
     _wait_for_entry(dbg, number, stop_at, timeout, machine)
 
 
-def read_banner(dbg, symbols, image):
-    """check_banner's check, on a guest already stopped with the kernel up."""
+def read_banner(dbg, symbols, image, unreadable_ok=False):
+    """check_banner's check, on a guest already stopped with the kernel up. With `unreadable_ok`
+    a banner the guest's memory does not give is no error (None): only a mismatch is."""
     address = symbols.address(BANNER_SYMBOL)
     if address is None:
         return None
@@ -143,6 +144,8 @@ def read_banner(dbg, symbols, image):
                                               lambda where: read_guest_bytes(dbg, where),
                                               pointer_era(image), 8 if symbols.arch == X86_64 else 4)
     except GdbfaultError as exc:
+        if unreadable_ok:
+            return None
         raise GdbfaultError(f"cannot read {BANNER_SYMBOL} at {address:#x} from guest memory to check "
                             f"the System.map: {str(exc).splitlines()[0]}")
     if not banner_matches(banner, image.version):

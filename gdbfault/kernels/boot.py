@@ -7,7 +7,7 @@ protocol >= 2.02 images, the vmlinux inside an x86_64 bzImage through its PVH
 entry (no decompressor in the guest), GRUB for older ones (grub.py) — and
 completes the command line (`console=ttyS0`, `panic=-1`, `nokaslr` where the
 image may randomise its base, `root=/dev/ram0 init=/init` for an ext2 initrd,
-`sysctl.debug.exception-trace=0` on 5.8+ kernels). `guest_memory_mb()` decides
+`norandmaps` from 2.6.25 on, `sysctl.debug.exception-trace=0` on 5.8+ kernels). `guest_memory_mb()` decides
 the guest's RAM, and refuses too little for the image before anything boots.
 
 Once the kernel is up, banner.py checks that the System.map is this kernel's.
@@ -108,9 +108,10 @@ def root_kind(image, symbols):
 
 
 def _release_at_least(release, version):
-    """Is kernel release `release` ("6.1.0-57-amd64") at least (major, minor)?"""
-    m = re.match(r"^(\d+)\.(\d+)", release or "")
-    return bool(m) and (int(m.group(1)), int(m.group(2))) >= version
+    """Is kernel release `release` ("6.1.0-57-amd64", "2.6.32-5-686") at least `version`, a tuple
+    (major, minor[, patch])?"""
+    m = re.match(r"^(\d+)\.(\d+)(?:\.(\d+))?", release or "")
+    return bool(m) and tuple(int(g or 0) for g in m.groups())[:len(version)] >= version
 
 
 def _has_word(cmdline, key):
@@ -152,6 +153,12 @@ def _fill_setup(setup, symbols, workload_elf, command_line, memory_mb, root):
     words = ["console=ttyS0", "panic=-1"]
     if plan.kaslr_possible and not _has_word(command_line, "kaslr"):
         words.append("nokaslr")
+    if _release_at_least(image.release, (2, 6, 25)):
+        # No address-space randomisation: where the workload's stack starts decides whether
+        # its first signal frame spans a page not yet mapped (an extra fault or two in the
+        # first iteration, in some runs and not others); without it every run of an image
+        # is the same computation, and two backends' independent runs agree fault for fault.
+        words.append("norandmaps")
     if _release_at_least(image.release, (5, 8)):
         # (sysctl.* boot parameters exist from 5.8 on) pid 1's SIGSEGVs are all
         # "unhandled": without this the kernel logs the first ones, rate-limited,

@@ -10,6 +10,7 @@ a file-local symbol, its source file) — `load_symbols` keeps names and
 addresses, the kernel profile its text symbols in order, a live patch the
 sizes and file-local names it links against.
 """
+import functools
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -150,8 +151,26 @@ def parse_system_map(text, source="System.map"):
     return _name_table(map_rows(text, source), "aAU")
 
 
+def _identity(path):
+    """What tells one version of a file from another: its path, size and modification time."""
+    if path is None:
+        return None
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return (str(path), None)
+    return (str(path), st.st_size, st.st_mtime_ns)
+
+
 def load_symbols(kernel, system_map=None):
-    """Symbols for a kernel: the System.map if given, else the ELF's .symtab."""
+    """Symbols for a kernel: the System.map if given, else the ELF's .symtab. Read once per
+    version of the files (a compare or check resolves each run before running it; a
+    distribution kernel's map has ~100,000 lines)."""
+    return _load_symbols(kernel, system_map, _identity(kernel), _identity(system_map))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_symbols(kernel, system_map, *_versions):
     rows, source = symbol_rows(kernel, system_map)
     if system_map:
         return SymbolTable(source, "System.map", _name_table(rows, "aAU"))

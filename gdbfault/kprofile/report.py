@@ -92,12 +92,13 @@ def _summary_lines(profile):
     acc = profile.get("accounting") or {}
     lines = []
     if acc.get("guest_cycles") is not None:
-        how = ("exactly" if acc["exact"] else
-               f"unexplained {acc['unexplained']:+,}"
-               + (f", {acc['inexact_blocks']:,} blocks counted whole after a fault" if acc["inexact_blocks"] else ""))
+        how = "exactly" if acc["exact"] else f"unexplained {acc['unexplained']:+,}"
+        restarted = (f" + {_n(acc['inexact_blocks'])} instructions run twice (QEMU left each of these kernel "
+                     "blocks at its last instruction and ran it again alone: icount's I/O restarts)"
+                     if acc["inexact_blocks"] else "")
         lines.append(f"kernel + user = {_n(acc['counted'])} = the guest's cycles {_n(acc['guest_cycles'])}"
                      f" + {_n(acc['left_early_blocks'])} faulting instructions counted at their first "
-                     f"attempt ({how})")
+                     f"attempt{restarted} ({how})")
     st = profile.get("stack") or {}
     if st.get("ret_mismatch") or st.get("overflow") or st.get("iret_mismatch"):
         lines.append(f"shadow call stack: {st.get('ret_mismatch', 0)} unmatched returns, "

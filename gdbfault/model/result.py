@@ -32,7 +32,7 @@ keys are stable: tests and users read them.
                         timeline*, before*/after*/after_unpatch*: Phase{iterations, hits,
                         per_iteration, paths*, user_fault_searches*, checks*}, consistency*,
                         timing*, kept*}
-  verify*   CrossCheck {backend, agree, differences, gdb_duplicates_filtered, gdb_wall_s}
+  verify*   CrossCheck {backend, agree, differences, gdb_duplicates_filtered, gdb_wall_s, inexact_costs*}
 
 A starred key is written only once something set it (a field assigned None is
 written as null); a file read back is written back with exactly its keys, and
@@ -401,6 +401,7 @@ class CrossCheck(_Part):
     differences: list = field(default_factory=list)
     gdb_duplicates_filtered: int = 0
     gdb_wall_s: float = None
+    inexact_costs: int = _optional()    # costs above GDB's, all in paths the plugin marked inexact
 
 
 @dataclass(eq=False)

@@ -309,7 +309,10 @@ def _text(result, tablefmt):
     verify = result.verify
     if verify:
         if verify.agree:
-            lines.append(f"cross-check with the {verify.backend} backend: counts, path shapes and costs agree ✓")
+            lines.append(f"cross-check with the {verify.backend} backend: counts, path shapes and costs agree ✓"
+                         + (f" (but {verify.inexact_costs} cost{'s' if verify.inexact_costs > 1 else ''} of "
+                            "paths the plugin marked inexact, a few instructions above GDB's)"
+                            if verify.inexact_costs else ""))
         else:
             lines.append(f"cross-check with the {verify.backend} backend DISAGREES ✗: "
                          + "; ".join(verify.differences))
