@@ -1,9 +1,8 @@
 """Kernel image headers made up for tests: what a real build's header holds, without the kernel."""
 import struct
 
-from gdbfault.kernels.image import (BOOT_FLAG_OFF, HDR_MAGIC_OFF, INIT_SIZE_OFF, KVER_PTR_OFF, LOADFLAGS_OFF,
-                                    PREF_ADDRESS_OFF, RELOCATABLE_OFF, SETUP_SECTS_OFF, VERSION_OFF,
-                                    XLOADFLAGS_OFF)
+from gdbfault.kernels.image import (BOOT_FLAG_OFF, HDR_MAGIC_OFF, KVER_PTR_OFF, LOADFLAGS_OFF, PREF_ADDRESS_OFF,
+                                    RELOCATABLE_OFF, SETUP_SECTS_OFF, VERSION_OFF, XLOADFLAGS_OFF)
 
 AMD64_VERSION = "6.1.0-57-amd64 (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3"
 I686_VERSION = "6.1.0-57-686 (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3"
@@ -28,7 +27,7 @@ def synthetic_header(protocol, version="2.2.26 (root@lab) #1 Mon Jan 1 00:00:00 
     if xloadflags is not None:
         struct.pack_into("<H", data, XLOADFLAGS_OFF, xloadflags)
     if pref_address is not None:
-        struct.pack_into("<QI", data, PREF_ADDRESS_OFF, pref_address, init_size or 0)
+        struct.pack_into("<QI", data, PREF_ADDRESS_OFF, pref_address, init_size or 0)   # (init_size follows)
     return bytes(data)
 
 

@@ -189,7 +189,8 @@ def render_compare(cmp, fmt="table"):
     notes = {side: abi_note(r.workload) for side, r in (("before", b), ("after", a))}
     if emulator_text(b) == emulator_text(a) and notes["before"] == notes["after"]:
         lines = [f"before: {b.label()} · after: {a.label()}",
-                 workload + (f", {notes['before']}" if notes["before"] else "") + f" · {emulator_text(b)}" + tools,
+                 workload + (f", {notes['before']}" if notes["before"] else "")
+                 + f" · {emulator_text(b)}" + tools,
                  ""]
     else:                  # e.g. an i386 kernel against an x86_64 one: each side's machine
         lines = [f"{side} ({labels[side]}): {r.label()} · {emulator_text(r)}"

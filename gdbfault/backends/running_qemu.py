@@ -257,11 +257,11 @@ def count_on_running(plan, address, hooks, duration=None):
 def _check_banner(dbg, plan):
     """Is the map the running kernel's? `linux_banner` read now (the guest is stopped), as a
     booted run reads it at the workload's entry. On a mismatch GDB detaches first, leaving the
-    guest as it was, then the one-line error is raised. (Nothing to compare for the lab
-    kernel, which has no version string; a guest stopped in user mode under page-table
-    isolation may not map the banner: then it is not checked; stopped in the kernel, which
-    maps all of itself, an unreadable banner means another kernel.)"""
-    if plan.image is None:
+    guest as it was, then the one-line error is raised. Nothing to compare for an ELF kernel
+    such as the lab kernel (its file has no version string). A guest stopped in user mode under
+    page-table isolation may not map the banner: then it is not checked; stopped in the kernel,
+    which maps all of itself, an unreadable banner means another kernel."""
+    if plan.image is None or not plan.image.version:      # (an ELF has no version string to compare)
         return
     try:
         banner = read_banner(dbg, plan.symbols, plan.image, unreadable_ok=True)

@@ -4,16 +4,18 @@ The run resolves like any other (backends/plan.py: kernel, symbols, probe
 profile, probes), then counts on the running guest until --duration or
 Ctrl-C (backends/running_qemu.py) and detaches, leaving it running as it
 was. GDB's architecture follows the running emulator (qemu-system-x86_64
-sends 64-bit registers), and a kernel it cannot run is refused first. A live patch goes in at once and comes out before detaching
-(livepatch/hooks.PatchNow), unless the user keeps it.
+sends 64-bit registers), and a kernel it cannot run is refused first; the
+System.map is checked against the running kernel's `linux_banner`. A live
+patch goes in at once and comes out before detaching (livepatch/hooks.PatchNow),
+unless the user keeps it.
 """
 import dataclasses
 
 from gdbfault.backends.hooks import RunHooks
 from gdbfault.backends.plan import resolve_run
-from gdbfault.kernels.arch import resolve_arch
 from gdbfault.backends.running_qemu import attached_result, check_reachable, count_on_running, describe_qemu, \
     qemu_process
+from gdbfault.kernels.arch import resolve_arch
 from gdbfault.livepatch.hooks import PatchNow
 
 __all__ = ["attach_running"]
