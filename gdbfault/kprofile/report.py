@@ -101,9 +101,14 @@ def _summary_lines(profile):
                      f"attempt{restarted} ({how})")
     st = profile.get("stack") or {}
     if st.get("ret_mismatch") or st.get("overflow") or st.get("iret_mismatch"):
+        # x86_64 kernels built with retpolines call through thunks that `ret` to the call's
+        # target, not to their caller: a call/ret pair that does not nest, seen as a mismatch
+        thunks = any(f["symbol"].startswith("__x86_indirect_thunk") for f in profile["functions"])
         lines.append(f"shadow call stack: {st.get('ret_mismatch', 0)} unmatched returns, "
                      f"{st.get('iret_mismatch', 0)} unmatched irets, {st.get('overflow', 0)} frames beyond "
-                     f"depth {st.get('limit')}: call chains near them may be off")
+                     f"depth {st.get('limit')}: call chains near them may be off"
+                     + (" (expected with the kernel's retpoline thunks, __x86_indirect_thunk_*, which return to "
+                        "the call's target)" if thunks else ""))
     lines.append(ICOUNT_NOTE)
     return lines
 
