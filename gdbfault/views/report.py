@@ -290,8 +290,10 @@ def _text(result, tablefmt):
             # A replay never reports a stop twice, so gdbfault runs no filter there.
             filtered = ("counted in a replay: no duplicate stop reports to filter"
                         if run.duplicate_filter is False
+                        else "counted by the plugin: the guest never stopped" if mode.backend == "plugin"
                         else f"duplicate stop reports filtered: {dups}")
-            lines.append(f"counts match the guest's own summary ✓ ({len(whole)} probes checked{phased}; "
+            probes = f"{len(whole)} probe{'' if len(whole) == 1 else 's'}"
+            lines.append(f"counts match the guest's own summary ✓ ({probes} checked{phased}; "
                          f"{filtered})")
         else:
             others = {p.role: p.alternatives or [] for p in result.probes}
