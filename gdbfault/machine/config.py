@@ -48,10 +48,14 @@ def machine_config(spec, kernel, initrd, boot=None, role="gdb"):
     return MachineConfig(
         **files, qemu=qemu, cpu=CPU_MODELS.get(emulator_target(qemu)), icount=bool(spec.icount),
         rr_icount=rr_icount,
-        # Runs without record/replay: the profile plugin boots a brought
-        # kernel under its boot's own options (an old kernel's larger shift);
-        # a live GDB run and the counting plugin keep one instruction per ns.
-        icount_options=rr_icount if role == "kprofile" else LAB_ICOUNT,
+        # Runs without record/replay: the plugins (and the bench's plain run
+        # beside them) boot a brought kernel under its boot's own options (an
+        # old kernel's larger shift; sleep=off for a modern one: where the
+        # guest idles, virtual time jumps to the next timer instead of
+        # following the host's clock, so every run of it is the same
+        # computation); a live GDB run keeps one instruction per ns (with
+        # sleep=off its stops would move the guest's clock further).
+        icount_options=rr_icount if role in ("kprofile", "plugin", "plain") else LAB_ICOUNT,
         halted=role == "gdb",         # the debugger arms its probes before the first instruction
         watch_qmp=False)
 
