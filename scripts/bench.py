@@ -200,7 +200,7 @@ def bench_x86_64(image, system_map, workload, abi, iterations, repeat):
                      "yes" if res.checks_ok and signal == res.guest["sigsegv"] else "NO"])
     print(f"\nzero-stop backend on x86_64: {Path(image).name} ({res.kernel.boot['boot_path']} boot), "
           f"{workload} × {iterations:,}, {abi or 'i386'} workload, {res.tool.emulator} -cpu {res.mode.cpu}, "
-          "-icount shift=0; seconds of the QEMU process (boot included)")
+          f"-icount {res.kernel.boot['icount']}; seconds of the QEMU process (boot included)")
     print(tabulate(rows, headers=["run", "plain wall", "plugin wall", "ratio", "plain CPU", "plugin CPU", "ratio",
                                   "plugin hits", "exact"]))
     print(f"median ratio plugin/uninstrumented: wall {statistics.median(walls):.2f}, "
