@@ -7,8 +7,9 @@ protocol >= 2.02 images, the vmlinux inside an x86_64 bzImage through its PVH
 entry (no decompressor in the guest), GRUB for older ones (grub.py) — and
 completes the command line (`console=ttyS0`, `panic=-1`, `nokaslr` where the
 image may randomise its base, `root=/dev/ram0 init=/init` for an ext2 initrd,
-`norandmaps` from 2.6.25 on, `sysctl.debug.exception-trace=0` on 5.8+ kernels). `guest_memory_mb()` decides
-the guest's RAM, and refuses too little for the image before anything boots.
+`norandmaps` from 2.6.25 on, `sysctl.debug.exception-trace=0` on 5.8+
+kernels). `guest_memory_mb()` decides the guest's RAM, and refuses too little
+for the image before anything boots.
 
 Once the kernel is up, banner.py checks that the System.map is this kernel's.
 """
@@ -87,9 +88,9 @@ def guest_memory_mb(requested, image, initrd_bytes=0, lab=False):
     if requested is None:
         return max(LAB_MEMORY_MB if lab else MIN_MEMORY_MB, need or 0)
     if need is not None and requested < need:
-        raise GdbfaultError(f"--memory {requested} is too little for {Path(image.path).name}: it needs at least "
-                            f"{need} MiB (the kernel unpacked up to {floor / _MIB:.0f} MiB, the workload's root "
-                            f"and {MEMORY_HEADROOM_MB} MiB for its first allocations)",
+        raise GdbfaultError(f"--memory {requested} is too little for {Path(image.path).name}: it needs at "
+                            f"least {need} MiB (the kernel unpacked up to {floor / _MIB:.0f} MiB, the "
+                            f"workload's root and {MEMORY_HEADROOM_MB} MiB for its first allocations)",
                             f"give --memory {max(need, MIN_MEMORY_MB)} or more, or leave --memory out")
     return requested
 

@@ -227,15 +227,20 @@ def extract_vmlinux(image):
         return None
     if parse_image(body[:64]).arch != X86_64:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
-    # Written whole, then renamed: two runs extracting the same image at once both end well.
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".vmlinux-")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # Written whole, then renamed: two runs extracting the same image at once both end well.
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".vmlinux-")
+    except OSError:                      # no writable cache: the bzImage boots as it is
+        return None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(body)
         if not elf_boot_facts(tmp)["pvh"]:
             return None
         os.replace(tmp, out)
+    except OSError:
+        return None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
