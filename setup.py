@@ -46,6 +46,7 @@ def _data_files():
     for elf in sorted((QEMU / "kernel" / "build").glob("*/kernel.elf")):
         wanted += [elf, elf.parent / "System.map"]
     wanted += sorted((QEMU / "workloads" / "build").glob("*.elf"))
+    wanted += sorted((QEMU / "workloads" / "build" / "x86_64").glob("*.elf"))   # --workload-abi x86_64
     wanted += [p for p in [QEMU / "plugin" / "build" / "libfaultcount.so"] if p.is_file()]
     return {str(path.relative_to(HERE)): path for path in wanted}
 

@@ -17,10 +17,16 @@ same breakpoint again, with no guest instruction executed in between. A stop
 at the same breakpoint as the previous stop with identical registers is taken
 as such a duplicate unless the guest's instruction count (QMP, when known)
 shows progress; the duplicates are counted apart and never added to the
-hits. The check reads nine registers at every stop, so it can be turned off
+hits. The check reads the general registers at every stop (nine on i386,
+seventeen on x86_64), so it can be turned off
 where QEMU does not duplicate: `faultprobe dedup off` (gdbfault does so when
 it counts in a record/replay replay, where no duplicate has been seen; the
 counts are checked against the guest's own summary either way).
+
+The engine works on i386 and x86_64 kernels alike: the path tracer reads the
+return address at the stack pointer, `faultprobe wordsize 4|8` wide (the
+kernel's, which gdbfault sets; by hand it defaults to GDB's pointer size),
+whichever register set the gdbstub sends.
 
 gdbfault drives these same commands over GDB/MI and reads `faultprobe json`.
 """
@@ -32,8 +38,28 @@ import gdb
 __all__ = ["ENGINE", "ProbeEngine", "CountingBreakpoint", "PhaseBreakpoint", "LivePatchBreakpoint",
            "IcountBreakpoint"]
 
-# Registers compared to spot a duplicate stop report (i386).
-_DUP_REGS = ("$eax", "$ecx", "$edx", "$ebx", "$esp", "$ebp", "$esi", "$edi", "$eflags")
+# Registers compared to spot a duplicate stop report, by GDB's register set: QEMU's
+# x86_64 gdbstub sends 64-bit registers whatever the guest runs (GDB architecture
+# i386:x86-64), qemu-system-i386's 32-bit ones (i386).
+_DUP_REGS = {
+    "i386": ("$eax", "$ecx", "$edx", "$ebx", "$esp", "$ebp", "$esi", "$edi", "$eflags"),
+    "x86-64": ("$rax", "$rcx", "$rdx", "$rbx", "$rsp", "$rbp", "$rsi", "$rdi", "$r8", "$r9", "$r10", "$r11",
+               "$r12", "$r13", "$r14", "$r15", "$eflags"),
+}
+# The stack pointer and the program counter, whatever the register set ($esp or $rsp).
+_SP, _PC = "$sp", "$pc"
+
+
+def _architecture():
+    """GDB's architecture name for the target ("i386", "i386:x86-64")."""
+    try:
+        return gdb.selected_inferior().architecture().name()
+    except (AttributeError, gdb.error):          # GDB < 12: ask the frame (one memory read, once)
+        return gdb.selected_frame().architecture().name()
+
+
+def _register_set():
+    return "x86-64" if "x86-64" in _architecture() else "i386"
 
 
 def _reg(name, _eval=gdb.parse_and_eval):
@@ -86,7 +112,15 @@ class CountingBreakpoint(gdb.Breakpoint):
 
 
 class PhaseBreakpoint(gdb.Breakpoint):
-    """Switches the engine from the boot phase to the workload phase once."""
+    """Switches the engine from the boot phase to the workload phase once, when the workload's
+    first instruction runs.
+
+    QEMU reports a breakpoint before it fetches the instruction. A kernel that maps
+    the program on demand (Linux) has not mapped its first page yet: the fetch then
+    faults, the kernel maps the page (exec's work: the boot phase), and the same
+    instruction is reached again. So the phase switches only at a stop where the
+    instruction's bytes are readable, as the counting plugin switches at the
+    instruction's execution."""
 
     def __init__(self, engine, location):
         super().__init__(location, internal=True)
@@ -94,6 +128,10 @@ class PhaseBreakpoint(gdb.Breakpoint):
         self.engine = engine
 
     def stop(self):
+        try:
+            gdb.selected_inferior().read_memory(_reg(_PC), 1)
+        except gdb.MemoryError:
+            return False            # not mapped yet: the fault that maps it comes first
         self.engine.phase = "workload"
         self.enabled = False
         return False
@@ -118,6 +156,14 @@ class ProbeEngine:
         self.patch = None           # what `faultprobe livepatch` did, when it did
         self.icount_marks = {}      # name -> instruction count at `faultprobe icount-at`
         self.own_icount = None      # a QMP reader opened for icount-at without a tracer
+        self.word_size = None       # bytes of a kernel stack word; None: GDB's pointer size
+        self.dup_regs = None        # registers the duplicate filter compares, read at its first use
+
+    def word(self):
+        """Bytes of an address on the kernel's stack (`faultprobe wordsize`, else GDB's pointer size)."""
+        if self.word_size is None:
+            self.word_size = gdb.lookup_type("void").pointer().sizeof
+        return self.word_size
 
     def add(self, role, location, symbol=None):
         if symbol is None and not location.startswith("*"):
@@ -144,7 +190,9 @@ class ProbeEngine:
         duplicate, unless the previous stop's instruction count is known (the
         path tracer reads it at fault entries and returns) and has moved.
         """
-        regs = tuple(_reg(r) for r in _DUP_REGS)
+        if self.dup_regs is None:
+            self.dup_regs = _DUP_REGS[_register_set()]
+        regs = tuple(_reg(r) for r in self.dup_regs)
         if bp is self.last_bp and regs == self.last_regs:
             known = self.stop_icount
             if known is None or known[0] != self.stops or self.icount_reader is None:
@@ -284,7 +332,10 @@ class PathTracer:
     guest instruction count between the two (QMP query-replay). Open paths
     form a stack, so a fault taken inside the handler nests instead of mixing
     with the outer one; the return is matched to its entry by stack pointer.
-    The return site is learned from the stack at the first entry.
+    The return site is learned from the stack at the first entry (on x86_64 Linux
+    5.8+ the instruction after the direct `call exc_page_fault` in
+    `asm_exc_page_fault`; on i386 6.1 the one after handle_exception's indirect
+    call, shared by every exception: only the stack pointer tells them apart).
     """
 
     def __init__(self, engine, entry_role, icount=None, sample=1):
@@ -297,7 +348,7 @@ class PathTracer:
         self.reset()
 
     def reset(self):
-        self.stack = []         # [entry esp, entry icount or None, [events], phase]
+        self.stack = []         # [entry stack pointer, entry icount or None, [events], phase]
         self.paths = {}         # (phase, events) -> {"count": n, "costs": [...]}
         self.entries = 0
         self.lost = 0           # entries whose return was never seen (unwound past)
@@ -305,8 +356,9 @@ class PathTracer:
         self.iteration_costs = []
 
     def enter(self):
-        esp = _reg("$esp")
-        ret = int.from_bytes(bytes(gdb.selected_inferior().read_memory(esp, 4)), "little")
+        sp = _reg(_SP)
+        word = self.engine.word()
+        ret = int.from_bytes(bytes(gdb.selected_inferior().read_memory(sp, word)), "little")
         if ret not in self.returns:
             self.returns[ret] = ReturnBreakpoint(self, ret)
         self.entries += 1
@@ -314,17 +366,18 @@ class PathTracer:
         if self.icount is not None and (self.entries - 1) % self.sample == 0:
             icount = self.icount()
             self.engine.note_icount(icount)
-        self.stack.append([esp, icount, [], self.engine.phase])
+        self.stack.append([sp, icount, [], self.engine.phase])
 
     def event(self, role):
         if self.stack:
             self.stack[-1][2].append(role)
 
     def leave(self):
-        esp = _reg("$esp")
+        sp = _reg(_SP)
+        word = self.engine.word()
         while self.stack:
-            entry_esp, icount, events, phase = self.stack.pop()
-            if entry_esp + 4 == esp:
+            entry_sp, icount, events, phase = self.stack.pop()
+            if entry_sp + word == sp:         # the call's return address is popped
                 cost = None
                 if icount is not None:
                     now = self.icount()
@@ -387,25 +440,40 @@ def _apply_plan(engine, plan, record):
     return True
 
 
+# Kernel stack sizes: 8 KiB on the lab kernel and 2.x i386, 16 KiB on x86_64 (THREAD_SIZE).
+_STACK_SIZE = {4: 0x2000, 8: 0x4000}
+
+
 def _replaced_function_running(plan, max_frames=64):
     """The address inside a replaced function that the stopped CPU is at or will
-    return to (pc, then the frame-pointer chain of the kernel stack), or None.
-    The lab kernel keeps frame pointers; the chain ends at the first saved
-    %ebp outside the current kernel stack (the user's, or an entry frame)."""
+    return to, or None: the pc, then the kernel stack. With 4-byte words (the
+    lab kernel, which keeps frame pointers) the frame-pointer chain is followed;
+    it ends at the first saved %ebp outside the current kernel stack (the
+    user's, or an entry frame). With 8-byte words (x86_64: Debian's kernels
+    unwind with ORC and keep no frame pointers) every word from the stack
+    pointer to the top of its stack is taken as a possible return address:
+    a stale word may make the check wait for another stop, never miss a frame."""
     ranges = plan.get("ranges") or plan["entries"]
 
     def inside(addr):
         return any(start <= addr < end for start, end in ranges)
-    pc = _reg("$pc")
+    pc = _reg(_PC)
     if inside(pc):
         return pc
     if _reg("$cs") & 3 == 3:              # user mode: no kernel function is running
         return None
     inferior = gdb.selected_inferior()
-    esp, ebp = _reg("$esp"), _reg("$ebp")
-    stack = esp & ~0x1FFF                 # 8 KiB kernel stacks, as on 2.x
+    word, sp = ENGINE.word(), _reg(_SP)
+    size = _STACK_SIZE[word]
+    top = (sp & ~(size - 1)) + size
+    if word == 8:
+        data = bytes(inferior.read_memory(sp, top - sp))
+        return next((w for w in (int.from_bytes(data[i:i + 8], "little") for i in range(0, len(data) - 7, 8))
+                     if inside(w)), None)
+    ebp = _reg("$ebp")
+    stack = top - size
     for _ in range(max_frames):
-        if not (stack <= ebp < stack + 0x2000 - 8):
+        if not (stack <= ebp < top - 8):
             break
         frame = bytes(inferior.read_memory(ebp, 8))
         ebp, ret = int.from_bytes(frame[:4], "little"), int.from_bytes(frame[4:], "little")
@@ -441,7 +509,7 @@ class LivePatchBreakpoint(gdb.Breakpoint):
             return self._unpatch()
         t0 = time.monotonic()
         self.enabled = bool(self.plan.get("unpatch"))     # the next hit takes the patch out
-        record = {"applied": False, "pc": _reg("$pc"), "cs": _reg("$cs")}
+        record = {"applied": False, "pc": _reg(_PC), "cs": _reg("$cs")}
         engine.patch = record
         try:
             if record["cs"] & 3 != 3:
@@ -517,6 +585,7 @@ Usage: faultprobe add ROLE LOCATION [SYMBOL]  -- count hits at LOCATION (a symbo
        faultprobe unpatch                      -- put back the bytes the patch's jmps overwrote
        faultprobe timeline                     -- keep each traced path's instruction count (for plots)
        faultprobe dedup on|off                -- filter duplicate stop reports (default on)
+       faultprobe wordsize 4|8                -- the kernel's address size (default: GDB's pointer size)
        faultprobe reset | enable | disable | clear
 ROLE is a free-form name such as "fault entry"; quote it when it has spaces."""
 
@@ -646,6 +715,23 @@ does not duplicate (a record/replay replay) to make each stop cheaper."""
         ENGINE.last_bp = ENGINE.last_regs = ENGINE.stop_icount = None
 
 
+class WordSizeCommand(_Sub):
+    """The kernel's address size in bytes: faultprobe wordsize 4|8 (default: GDB's pointer size).
+
+The path tracer reads a return address this wide at the stack pointer. It
+differs from GDB's pointer size only for an i386 kernel on qemu-system-x86_64,
+whose gdbstub sends 64-bit registers."""
+
+    def __init__(self):
+        super().__init__("wordsize")
+
+    def invoke(self, arg, from_tty):
+        argv = gdb.string_to_argv(arg)
+        if argv not in (["4"], ["8"]):
+            raise gdb.GdbError("usage: faultprobe wordsize 4|8")
+        ENGINE.word_size = int(argv[0])
+
+
 class ResetCommand(_Sub):
     """Zero every probe's counts."""
 
@@ -745,7 +831,7 @@ tries again."""
         busy = _replaced_function_running(plan)
         if busy is not None:
             raise gdb.GdbError(f"faultprobe: not quiescent: a replaced function is running ({busy:#x})")
-        record = {"applied": False, "pc": _reg("$pc"), "cs": _reg("$cs")}
+        record = {"applied": False, "pc": _reg(_PC), "cs": _reg("$cs")}
         ENGINE.patch = record
         if not _apply_plan(ENGINE, plan, record):
             raise gdb.GdbError(f"faultprobe: {record['error']}")
@@ -767,5 +853,5 @@ class UnpatchCommand(_Sub):
 FaultprobeCommand()
 for _cls in (AddCommand, ArmCommand, StatsCommand, JsonCommand, TraceCommand, DedupCommand,
              ResetCommand, EnableCommand, DisableCommand, ClearCommand, MarkCommand, LivePatchCommand,
-             IcountAtCommand, LivePatchNowCommand, UnpatchCommand, TimelineCommand):
+             IcountAtCommand, LivePatchNowCommand, UnpatchCommand, TimelineCommand, WordSizeCommand):
     _cls()

@@ -9,8 +9,9 @@ Each run's CPU seconds (QEMU, GDB and our own Python, all of them) are
 measured too: on a loaded machine hits per CPU second is the steadier figure.
 
     python3 scripts/bench.py [--iterations N] [--repeat K] [--variant V] [--workload W]
-                             [--part anchor|plugin|profile|old-kernel|soak|all] [--plugin-iterations N]
+                             [--part anchor|plugin|profile|old-kernel|x86_64|soak|all] [--plugin-iterations N]
                              [--profile-iterations N] [--image BZIMAGE --system-map MAP] [--soak-runs N]
+                             [--x86-image IMAGE --x86-system-map MAP] [--x86-iterations N] [--workload-abi ABI]
                              [--anchor PATH] [--count-only]
 
 The plugin part runs the zero-stop backend against an uninstrumented run of
@@ -27,6 +28,12 @@ uninstrumented boot-to-power-off of the same image with the same workload
 lab kernel packaged as a 2.2-style bzImage (qemu/kernel/variants/oldboot),
 or any image given with --image. Each row also splits gdbfault's time into
 the recording, the counting replay and the rest (set-up and teardown).
+
+The x86_64 part runs the zero-stop backend on an x86_64 kernel (Debian's
+amd64 6.1 from the cache, or --x86-image) against an uninstrumented run of
+the same guest, mprotect × 200,000 with the native x86_64 workload, three
+alternating pairs at least, and prints the ratios of QEMU's wall and CPU
+seconds (target: at most 1.1).
 
 The soak part (last in `all`; alone with `--part soak`) runs 100 short
 runs in a row, half of them stopped by a signal or by killing QEMU or GDB,
@@ -46,7 +53,8 @@ from gdbfault.base.locations import REPO, lab_kernel, workload_binary
 from gdbfault.runs.booted import run_qemu
 from gdbfault.model.spec import RunSpec
 
-__all__ = ["anchor_script", "run_anchor", "run_gdbfault", "plain_boot", "bench_old_kernel", "main"]
+__all__ = ["anchor_script", "run_anchor", "run_gdbfault", "plain_run", "plain_boot", "bench_old_kernel",
+           "bench_x86_64", "cached_x86_64_kernel", "main"]
 
 SYMBOLS = ("do_page_fault", "search_exception_table", "force_sig", "handle_mm_fault")
 
@@ -134,29 +142,70 @@ def bench_plugin(variant, workload, iterations, gdb_iterations, repeat, icount=T
           "the plugin")
 
 
-def plain_boot(image, system_map, workload, iterations):
-    """Seconds of one plain boot-to-power-off of a kernel image (QEMU's life only)."""
-    import shutil
+def plain_run(spec):
+    """Seconds of one uninstrumented run of what `spec` boots (QEMU's life only): the same
+    machine a run of it gets (kernels.boot's boot of an image, emulator, -cpu, memory),
+    no plugin, no debugger."""
     import time
-    from gdbfault.machine.config import machine_config
+    from gdbfault.backends.plan import resolve_run
     from gdbfault.machine.qemu import Machine
-    from gdbfault.kernels.boot import prepare_boot
-    from gdbfault.kernels.symbols import load_symbols
-    spec = RunSpec(kernel=str(image), system_map=str(system_map) if system_map else None,
-                   workload=workload, iterations=iterations, icount=False)
-    boot = prepare_boot(image, load_symbols(image, system_map), workload_binary(workload),
-                        spec.command_line(), spec.memory_mb)
+    plan = resolve_run(spec, probes=False)
     try:
-        with Machine(machine_config(spec, image, [], boot, "plain")) as m:
+        plan.prepare_machine(role="plain")
+        with Machine(plan.config) as m:
             t0 = time.monotonic()
             m.start()
             status = m.wait(1800)
             wall = time.monotonic() - t0
     finally:
-        shutil.rmtree(boot.work_dir, ignore_errors=True)
+        plan.close()
     if status != 0:
-        raise RuntimeError(f"plain boot of {image} failed: status {status}")
+        raise RuntimeError(f"plain run of {spec.kernel} failed: status {status}")
     return wall
+
+
+def plain_boot(image, system_map, workload, iterations):
+    """Seconds of one plain boot-to-power-off of a kernel image (QEMU's life only, plain TCG)."""
+    return plain_run(RunSpec(kernel=str(image), system_map=str(system_map) if system_map else None,
+                             workload=workload, iterations=iterations, icount=False))
+
+
+def cached_x86_64_kernel():
+    """(vmlinuz, System.map) of Debian's amd64 kernel in the cache (scripts/fetch-debian-kernel.sh
+    --flavour amd64), or None."""
+    from gdbfault.base.locations import cache_dir
+    maps = sorted((cache_dir() / "kernels").glob("debian-6.1.0-*-amd64/System.map"))
+    return (maps[-1].parent / "vmlinuz", maps[-1]) if maps else None
+
+
+def bench_x86_64(image, system_map, workload, abi, iterations, repeat):
+    """The zero-stop backend on an x86_64 kernel against an uninstrumented run of the same guest
+    (same boot, emulator, -cpu, memory, -icount shift=0), alternating; QEMU's wall and CPU
+    seconds. Returns the median CPU ratio."""
+    rows, walls, cpus = [], [], []
+    spec = RunSpec(kernel=str(image), system_map=str(system_map), workload=workload, workload_abi=abi,
+                   iterations=iterations, backend="plugin")
+    for i in range(repeat):
+        c0 = _child_cpu()
+        plain = plain_run(spec)
+        c1 = _child_cpu()
+        res = run_qemu(spec)
+        c2 = _child_cpu()
+        wall = res.run.wall_s               # QEMU start to exit, plugin loaded
+        walls.append(wall / plain)
+        cpus.append((c2 - c1) / (c1 - c0))
+        signal = res.probe("signal forced").hits.workload
+        rows.append([i + 1, f"{plain:.2f}", f"{wall:.2f}", f"{wall / plain:.2f}", f"{c1 - c0:.2f}",
+                     f"{c2 - c1:.2f}", f"{(c2 - c1) / (c1 - c0):.2f}", res.run.hits,
+                     "yes" if res.checks_ok and signal == res.guest["sigsegv"] else "NO"])
+    print(f"\nzero-stop backend on x86_64: {Path(image).name} ({res.kernel.boot['boot_path']} boot), "
+          f"{workload} × {iterations:,}, {abi or 'i386'} workload, {res.tool.emulator} -cpu {res.mode.cpu}, "
+          f"-icount {res.kernel.boot['icount']}; seconds of the QEMU process (boot included)")
+    print(tabulate(rows, headers=["run", "plain wall", "plugin wall", "ratio", "plain CPU", "plugin CPU", "ratio",
+                                  "plugin hits", "exact"]))
+    print(f"median ratio plugin/uninstrumented: wall {statistics.median(walls):.2f}, "
+          f"CPU {statistics.median(cpus):.2f} (target ≤ 1.1)")
+    return statistics.median(cpus)
 
 
 def bench_old_kernel(image, system_map, workload, iterations, repeat):
@@ -358,15 +407,22 @@ def main(argv=None):
     ap.add_argument("--variant", default="vanilla")
     ap.add_argument("--workload", default="mprotect")
     ap.add_argument("--no-icount", dest="icount", action="store_false")
-    ap.add_argument("--part", choices=("anchor", "plugin", "profile", "old-kernel", "soak", "all"),
+    ap.add_argument("--part", choices=("anchor", "plugin", "profile", "old-kernel", "x86_64", "soak", "all"),
                     default="all", help="anchor: GDB throughput; plugin: zero-stop backend; profile: kernel "
-                    "profile overhead; old-kernel: image to report vs a plain boot; soak: reliability; all: each")
+                    "profile overhead; old-kernel: image to report vs a plain boot; x86_64: the zero-stop "
+                    "backend on an x86_64 kernel; soak: reliability; all: each")
     ap.add_argument("--plugin-iterations", type=int, default=100000)
     ap.add_argument("--profile-iterations", type=int, default=1000000)
     ap.add_argument("--image", help="old-kernel part: a kernel image (default: the oldboot fixture)")
     ap.add_argument("--system-map", help="old-kernel part: the image's System.map")
     ap.add_argument("--old-iterations", type=int, default=50,
                     help="old-kernel part: workload iterations (default 50: the boot is what is timed)")
+    ap.add_argument("--x86-image", help="x86_64 part: an x86_64 kernel image (default: Debian's amd64 kernel "
+                                        "in the cache, from scripts/fetch-debian-kernel.sh --flavour amd64)")
+    ap.add_argument("--x86-system-map", help="x86_64 part: the image's System.map")
+    ap.add_argument("--x86-iterations", type=int, default=200000)
+    ap.add_argument("--workload-abi", choices=("i386", "x86_64"), default="x86_64",
+                    help="x86_64 part: the workload's ABI (default: native x86_64)")
     ap.add_argument("--soak-runs", type=int, default=100)
     ap.add_argument("--count-only", action="store_true",
                     help="skip the path-tracing runs of the anchor part")
@@ -380,6 +436,20 @@ def main(argv=None):
         system_map = a.system_map or (None if a.image else image.parent / "System.map")
         bench_old_kernel(image, system_map, a.workload, a.old_iterations, a.repeat)
         if a.part == "old-kernel":
+            return 0
+    if a.part in ("x86_64", "all"):
+        kernel = (a.x86_image, a.x86_system_map) if a.x86_image else cached_x86_64_kernel()
+        if kernel is None:
+            print("x86_64: skipped (no x86_64 kernel: give --x86-image/--x86-system-map, or fetch one with "
+                  "scripts/fetch-debian-kernel.sh --flavour amd64)")
+        else:
+            from gdbfault.machine.plugins import PluginUnavailable, plugin_library
+            try:
+                plugin_library("faultcount")
+                bench_x86_64(*kernel, a.workload, a.workload_abi, a.x86_iterations, max(a.repeat, 3))
+            except PluginUnavailable as exc:
+                print(f"x86_64: skipped ({exc})")
+        if a.part == "x86_64":
             return 0
     if a.part in ("profile", "all"):
         from gdbfault.machine.plugins import PluginUnavailable, plugin_library

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Install what gdbfault needs on a Debian machine, skipping what is there:
-# QEMU (i386, TCG), a 32-bit-capable gcc, gdb, patch, GRUB's i386 images and
-# genext2fs; then the Python package.
+# QEMU (i386 and x86_64, TCG: Debian's qemu-system-x86 brings both), a
+# 32-bit-capable gcc, gdb, patch, GRUB's i386 images and genext2fs; then the
+# Python package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
 need=()
-command -v qemu-system-i386 >/dev/null || need+=(qemu-system-x86)
+# qemu-system-i386 runs i386 kernels, qemu-system-x86_64 the x86_64 ones
+if ! command -v qemu-system-i386 >/dev/null || ! command -v qemu-system-x86_64 >/dev/null; then
+  need+=(qemu-system-x86)
+fi
 command -v gdb >/dev/null || need+=(gdb)
 command -v patch >/dev/null || need+=(patch)
 command -v make >/dev/null || need+=(make)

@@ -27,7 +27,7 @@ def lab_built():
     return KERNEL_BUILD
 
 
-def tagged_processes(tag, names=("qemu-system-i386", "gdb")):
+def tagged_processes(tag, names=("qemu-system-i386", "qemu-system-x86_64", "gdb")):
     """Live QEMU/GDB processes started with GDBFAULT_TEST_TAG=tag in their environment."""
     found = []
     for p in psutil.process_iter(["name"]):
@@ -108,3 +108,35 @@ def gdb_on_lab(script, variant="vanilla", iterations=3):
                               "-ex", f"python exec({script!r})"],
                              capture_output=True, text=True, timeout=120)
     return out.stdout, out.stderr
+
+
+def debian_kernel_files(flavour):
+    """(vmlinuz, System.map) of Debian bookworm's 6.1 kernel of `flavour` ("686" or "amd64"),
+    fetched once by scripts/fetch-debian-kernel.sh into ~/.cache/gdbfault/kernels (or
+    $GDBFAULT_KERNEL_CACHE) and reused; the test is skipped when it is not cached and
+    GDBFAULT_NO_KERNEL_FETCH is set, or when the fetch fails."""
+    import os
+    cache = os.environ.get("GDBFAULT_KERNEL_CACHE", str(Path.home() / ".cache" / "gdbfault" / "kernels"))
+    have = sorted(Path(cache).glob(f"debian-6.1.0-*-{flavour}/System.map"))
+    if not have:
+        if os.environ.get("GDBFAULT_NO_KERNEL_FETCH"):
+            pytest.skip(f"no cached Debian {flavour} kernel and GDBFAULT_NO_KERNEL_FETCH is set")
+        done = subprocess.run(["sh", str(REPO / "scripts" / "fetch-debian-kernel.sh"), "--flavour", flavour, cache],
+                              capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0:
+            pytest.skip(f"could not fetch Debian's {flavour} kernel: {done.stderr.strip().splitlines()[-1:]}")
+        have = [Path(done.stdout.strip().splitlines()[-1]) / "System.map"]
+    folder = have[-1].parent
+    return folder / "vmlinuz", folder / "System.map"
+
+
+@pytest.fixture(scope="session")
+def debian_kernel():
+    """(vmlinuz, System.map) of Debian's 686 (i386) kernel, fetched once and cached."""
+    return debian_kernel_files("686")
+
+
+@pytest.fixture(scope="session")
+def debian_amd64_kernel():
+    """(vmlinuz, System.map) of Debian's amd64 (x86_64) kernel, fetched once and cached."""
+    return debian_kernel_files("amd64")

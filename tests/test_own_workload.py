@@ -77,9 +77,16 @@ def test_own_workload_with_result_line_is_checked(lab_built, tmp_path, no_leaks)
 def test_bad_own_workloads_are_one_line_errors(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not a program\n")
+    arm = tmp_path / "arm.elf"                # an ELF for another machine (EM_ARM)
+    arm.write_bytes(b"\x7fELF\x01\x01\x01" + bytes(9) + (2).to_bytes(2, "little") + (40).to_bytes(2, "little")
+                    + bytes(32))
+    native = REPO / "qemu" / "workloads" / "build" / "x86_64" / "mprotect.elf"
     cases = [(str(tmp_path / "missing"), "neither a built-in workload nor a file"),
              (str(text), "is not an ELF file"),
-             (sys.executable if Path(sys.executable).is_file() else "/bin/sh", "not an i386 program")]
+             (str(arm), "neither an i386 nor an x86_64 program"),
+             (sys.executable if Path(sys.executable).is_file() else "/bin/sh", "not a plain executable"),
+             # an x86_64 program on the (i386) lab kernel
+             (str(native), "is an x86_64 program; the i386 kernel")]
     for value, message in cases:
         done = _gdbfault("attach", "--qemu", "--workload", value, "-q", timeout=60)
         err = done.stderr.strip().splitlines()

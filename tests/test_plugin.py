@@ -271,7 +271,7 @@ def kernel_probe_list(kernel, system_map, arm_symbol):
     from the same symbols and profile, plus an arm probe on `arm_symbol`."""
     symbols = load_symbols(kernel, system_map)
     probes = resolve_probes(pick_profile(symbols), symbols)
-    return pb.plugin_probe_list(kernel, probes, symbols.require(arm_symbol), arm_name=arm_symbol)
+    return pb.plugin_probe_list(kernel, symbols, probes, symbols.require(arm_symbol), arm_name=arm_symbol)
 
 
 def lab_runs(lib, tmp_factory, variant):

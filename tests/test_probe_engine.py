@@ -45,9 +45,9 @@ gdb.execute("continue", to_string=True)
 gdb.execute("faultprobe trace")                  # no QMP: shapes only
 tracer = ENGINE.tracer
 tracer.reset()
-real_esp = int(gdb.parse_and_eval("$esp"))
+real_esp = int(gdb.parse_and_eval("$sp"))
 esp = [real_esp]
-_reg = lambda name, _r=_reg: esp[0] if name == "$esp" else _r(name)   # programmed stack pointer
+_reg = lambda name, _r=_reg: esp[0] if name == _SP else _r(name)   # programmed stack pointer
 globals()["_reg"] = _reg
 def enter(at): esp[0] = at; tracer.enter()
 def leave(at): esp[0] = at + 4; tracer.leave()

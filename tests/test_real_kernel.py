@@ -5,9 +5,9 @@ System.map (from the -dbg package) are fetched once by
 scripts/fetch-debian-kernel.sh into ~/.cache/gdbfault/kernels (or
 $GDBFAULT_KERNEL_CACHE) and reused. The first fetch downloads ~810 MB and
 decompresses the -dbg .deb for its System.map (~2 minutes here); set
-GDBFAULT_NO_KERNEL_FETCH=1 to skip these tests instead of fetching.
+GDBFAULT_NO_KERNEL_FETCH=1 to skip these tests instead of fetching (the
+fixture, shared with the amd64 kernel's tests, is conftest.debian_kernel).
 """
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,23 +21,6 @@ pytestmark = pytest.mark.qemu
 
 REPO = Path(__file__).resolve().parent.parent
 ITERATIONS = 100
-
-
-@pytest.fixture(scope="session")
-def debian_kernel():
-    """(vmlinuz, System.map) of Debian's 686 kernel, fetched once and cached."""
-    cache = os.environ.get("GDBFAULT_KERNEL_CACHE", str(Path.home() / ".cache" / "gdbfault" / "kernels"))
-    have = sorted(Path(cache).glob("debian-6.1.0-*-686/System.map"))
-    if not have:
-        if os.environ.get("GDBFAULT_NO_KERNEL_FETCH"):
-            pytest.skip("no cached Debian kernel and GDBFAULT_NO_KERNEL_FETCH is set")
-        done = subprocess.run(["sh", str(REPO / "scripts" / "fetch-debian-kernel.sh"), cache],
-                              capture_output=True, text=True, timeout=1800)
-        if done.returncode != 0:
-            pytest.skip(f"could not fetch Debian's kernel: {done.stderr.strip().splitlines()[-1:]}")
-        have = [Path(done.stdout.strip().splitlines()[-1]) / "System.map"]
-    folder = have[-1].parent
-    return folder / "vmlinuz", folder / "System.map"
 
 
 def hits(result, role):

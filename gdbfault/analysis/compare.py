@@ -29,6 +29,7 @@ from gdbfault.base.errors import GdbfaultError
 from gdbfault.analysis.metrics import find_probe, guest_seconds, path_row, value
 from gdbfault.model.result import as_result, json_default
 from gdbfault.runs.parallel import run_all
+from gdbfault.views.report import abi_note, emulator_text
 
 __all__ = ["compare_runs", "build_comparison", "build_rows", "render_compare", "spec_for_kernel", "run_label",
            "for_plot", "profile_changes", "render_profile_changes", "SCHEMA", "SEED", "FORMATS"]
@@ -60,6 +61,12 @@ def run_label(result):
     return kernel.variant if kernel.lab else Path(kernel.path).name
 
 
+def _release(result):
+    """A brought kernel's release ("6.1.0-57-amd64"), from its image header; None if unknown."""
+    version = (as_result(result).kernel.boot or {}).get("version")
+    return version.split()[0] if version else None
+
+
 def compare_runs(before, after, parallel=True):
     """Run RunSpecs `before` and `after`; the comparison dict (module docstring)."""
     results = run_all({"before": before, "after": after}, parallel=parallel)
@@ -70,7 +77,10 @@ def build_comparison(before, after):
     """The comparison dict for two RunResults (already measured or loaded)."""
     labels = {"before": run_label(before), "after": run_label(after)}
     if labels["before"] == labels["after"]:
-        labels = {"before": "before", "after": "after"}
+        # two files of one name (Debian's vmlinuz of two flavours): their releases, if they differ
+        releases = {"before": _release(before), "after": _release(after)}
+        differ = None not in releases.values() and releases["before"] != releases["after"]
+        labels = releases if differ else {"before": "before", "after": "after"}
     return {"schema": SCHEMA, "labels": labels, "before": before, "after": after,
             "rows": build_rows(before, after), "seed": dict(SEED)}
 
@@ -172,14 +182,20 @@ def render_compare(cmp, fmt="table"):
         raise GdbfaultError(f"unknown format '{fmt}'", f"choose one of: {', '.join(FORMATS)}")
     from tabulate import tabulate
     b, a, labels = as_result(cmp["before"]), as_result(cmp["after"]), cmp["labels"]
-    lines = [f"before: {b.label()} · after: {a.label()}",
-             f"workload {b.workload.name}"
-             + (f" × {(b.guest or {}).get('iterations') or b.workload.iterations}"
-                if b.workload.iterations or b.guest else "")
-             + f" · qemu-system-i386 {b.tool.qemu} TCG"
-             + (", -icount shift=0" if b.mode.icount else "")
-             + (f" · gdb {b.tool.gdb}" if b.tool.gdb else "")
-             + f" · backend: {b.mode.backend}", ""]
+    workload = (f"workload {b.workload.name}"
+                + (f" × {(b.guest or {}).get('iterations') or b.workload.iterations}"
+                   if b.workload.iterations or b.guest else ""))
+    tools = (f" · gdb {b.tool.gdb}" if b.tool.gdb else "") + f" · backend: {b.mode.backend}"
+    notes = {side: abi_note(r.workload) for side, r in (("before", b), ("after", a))}
+    if emulator_text(b) == emulator_text(a) and notes["before"] == notes["after"]:
+        lines = [f"before: {b.label()} · after: {a.label()}",
+                 workload + (f", {notes['before']}" if notes["before"] else "")
+                 + f" · {emulator_text(b)}" + tools,
+                 ""]
+    else:                  # e.g. an i386 kernel against an x86_64 one: each side's machine
+        lines = [f"{side} ({labels[side]}): {r.label()} · {emulator_text(r)}"
+                 + (f" · {notes[side]}" if notes[side] else "") for side, r in (("before", b), ("after", a))]
+        lines += [workload + tools, ""]
     measured = cmp["rows"]
     table = [[r["metric"], _cell(r, "before"), _cell(r, "after"), _change(r),
               "-" if r["ratio"] is None else f"{r['ratio']:.3f}"] for r in measured]

@@ -116,8 +116,8 @@ def _record(plan, hooks, session):
 
 def _ready_replay_debugger(dbg, plan):
     """The replay's GDB, before its QEMU exists: settings and probes (no target needed)."""
-    prepare_debugger(dbg, plan.kernel)
-    load_probe_engine(dbg, plan.probes, None, replay=True)
+    prepare_debugger(dbg, plan.kernel, plan.arch)
+    load_probe_engine(dbg, plan.probes, None, replay=True, arch=plan.arch)
 
 
 def _start_counting(plan, hooks, session, recording, from_entry):
@@ -143,9 +143,9 @@ def _start_counting(plan, hooks, session, recording, from_entry):
             dbg.console(f"faultprobe arm *{plan.arm:#x}")
     else:
         session.debugger = dbg = Debugger(spec.gdb)
-        prepare_debugger(dbg, plan.kernel)
+        prepare_debugger(dbg, plan.kernel, plan.arch)
         connect(dbg, str(machine.gdb_socket))
-        load_probe_engine(dbg, plan.probes, plan.arm, replay=recording is not None)
+        load_probe_engine(dbg, plan.probes, plan.arm, replay=recording is not None, arch=plan.arch)
     if spec.trace:
         start_tracer(dbg, plan.probes, machine.probe_qmp_socket if spec.icount else None, spec.cost_sample)
     hooks.on_debugger(dbg, machine, recording=False)

@@ -3,12 +3,16 @@
 `resolve_run(spec)` reads what the RunSpec names — the kernel and its
 symbols (spec.kernel_files: the one place that says which kernel and
 System.map a run uses), the probe profile and the probes, the workload —
-and checks it all, with no side effect: a mistake here costs nothing.
+and checks it all, with no side effect: a mistake here costs nothing. That
+includes whether the parts' architectures fit (kernels/arch.py: image, map,
+workload and QEMU binary) and whether the guest's memory holds the kernel;
+the plan's `spec` is the user's with the QEMU binary and the memory filled in.
 `plan.prepare_machine()` then does what leaves files behind until
 `plan.close()`: the boot of a kernel the user brings (its root file system,
 GRUB image, snapshot store: kernels/boot.py), the QEMU machine config and
 the RunResult skeleton the backend fills.
 """
+import dataclasses
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -17,8 +21,9 @@ from pathlib import Path
 
 from gdbfault import __version__
 from gdbfault.base.lifecycle import shielded
-from gdbfault.kernels.boot import icount_shift, prepare_boot, truth_model
-from gdbfault.kernels.image import read_image
+from gdbfault.kernels.arch import resolve_arch
+from gdbfault.kernels.boot import guest_memory_mb, icount_shift, prepare_boot, truth_model
+from gdbfault.kernels.image import PVH, read_image
 from gdbfault.kernels.profiles import choose_profile, resolve_probes, role_alternatives
 from gdbfault.kernels.symbols import load_symbols
 from gdbfault.kernels.workloads import elf_entry, is_own_workload, workload_file, workload_points
@@ -36,7 +41,7 @@ __all__ = ["RunPlan", "resolve_run", "new_result"]
 class RunPlan:
     """Everything a backend needs for one run (see the module docstring)."""
 
-    spec: object                  # model.spec.RunSpec
+    spec: object                  # model.spec.RunSpec, its QEMU binary and memory resolved
     kernel: Path                  # the kernel file: the lab kernel's ELF or the image the user brought
     system_map: Path              # None: the ELF's own symbols
     symbols: object               # kernels.symbols.SymbolTable
@@ -45,6 +50,7 @@ class RunPlan:
     probes: list                  # [kernels.profiles.ResolvedProbe]
     workload: Path                # the ELF that runs as init; None: no workload
     deadline: float               # time.monotonic() by which the whole run must be over (--timeout)
+    arch: object = None           # kernels.arch.RunArch: the kernel's, the emulator's, the workload's
     progress: object = None       # progress(done, total, hits), about once a second
     boot: object = None           # kernels.boot.BootSetup of a brought kernel (prepare_machine)
     config: object = None         # machine.qemu.MachineConfig (prepare_machine)
@@ -54,6 +60,17 @@ class RunPlan:
     @property
     def lab(self):
         return self.spec.kernel == "lab"
+
+    @property
+    def code_file(self):
+        """An ELF holding the running kernel's code, to read fixed points from (a return site,
+        the exception table): the lab kernel's, an ELF the user brought, or the vmlinux extracted
+        from an x86_64 bzImage for its PVH boot (prepare_machine); None for other images."""
+        if self.boot is not None and self.boot.plan.path == PVH:
+            return self.boot.kernel
+        if self.lab or (self.image is not None and self.image.format == "elf"):
+            return self.kernel
+        return None
 
     @property
     def arm(self):
@@ -104,19 +121,25 @@ def resolve_run(spec, progress=None, probes=True):
     validate_spec(spec)
     deadline = time.monotonic() + spec.timeout_s
     kernel, system_map = spec.kernel_files()
+    header = read_image(kernel)
     symbols = load_symbols(kernel, system_map)
-    image = None if spec.kernel == "lab" else read_image(kernel)
+    workload, abi = workload_file(spec.workload, spec.workload_abi) if spec.workload else (None, None)
+    arch = resolve_arch(Path(kernel), header.arch, symbols, workload, abi, spec.qemu)
+    memory = guest_memory_mb(spec.memory_mb, header, workload.stat().st_size if workload else 0,
+                             lab=spec.kernel == "lab" or header.multiboot)
+    image = None if spec.kernel == "lab" else header
     profile = choose_profile(spec.profile, symbols, image.release if image else None) if probes else None
     resolved = resolve_probes(profile, symbols, spec.extra_probes) if probes else []
-    workload = workload_file(spec.workload) if spec.workload else None
-    return RunPlan(spec=spec, kernel=Path(kernel), system_map=Path(system_map) if system_map else None,
-                   symbols=symbols, image=image, profile=profile, probes=resolved, workload=workload,
-                   deadline=deadline, progress=progress)
+    return RunPlan(spec=dataclasses.replace(spec, qemu=arch.qemu, memory_mb=memory), kernel=Path(kernel),
+                   system_map=Path(system_map) if system_map else None, symbols=symbols, image=image,
+                   profile=profile, probes=resolved, workload=workload, deadline=deadline, progress=progress,
+                   arch=arch)
 
 
 def new_result(plan):
     """The RunResult skeleton of a planned run, before anything is measured."""
     spec, profile, boot = plan.spec, plan.profile, plan.boot
+    arch = plan.arch
     result = RunResult(
         tool=Tool(gdbfault=__version__, qemu=qemu_version(spec.qemu),
                   gdb=gdb_version(spec.gdb) if spec.backend == "gdb" else None),
@@ -128,6 +151,12 @@ def new_result(plan):
         mode=Mode(backend=spec.backend, accel="tcg", icount=spec.icount, trace=spec.trace,
                   cost_sample=spec.cost_sample),
         probes=probe_rows(plan.probes))
+    result.tool.emulator = Path(arch.qemu).name
+    result.kernel.arch = arch.kernel
+    result.mode.cpu = arch.cpu
+    if arch.workload is not None:
+        result.workload.abi = arch.workload
+        result.workload.ia32_emulation = arch.ia32_emulation
     result.kernel.profile_reason = profile.reason
     result.kernel.profile_notes = list(profile.notes)
     if boot:

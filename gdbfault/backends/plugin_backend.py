@@ -22,7 +22,8 @@ from gdbfault.model.paths import cost_stats
 from gdbfault.model.result import CostStats, Trace
 from gdbfault.probing.gdb_session import connect, lend_qmp, load_probe_engine, prepare_debugger, read_counts
 from gdbfault.probing.measure import Measured, ProbeCount, end_label, fill_result, open_path_label
-from gdbfault.probing.plugin_probes import plugin_probe_list, read_plugin_result, write_probe_file
+from gdbfault.probing.plugin_probes import needs_learned_returns, plugin_probe_list, read_plugin_result, \
+    write_probe_file
 
 __all__ = ["run_with_plugin", "probe_roles"]
 
@@ -35,10 +36,13 @@ def run_with_plugin(plan, hooks):
     """
     spec, result = plan.spec, plan.result
     library = plugin_library("faultcount")     # PluginUnavailable names what is missing
-    plist = plugin_probe_list(plan.kernel, plan.probes, plan.arm) + hooks.plugin_probes()
+    plist = plugin_probe_list(plan.code_file, plan.symbols, plan.probes, plan.arm) + hooks.plugin_probes()
+    # No return site read from the kernel's code (a bzImage booted as it is): the plugin learns it
+    learn = needs_learned_returns(plist)
     run_dir = private_dir()
     probe_file, out_file = run_dir / "probes.txt", run_dir / "plugin-result.json"
-    config = plugin_config(plan.config, plugin_args(library, probes=probe_file, out=out_file),
+    options = dict(probes=probe_file, out=out_file, **({"autoret": "on"} if learn else {}))
+    config = plugin_config(plan.config, plugin_args(library, **options),
                            halted=hooks.writes_guest)      # its breakpoints go in before the guest runs
     machine = Machine(config, run_dir=run_dir, own_dir=True)
     dbg = None
@@ -46,7 +50,7 @@ def run_with_plugin(plan, hooks):
     try:
         write_probe_file(probe_file, plist)
         result.mode.backend = "plugin"
-        result.mode.trace = any(kind == "ret" for _, kind, _ in plist)
+        result.mode.trace = learn or any(kind == "ret" for _, kind, _ in plist)
         result.mode.replay = False
         counts = None
         try:
@@ -72,6 +76,8 @@ def run_with_plugin(plan, hooks):
                 raise GuestError(f"{exc}; the plugin writes its counts when QEMU exits, "
                                  "so this run has none") from None
         data = read_plugin_result(out_file)
+        if learn and not data.get("learned_returns"):
+            result.mode.trace = False     # (no direct call into the fault entry: i386 6.1's is indirect)
         fill_result(result, _measured(data, plist, plan.probes, result.mode.trace, machine.serial_output(), wall),
                     open_path_label(status))
         hooks.finish(result, counts, _with_roles(data, plist, plan.probes))
@@ -90,9 +96,9 @@ def run_with_plugin(plan, hooks):
 def _attach_debugger(plan, hooks, machine):
     """A GDB on the plugin's QEMU (halted), for a feature that writes guest memory; the guest then runs."""
     dbg = Debugger(plan.spec.gdb)
-    prepare_debugger(dbg, plan.kernel)
+    prepare_debugger(dbg, plan.kernel, plan.arch)
     connect(dbg, str(machine.gdb_socket))
-    load_probe_engine(dbg, [], None)
+    load_probe_engine(dbg, [], None, arch=plan.arch)
     if plan.spec.icount:
         lend_qmp(dbg)
     hooks.on_debugger(dbg, machine, recording=False)
@@ -143,7 +149,9 @@ def _measured(data, plist, probes, traced, serial, wall):
     if traced:
         paths = {"paths": [{"phase": p["phase"], "events": [roles.get(e, e) for e in p["events"]],
                             "cost_hist": p["cost_hist"]} for p in data["paths"]], "open": []}
+        learned = [int(a, 16) for a in data.get("learned_returns", [])]
         trace = Trace(entries=None, lost=data["unmatched_ret"], sample=1, costed=True,
+                      return_sites=sorted(addr for addr, kind, _ in plist if kind == "ret") + learned,
                       open_at_exit=data["open_paths_at_exit"],
                       # paths whose window held a block left early (a fault nested in the
                       # handler): their costs are too high; none on the lab workloads

@@ -155,7 +155,7 @@ class EntrySnapshot:
         plan, result = self.plan, self.plan.result
         dbg = self.dbg
         try:
-            prepare_debugger(dbg, plan.kernel)
+            prepare_debugger(dbg, plan.kernel, plan.arch)
             connect(dbg, str(rec.gdb_socket))
             try:
                 stop_at_entry(dbg, plan.arm, plan.left(), rec)
@@ -208,9 +208,9 @@ class HookedDebugger:
     def start(self, rec):
         self.rec = rec
         self.dbg = dbg = Debugger(self.plan.spec.gdb)
-        prepare_debugger(dbg, self.plan.kernel)
+        prepare_debugger(dbg, self.plan.kernel, self.plan.arch)
         connect(dbg, str(rec.gdb_socket))
-        load_probe_engine(dbg, [], None)
+        load_probe_engine(dbg, [], None, arch=self.plan.arch)
         lend_qmp(dbg)
         self.hooks.on_debugger(dbg, rec, recording=True)
         dbg.mi("-exec-continue")

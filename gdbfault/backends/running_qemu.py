@@ -13,6 +13,7 @@ import psutil
 
 from gdbfault.base.errors import GdbfaultError, GuestError, RunFailed
 from gdbfault.backends.plan import new_result
+from gdbfault.kernels.banner import BANNER_SYMBOL, read_banner
 from gdbfault.machine.gdbmi import Debugger, GdbCommandError
 from gdbfault.machine.qemu import qemu_version
 from gdbfault.model.result import Mode, Workload
@@ -142,14 +143,16 @@ def qemu_process(address, pid=None):
 
 
 def describe_qemu(proc):
-    """{qemu version, accel, icount} of a running QEMU, from its binary and command line."""
-    out = {"qemu": "unknown (attached)", "accel": "unknown", "icount": False}
+    """{qemu version, accel, icount, binary (its path), cpu (its -cpu model, else None)} of a
+    running QEMU, from its binary and command line."""
+    out = {"qemu": "unknown (attached)", "accel": "unknown", "icount": False, "binary": None, "cpu": None}
     if proc is None:
         return out
     try:
         exe, cmdline = proc.exe(), proc.cmdline()
     except psutil.Error:
         return out
+    out["binary"] = exe
     try:
         out["qemu"] = qemu_version(exe)
     except GdbfaultError:
@@ -157,6 +160,8 @@ def describe_qemu(proc):
     words = " ".join(cmdline)
     out["accel"] = "kvm" if ("-enable-kvm" in cmdline or "accel=kvm" in words) else "tcg"
     out["icount"] = "-icount" in cmdline
+    if "-cpu" in cmdline[:-1]:
+        out["cpu"] = cmdline[cmdline.index("-cpu") + 1].split(",")[0]
     return out
 
 
@@ -169,6 +174,9 @@ def attached_result(plan, address, facts):
     result.workload = Workload(name=None, own=False, iterations=None, command_line="", attached_to=address)
     result.mode = Mode(backend="gdb", accel=facts["accel"], icount=facts["icount"], trace=False, cost_sample=1,
                        replay=False)
+    result.mode.cpu = facts["cpu"]
+    result.tool.emulator = Path(facts["binary"] or plan.arch.qemu).name
+    result.kernel.arch = plan.arch.kernel
     return result
 
 
@@ -186,9 +194,14 @@ def count_on_running(plan, address, hooks, duration=None):
     detached = False
     try:
         dbg = Debugger(plan.spec.gdb)
-        prepare_debugger(dbg, plan.kernel)
+        prepare_debugger(dbg, plan.kernel, plan.arch)
         connect(dbg, address)
-        load_probe_engine(dbg, plan.probes, None)
+        try:
+            _check_banner(dbg, plan)
+        except GdbfaultError:
+            detached = True             # (it detached before saying so)
+            raise
+        load_probe_engine(dbg, plan.probes, None, arch=plan.arch)
         t_start = time.monotonic()
         hooks.on_debugger(dbg, _Attached(work), recording=False)
         dbg.mi("-exec-continue")
@@ -239,6 +252,33 @@ def count_on_running(plan, address, hooks, duration=None):
         if dbg is not None:
             dbg.close()
         hooks.close()
+
+
+def _check_banner(dbg, plan):
+    """Is the map the running kernel's? `linux_banner` read now (the guest is stopped), as a
+    booted run reads it at the workload's entry. On a mismatch GDB detaches first, leaving the
+    guest as it was, then the one-line error is raised. Nothing to compare for an ELF kernel
+    such as the lab kernel (its file has no version string). A guest stopped in user mode under
+    page-table isolation may not map the banner: then it is not checked; stopped in the kernel,
+    which maps all of itself, an unreadable banner means another kernel."""
+    if plan.image is None or not plan.image.version:      # (an ELF has no version string to compare)
+        return
+    try:
+        banner = read_banner(dbg, plan.symbols, plan.image, unreadable_ok=True)
+        address = plan.symbols.address(BANNER_SYMBOL)
+        if banner is None and address is not None and _cpl(dbg) == 0:
+            raise GdbfaultError(f"System.map does not match the running kernel: {BANNER_SYMBOL} "
+                                f"({address:#x}) is not mapped in its memory",
+                                f"give the System.map of the kernel this QEMU runs ({plan.symbols.source})")
+    except GdbfaultError:
+        dbg.mi("-target-detach")
+        raise
+
+
+def _cpl(dbg):
+    """The stopped CPU's privilege level (its code segment selector's low bits)."""
+    rec, _ = dbg.mi("-data-evaluate-expression $cs")
+    return int((rec.get("payload") or {}).get("value", "0"), 0) & 3
 
 
 class _Attached:

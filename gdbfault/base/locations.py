@@ -6,12 +6,13 @@ install`, `pipx install`) carries copies of those build outputs inside the
 package as gdbfault/_data/, laid out the same way (setup.py's build hook
 makes them), so an installed gdbfault needs no checkout.
 """
+import os
 from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
 
 __all__ = ["REPO", "IN_CHECKOUT", "GDBSCRIPTS", "lab_kernel", "workload_binary",
-           "WORKLOADS", "VARIANTS"]
+           "WORKLOADS", "VARIANTS", "WORKLOAD_ABIS", "cache_dir"]
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 _CHECKOUT = _PACKAGE.parent
@@ -25,6 +26,9 @@ _REBUILD = ("run `make setup` (or `make {target}`)" if IN_CHECKOUT else
             "this installed gdbfault was packaged without it: rebuild the wheel from a "
             "checkout after `make build`")
 WORKLOADS = ("mprotect", "demand", "efault", "mixed")
+# The system-call ABIs the built-in workloads are built for: i386 (`int $0x80`; runs on
+# i386 kernels and, through their IA32 emulation, on x86_64 ones) and x86_64 (`syscall`).
+WORKLOAD_ABIS = ("i386", "x86_64")
 
 
 def _extra_variants():
@@ -55,13 +59,23 @@ def lab_kernel(variant):
     return elf, build / "System.map"
 
 
-def workload_binary(name):
-    """Path of a built guest workload, by name."""
+def workload_binary(name, abi="i386"):
+    """Path of a built guest workload, by name and ABI (WORKLOAD_ABIS)."""
     if name not in WORKLOADS:
         raise GdbfaultError(f"unknown workload '{name}'",
                             f"choose one of: {', '.join(WORKLOADS)}")
-    path = REPO / "qemu" / "workloads" / "build" / f"{name}.elf"
+    if abi not in WORKLOAD_ABIS:
+        raise GdbfaultError(f"unknown workload ABI '{abi}'", f"choose one of: {', '.join(WORKLOAD_ABIS)}")
+    build = REPO / "qemu" / "workloads" / "build"
+    path = (build if abi == "i386" else build / abi) / f"{name}.elf"
     if not path.is_file():
         raise GdbfaultError(f"workload '{name}' is not built: {path} is missing",
                             _REBUILD.format(target="-C qemu/workloads"))
     return path
+
+
+def cache_dir():
+    """gdbfault's cache ($XDG_CACHE_HOME/gdbfault, by default ~/.cache/gdbfault): fetched kernels
+    (scripts/fetch-debian-kernel.sh) and what is derived from a kernel image once (its vmlinux)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gdbfault"

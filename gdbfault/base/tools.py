@@ -9,7 +9,7 @@ from gdbfault.base.errors import GdbfaultError
 __all__ = ["find_tool", "tool_version", "parent_death_prefix"]
 
 # Which Debian package brings each program, for the error message.
-_PACKAGES = {"gdb": "gdb", "qemu-system-i386": "qemu-system-x86"}
+_PACKAGES = {"gdb": "gdb", "qemu-system-i386": "qemu-system-x86", "qemu-system-x86_64": "qemu-system-x86"}
 
 
 def find_tool(name):

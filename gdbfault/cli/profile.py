@@ -12,8 +12,8 @@ from gdbfault.cli.options import add_run_options, check_outputs, spec_from_args
 __all__ = ["add_parser", "cmd_profile", "PROFILE_OPTIONS"]
 
 # The run options a profile run uses: what boots and runs; it arms no probes.
-PROFILE_OPTIONS = ("kernel", "variant", "system_map", "workload", "iterations", "append", "icount", "timeout",
-                   "keep_run_dir")
+PROFILE_OPTIONS = ("kernel", "variant", "system_map", "workload", "workload_abi", "iterations", "append",
+                   "qemu_binary", "memory", "icount", "timeout", "keep_run_dir")
 
 
 def add_parser(sub, epilog, formatter):

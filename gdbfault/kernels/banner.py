@@ -12,10 +12,10 @@ the workload (a panic at boot) is reported as such at once, with the
 serial console's last words, instead of waiting for the timeout.
 """
 import re
-import struct
 import time
 
 from gdbfault.base.errors import GdbfaultError, GuestError
+from gdbfault.kernels.image import X86_64
 from gdbfault.machine.qemu import describe_exit
 
 __all__ = ["check_banner", "stop_at_entry", "read_banner", "banner_matches", "decode_banner",
@@ -55,18 +55,23 @@ def pointer_era(image):
     return bool(image.release and re.match(r"^(1\.|2\.[0-5]\.)", image.release))
 
 
-def decode_banner(at_symbol, read, pointer_expected=False):
+# Where a kernel's own half of the address space begins, by pointer width.
+_KERNEL_SPACE = {4: 0xC0000000, 8: 0xFFFFFFFF80000000}
+
+
+def decode_banner(at_symbol, read, pointer_expected=False, word_size=4):
     """(banner text, form, where) from the bytes at linux_banner's address.
 
     `read(address)` returns guest bytes at an address. The bytes decide:
     "Linux version ..." is the string itself (2.6+); anything else is taken
-    as a little-endian pointer to it (2.0 - 2.4) when it points into the
-    kernel's half of the address space or the image's era says pointer.
+    as a little-endian pointer (`word_size` bytes: 8 on an x86_64 kernel) to
+    it (2.0 - 2.4) when it points into the kernel's half of the address space
+    or the image's era says pointer.
     """
-    if at_symbol.startswith(BANNER_PREFIX) or len(at_symbol) < 4:
+    if at_symbol.startswith(BANNER_PREFIX) or len(at_symbol) < word_size:
         return _c_string(at_symbol), ARRAY, None
-    target = struct.unpack_from("<I", at_symbol)[0]
-    if target and (target >= 0xC0000000 or pointer_expected):
+    target = int.from_bytes(at_symbol[:word_size], "little")
+    if target and (target >= _KERNEL_SPACE[word_size] or pointer_expected):
         pointed = read(target)
         if pointed.startswith(BANNER_PREFIX) or pointer_expected:
             return _c_string(pointed), POINTER, target
@@ -128,16 +133,19 @@ def stop_at_entry(dbg, stop_at, timeout=600.0, machine=None):
     _wait_for_entry(dbg, number, stop_at, timeout, machine)
 
 
-def read_banner(dbg, symbols, image):
-    """check_banner's check, on a guest already stopped with the kernel up."""
+def read_banner(dbg, symbols, image, unreadable_ok=False):
+    """check_banner's check, on a guest already stopped with the kernel up. With `unreadable_ok`
+    a banner the guest's memory does not give is no error (None): only a mismatch is."""
     address = symbols.address(BANNER_SYMBOL)
     if address is None:
         return None
     try:
         banner, form, pointer = decode_banner(read_guest_bytes(dbg, address),
                                               lambda where: read_guest_bytes(dbg, where),
-                                              pointer_era(image))
+                                              pointer_era(image), 8 if symbols.arch == X86_64 else 4)
     except GdbfaultError as exc:
+        if unreadable_ok:
+            return None
         raise GdbfaultError(f"cannot read {BANNER_SYMBOL} at {address:#x} from guest memory to check "
                             f"the System.map: {str(exc).splitlines()[0]}")
     if not banner_matches(banner, image.version):

@@ -3,9 +3,13 @@
 `prepare_boot()` turns (kernel image, workload, command line) into what QEMU
 needs: it reads the image header (image.py), builds the guest's root for
 the workload (guestroot.py), chooses the boot path — QEMU `-kernel` for ELF and
-protocol >= 2.02 images, GRUB for older ones (grub.py) — and completes the
-command line (`console=ttyS0`, `panic=-1`, `nokaslr` where the image may
-randomise its base, `root=/dev/ram0 init=/init` for an ext2 initrd).
+protocol >= 2.02 images, the vmlinux inside an x86_64 bzImage through its PVH
+entry (no decompressor in the guest), GRUB for older ones (grub.py) — and
+completes the command line (`console=ttyS0`, `panic=-1`, `nokaslr` where the
+image may randomise its base, `root=/dev/ram0 init=/init` for an ext2 initrd,
+`norandmaps` from 2.6.25 on, `sysctl.debug.exception-trace=0` on 5.8+
+kernels). `guest_memory_mb()` decides the guest's RAM, and refuses too little
+for the image before anything boots.
 
 Once the kernel is up, banner.py checks that the System.map is this kernel's.
 """
@@ -16,13 +20,22 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gdbfault.kernels.image import GRUB, BootPlan, boot_plan, read_image
+from gdbfault.base.errors import GdbfaultError
+from gdbfault.kernels.image import GRUB, PVH, QEMU_KERNEL, X86_64, BootPlan, boot_plan, extract_vmlinux, \
+    read_image
 from gdbfault.machine.qemu import snapshot_store, snapshot_store_available
 
-__all__ = ["BootSetup", "prepare_boot", "root_kind", "truth_model", "icount_shift", "MIN_MEMORY_MB",
-           "OLD_KERNEL_SHIFT"]
+__all__ = ["BootSetup", "prepare_boot", "root_kind", "truth_model", "icount_shift", "guest_memory_mb",
+           "MIN_MEMORY_MB", "LAB_MEMORY_MB", "OLD_KERNEL_SHIFT"]
 
 MIN_MEMORY_MB = 256        # a modern distribution kernel wants >= 128 MB; 256 leaves room
+LAB_MEMORY_MB = 64         # the lab kernel (and a multiboot kernel) by default
+# Beyond what the image says it needs unpacked, the kernel's first allocations:
+# Debian's amd64 6.1 bzImage needs pref_address + init_size = 80 MiB; with -m 64 it
+# triple-faults in its decompressor (QEMU exits 0 with an empty console), with
+# -m 80 it panics ("System is deadlocked on memory"), with -m 96 it runs.
+MEMORY_HEADROOM_MB = 16
+_MIB = 1 << 20
 # -icount shift for pre-2.6 kernels and the GRUB path: 2**5 = 32 ns of guest
 # time per instruction (a ~31 MHz CPU, as 2.x kernels ran on). Old boots
 # busy-wait on time (GRUB's TSC calibration against the PIT, BogoMIPS-
@@ -57,10 +70,29 @@ class BootSetup:
     replay_from_entry: bool = False
 
     def describe(self):
-        return {"format": self.image.format, "boot_protocol": self.image.protocol_text,
-                "version": self.image.version, "boot_path": self.plan.path,
-                "boot_reason": self.plan.reason, "root": self.root, "command_line": self.append,
-                "icount": self.rr_icount}
+        out = {"format": self.image.format, "boot_protocol": self.image.protocol_text,
+               "version": self.image.version, "arch": self.image.arch, "boot_path": self.plan.path,
+               "boot_reason": self.plan.reason, "root": self.root, "command_line": self.append,
+               "icount": self.rr_icount, "memory_mb": self.memory_mb}
+        if self.plan.path == PVH:
+            out["vmlinux"] = str(self.kernel)
+        return out
+
+
+def guest_memory_mb(requested, image, initrd_bytes=0, lab=False):
+    """The guest's RAM in MiB: `requested` (--memory) if the image fits in it, else a one-line
+    GdbfaultError before anything boots; None: LAB_MEMORY_MB for the lab kernel, otherwise
+    MIN_MEMORY_MB or what the image needs if more. `image`: a kernels.image.KernelImage."""
+    floor = image.memory_floor_bytes() if image is not None else None
+    need = -(-(floor + initrd_bytes) // _MIB) + MEMORY_HEADROOM_MB if floor else None
+    if requested is None:
+        return max(LAB_MEMORY_MB if lab else MIN_MEMORY_MB, need or 0)
+    if need is not None and requested < need:
+        raise GdbfaultError(f"--memory {requested} is too little for {Path(image.path).name}: it needs at "
+                            f"least {need} MiB (the kernel unpacked up to {floor / _MIB:.0f} MiB, the "
+                            f"workload's root and {MEMORY_HEADROOM_MB} MiB for its first allocations)",
+                            f"give --memory {max(need, MIN_MEMORY_MB)} or more, or leave --memory out")
+    return requested
 
 
 def root_kind(image, symbols):
@@ -76,6 +108,13 @@ def root_kind(image, symbols):
     return "ext2"
 
 
+def _release_at_least(release, version):
+    """Is kernel release `release` ("6.1.0-57-amd64", "2.6.32-5-686") at least `version`, a tuple
+    (major, minor[, patch])?"""
+    m = re.match(r"^(\d+)\.(\d+)(?:\.(\d+))?", release or "")
+    return bool(m) and tuple(int(g or 0) for g in m.groups())[:len(version)] >= version
+
+
 def _has_word(cmdline, key):
     return any(w == key or w.startswith(key + "=") for w in cmdline.split())
 
@@ -84,12 +123,23 @@ def prepare_boot(kernel, symbols, workload_elf, command_line, memory_mb, root=No
     """A BootSetup for a non-lab kernel; root='initramfs'|'ext2'|None (auto)."""
     image = read_image(kernel)
     plan = boot_plan(image)
-    if os.environ.get("GDBFAULT_BOOT_PATH") == GRUB and plan.path != GRUB:
+    boot_kernel = Path(kernel)
+    forced = os.environ.get("GDBFAULT_BOOT_PATH")
+    if forced == GRUB and plan.path != GRUB:
         # testing aid: send a modern image down the old-kernel (GRUB) path
         plan = BootPlan(GRUB, f"{plan.reason}; GRUB forced by GDBFAULT_BOOT_PATH", plan.kaslr_possible)
+    elif plan.path == QEMU_KERNEL and image.arch == X86_64 and image.format == "bzImage" \
+            and forced != QEMU_KERNEL:          # (GDBFAULT_BOOT_PATH=qemu-kernel boots the bzImage itself)
+        vmlinux = extract_vmlinux(image)
+        if vmlinux is not None:
+            # Its decompressor is the only code the guest skips: no instruction
+            # of the workload's or of the kernel's fault path changes.
+            plan = BootPlan(PVH, "x86_64 bzImage: its vmlinux (decompressed once by gdbfault, cached) booted "
+                                 "through its PVH entry, without the guest's decompressor", True)
+            boot_kernel = vmlinux
     work = Path(tempfile.mkdtemp(prefix="gdbfault-boot-"))
     try:
-        return _fill_setup(BootSetup(kernel=Path(kernel), initrd=[], append="", memory_mb=memory_mb,
+        return _fill_setup(BootSetup(kernel=boot_kernel, initrd=[], append="", memory_mb=memory_mb,
                                      work_dir=work, image=image, plan=plan),
                            symbols, workload_elf, command_line, memory_mb, root)
     except BaseException:
@@ -104,6 +154,17 @@ def _fill_setup(setup, symbols, workload_elf, command_line, memory_mb, root):
     words = ["console=ttyS0", "panic=-1"]
     if plan.kaslr_possible and not _has_word(command_line, "kaslr"):
         words.append("nokaslr")
+    if _release_at_least(image.release, (2, 6, 25)):
+        # No address-space randomisation: where the workload's stack starts decides whether
+        # its first signal frame spans a page not yet mapped (an extra fault or two in the
+        # first iteration, in some runs and not others); without it every run of an image
+        # is the same computation, and two backends' independent runs agree fault for fault.
+        words.append("norandmaps")
+    if _release_at_least(image.release, (5, 8)):
+        # (sysctl.* boot parameters exist from 5.8 on) pid 1's SIGSEGVs are all
+        # "unhandled": without this the kernel logs the first ones, rate-limited,
+        # thousands of instructions each, inside the workload's first iterations.
+        words.append("sysctl.debug.exception-trace=0")
     kind = root or root_kind(image, symbols)
     if workload_elf is not None:
         if kind == "initramfs":
@@ -116,8 +177,6 @@ def _fill_setup(setup, symbols, workload_elf, command_line, memory_mb, root):
             words += ["root=/dev/ram0", "init=/init"]
     words = [w for w in words if not _has_word(command_line, w.split("=")[0])]
     setup.append = " ".join(words + ([command_line] if command_line else []))
-    if image.format != "elf":
-        setup.memory_mb = max(memory_mb, MIN_MEMORY_MB)
     setup.replay_from_entry = (plan.path == GRUB or kind == "ext2") and snapshot_store_available()
     if plan.path == GRUB:
         from gdbfault.kernels.grub import build_grub_image, disk_args

@@ -2,9 +2,12 @@
 
 Used where gdbfault needs fixed points of a binary rather than symbols: the
 return site of a kernel's fault entry (the instruction after `call
-do_page_fault` in `page_fault`, where the zero-stop backend closes a path)
+do_page_fault` in `page_fault`, or after `call exc_page_fault` in an x86_64
+kernel's `asm_exc_page_fault`: where the zero-stop backend closes a path)
 and the workload's two `rdtsc` (the guest's measured loop, where the kernel
-profile's window opens and closes). objdump comes with binutils.
+profile's window opens and closes). Code is found by symbol name in an ELF
+with symbols, or by address range (from a System.map) in a stripped one such
+as the vmlinux inside a bzImage. objdump comes with binutils.
 """
 import re
 import shutil
@@ -13,10 +16,12 @@ from typing import NamedTuple
 
 from gdbfault.base.errors import GdbfaultError
 
-__all__ = ["Instruction", "disassemble", "call_return_sites", "instructions_named"]
+__all__ = ["Instruction", "disassemble", "direct_call_return_sites", "instructions_named"]
 
 _HEADER = re.compile(r"^[0-9a-f]+ <([^>]+)>:$")
 _INSN = re.compile(r"^\s*([0-9a-f]+):\s+(\S.*)$")
+# A direct call and its target: "call   c0101380 <do_page_fault>", "call   0xffffffff81a48560"
+_DIRECT_CALL = re.compile(r"^call\w*\s+(?:0x)?([0-9a-f]+)\b")
 
 
 class Instruction(NamedTuple):
@@ -25,12 +30,15 @@ class Instruction(NamedTuple):
     function: str        # the symbol whose code holds it
 
 
-def disassemble(elf, function=None):
-    """[Instruction] of an ELF's code in file order (only `function`'s when given)."""
+def disassemble(elf, function=None, start=None, stop=None):
+    """[Instruction] of an ELF's code in file order (only `function`'s when given; only the
+    addresses from `start` to `stop` when given)."""
     objdump = shutil.which("objdump")
     if not objdump:
         raise GdbfaultError("objdump is missing (apt-get install binutils)")
     argv = [objdump, "-d", "--no-show-raw-insn"] + ([f"--disassemble={function}"] if function else [])
+    if start is not None:
+        argv += [f"--start-address={start:#x}", f"--stop-address={stop:#x}"]
     proc = subprocess.run(argv + [str(elf)], capture_output=True, text=True, check=False)
     insns, current = [], None
     for line in proc.stdout.splitlines():
@@ -44,15 +52,14 @@ def disassemble(elf, function=None):
     return insns
 
 
-def call_return_sites(elf, caller, callee):
-    """Addresses of the instructions right after each `call <callee>` in `caller`: where `callee`
-    returns to. A one-line GdbfaultError when there is none."""
-    insns = disassemble(elf)
-    sites = [insns[i + 1].address for i, insn in enumerate(insns[:-1])
-             if insn.function == caller and insn.text.startswith("call") and f"<{callee}>" in insn.text]
-    if not sites:
-        raise GdbfaultError(f"no `call {callee}` found in {caller} of {elf}")
-    return sites
+def direct_call_return_sites(elf, start, stop, target):
+    """Addresses of the instructions right after each direct call to address `target` in the
+    code from `start` to `stop` (symbols not needed): where `target` returns to."""
+    # (a few bytes past `stop`: a call at the very end still has its next instruction)
+    insns = disassemble(elf, start=start, stop=stop + 16)
+    return [after.address for insn, after in zip(insns, insns[1:])
+            if insn.address < stop and (call := _DIRECT_CALL.match(insn.text))
+            and int(call.group(1), 16) == target]
 
 
 def instructions_named(elf, function, mnemonic):

@@ -21,20 +21,44 @@ Boot paths (`BootPlan.path`):
   record/replay works). GRUB's `linux16`/`initrd16` implement every old
   protocol.
 
+- "pvh": an x86_64 bzImage whose payload gdbfault can decompress (xz,
+  gzip, bzip2: Python's own modules) into an ELF vmlinux with a PVH entry
+  note: QEMU's `-kernel` loads that vmlinux and enters it at its 32-bit PVH
+  entry, so the guest runs no decompressor (on Debian's amd64 6.1 kernel
+  4.4e9 of the 6.1e9 instructions before init are xz; a record and its
+  replay each pay them). Same kernel code, same System.map, no KASLR. The
+  vmlinux is kept in gdbfault's cache, named by the bzImage's digest
+  (`extract_vmlinux`).
+
 Also read here: whether the image may randomise its own base address (KASLR:
 protocol >= 2.05 with the relocatable_kernel flag), which decides whether
-`nokaslr` is appended.
+`nokaslr` is appended; and which architecture it is for (`arch`): a bzImage
+says it has a 64-bit entry in its xloadflags (protocol >= 2.12, bit 0
+XLF_KERNEL_64), an ELF by its class and machine. i386 images need
+qemu-system-i386 (or -x86_64), x86_64 ones qemu-system-x86_64
+(kernels/arch.py matches them); `memory_floor_bytes` is what the image
+needs loaded and unpacked.
 """
+import bz2
+import hashlib
+import lzma
+import os
 import struct
+import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
+from gdbfault.base.locations import cache_dir
 
-__all__ = ["KernelImage", "BootPlan", "read_image", "boot_plan", "QEMU_KERNEL", "GRUB"]
+__all__ = ["KernelImage", "BootPlan", "read_image", "parse_image", "boot_plan", "extract_vmlinux",
+           "elf_boot_facts", "QEMU_KERNEL", "GRUB", "PVH", "I386", "X86_64"]
 
 QEMU_KERNEL = "qemu-kernel"
 GRUB = "grub"
+PVH = "pvh"
+I386, X86_64 = "i386", "x86_64"
 
 HDR_MAGIC_OFF = 0x202        # "HdrS"
 VERSION_OFF = 0x206          # u16 boot protocol version
@@ -42,8 +66,23 @@ KVER_PTR_OFF = 0x20E         # u16: kernel_version string at this + 0x200
 SETUP_SECTS_OFF = 0x1F1      # u8
 LOADFLAGS_OFF = 0x211        # u8, bit 0 LOADED_HIGH (bzImage)
 RELOCATABLE_OFF = 0x234      # u8 relocatable_kernel (protocol >= 2.05)
+XLOADFLAGS_OFF = 0x236       # u16 xloadflags (protocol >= 2.12)
+XLF_KERNEL_64 = 1 << 0       # the kernel has a 64-bit entry point: an x86_64 kernel
+PAYLOAD_OFF = 0x248          # u32 payload_offset, u32 payload_length (protocol >= 2.08)
+PREF_ADDRESS_OFF = 0x258     # u64 pref_address (protocol >= 2.10)
+INIT_SIZE_OFF = 0x260        # u32 init_size: memory the kernel needs from pref_address on (>= 2.10)
 BOOT_FLAG_OFF = 0x1FE        # u16 0xAA55
 MULTIBOOT_MAGIC = 0x1BADB002
+# ELF identification: (EI_CLASS, e_machine) -> architecture
+ELF_ARCH = {(1, 3): I386, (2, 62): X86_64}
+# The PVH entry note of a vmlinux (Xen's ELF note type XEN_ELFNOTE_PHYS32_ENTRY)
+XEN_ELFNOTE_PHYS32_ENTRY = 18
+# Payload compressions Python reads by itself: magic -> how to decompress
+_DECOMPRESS = {
+    b"\xfd7zXZ\x00": lambda data: lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data),
+    b"\x1f\x8b": lambda data: zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data),
+    b"BZh": lambda data: bz2.BZ2Decompressor().decompress(data),
+}
 
 
 @dataclass
@@ -54,10 +93,24 @@ class KernelImage:
     version: str = None         # the image's kernel_version string, if it has one
     multiboot: bool = False
     relocatable: bool = False   # may apply KASLR (protocol >= 2.05 and relocatable_kernel)
+    arch: str = None            # I386 or X86_64; None when the image does not say (unknown format)
+    xloadflags: int = None      # a bzImage's, from protocol 2.12 on
+    pref_address: int = None    # where a bzImage wants to be unpacked (protocol >= 2.10)
+    init_size: int = None       # how much memory it needs from there (protocol >= 2.10)
+    payload: tuple = None       # (file offset, length) of a bzImage's compressed kernel (>= 2.08)
 
     @property
     def protocol_text(self):
         return f"{self.protocol[0]}.{self.protocol[1]:02d}" if self.protocol else "none"
+
+    def memory_floor_bytes(self):
+        """Guest memory the image needs loaded and unpacked (a bzImage's pref_address + init_size;
+        an ELF's highest load address: elf_boot_facts), None when the header does not say."""
+        if self.pref_address is not None and self.init_size:
+            return self.pref_address + self.init_size
+        if self.format == "elf":
+            return elf_boot_facts(self.path)["load_end"]
+        return None
 
     @property
     def release(self):
@@ -85,7 +138,9 @@ def parse_image(data, path="<image>"):
     """A KernelImage from the first bytes of a kernel file (at least 64 KiB is plenty)."""
     path = Path(path)
     if data[:4] == b"\x7fELF":
-        return KernelImage(path, "elf", multiboot=_multiboot_header(data))
+        machine = struct.unpack_from("<H", data, 18)[0] if len(data) >= 20 else None
+        return KernelImage(path, "elf", multiboot=_multiboot_header(data),
+                           arch=ELF_ARCH.get((data[4] if len(data) > 4 else None, machine)))
     if len(data) < 0x210 or struct.unpack_from("<H", data, BOOT_FLAG_OFF)[0] != 0xAA55:
         if _multiboot_header(data):
             return KernelImage(path, "multiboot", multiboot=True)
@@ -104,7 +159,20 @@ def parse_image(data, path="<image>"):
         if text and text[0].isdigit():
             version = text
     relocatable = raw >= 0x0205 and len(data) > RELOCATABLE_OFF and data[RELOCATABLE_OFF] != 0
-    return KernelImage(path, fmt, protocol, version, relocatable=relocatable)
+    image = KernelImage(path, fmt, protocol, version, relocatable=relocatable, arch=I386)
+    if raw >= 0x020C and len(data) >= XLOADFLAGS_OFF + 2:
+        image.xloadflags = struct.unpack_from("<H", data, XLOADFLAGS_OFF)[0]
+        if image.xloadflags & XLF_KERNEL_64:
+            image.arch = X86_64
+    if raw >= 0x0208 and len(data) >= PAYLOAD_OFF + 8:
+        setup_sects = data[SETUP_SECTS_OFF] or 4
+        offset, length = struct.unpack_from("<II", data, PAYLOAD_OFF)
+        if length:
+            image.payload = ((setup_sects + 1) * 512 + offset, length)
+    if raw >= 0x020A and len(data) >= INIT_SIZE_OFF + 4:
+        image.pref_address = struct.unpack_from("<Q", data, PREF_ADDRESS_OFF)[0]
+        image.init_size = struct.unpack_from("<I", data, INIT_SIZE_OFF)[0]
+    return image
 
 
 def read_image(path):
@@ -118,8 +186,70 @@ def read_image(path):
     return parse_image(data, path)
 
 
+def elf_boot_facts(path):
+    """{"load_end": highest physical load address, "pvh": has a PVH entry note} of an ELF kernel."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    facts = {"load_end": None, "pvh": False}
+    try:
+        with open(path, "rb") as f:
+            for seg in ELFFile(f).iter_segments():
+                if seg["p_type"] == "PT_LOAD":
+                    end = seg["p_paddr"] + seg["p_memsz"]
+                    facts["load_end"] = max(facts["load_end"] or 0, end)
+                elif seg["p_type"] == "PT_NOTE":
+                    facts["pvh"] |= any(n["n_name"] == "Xen" and n["n_type"] == XEN_ELFNOTE_PHYS32_ENTRY
+                                        for n in seg.iter_notes())
+    except (ELFError, OSError, ValueError, struct.error) as exc:
+        raise GdbfaultError(f"cannot read the ELF kernel {path}: {exc}")
+    return facts
+
+
+def extract_vmlinux(image):
+    """The ELF vmlinux inside an x86_64 bzImage, decompressed once into gdbfault's cache
+    (named by the image's digest); None when the payload is in a compression Python cannot
+    read or holds no x86_64 ELF with a PVH entry (the bzImage is then booted as it is)."""
+    if image.format != "bzImage" or image.arch != X86_64 or image.payload is None:
+        return None
+    data = Path(image.path).read_bytes()
+    folder = cache_dir() / "vmlinux"
+    out = folder / f"{hashlib.sha256(data).hexdigest()[:24]}.elf"
+    if out.is_file():
+        return out
+    offset, length = image.payload
+    payload = data[offset:offset + length]
+    decompress = next((fn for magic, fn in _DECOMPRESS.items() if payload.startswith(magic)), None)
+    if decompress is None:
+        return None
+    try:
+        body = decompress(payload)
+    except (lzma.LZMAError, zlib.error, OSError, EOFError, ValueError):
+        return None
+    if parse_image(body[:64]).arch != X86_64:
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # Written whole, then renamed: two runs extracting the same image at once both end well.
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".vmlinux-")
+    except OSError:                      # no writable cache: the bzImage boots as it is
+        return None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+        if not elf_boot_facts(tmp)["pvh"]:
+            return None
+        os.replace(tmp, out)
+    except OSError:
+        return None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
 def boot_plan(image):
-    """How to boot `image` (a KernelImage) under QEMU 7.2."""
+    """How to boot `image` (a KernelImage) under QEMU 7.2 (see the module docstring;
+    the PVH path is chosen by kernels/boot.py, which extracts the vmlinux)."""
     if image.format in ("elf", "multiboot"):
         return BootPlan(QEMU_KERNEL, "ELF/multiboot image: QEMU -kernel loads it", False)
     if image.format == "unknown":

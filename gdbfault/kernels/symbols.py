@@ -10,12 +10,15 @@ a file-local symbol, its source file) — `load_symbols` keeps names and
 addresses, the kernel profile its text symbols in order, a live patch the
 sizes and file-local names it links against.
 """
+import functools
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
 from gdbfault.base.errors import GdbfaultError
+from gdbfault.kernels.image import I386, X86_64
 
 __all__ = ["SymbolTable", "SymbolRow", "load_symbols", "parse_system_map", "is_elf", "map_rows", "elf_rows",
            "symbol_rows", "CODE_LETTERS"]
@@ -54,6 +57,16 @@ class SymbolTable:
 
     def address(self, name):
         return self.addresses.get(name)
+
+    @cached_property
+    def arch(self):
+        """X86_64 when the kernel's addresses need more than 32 bits (a System.map's 16 hex digits,
+        text at ffffffff8...), else I386 (8 digits, c0000000 and up)."""
+        return X86_64 if max(self.addresses.values(), default=0) >= 1 << 32 else I386
+
+    def next_address(self, address):
+        """The lowest symbol address above `address` (where a function starting there ends), or None."""
+        return min((a for a in self.addresses.values() if a > address), default=None)
 
     def require(self, name, suggest=()):
         """The address of `name`, or a one-line error naming the source."""
@@ -138,8 +151,26 @@ def parse_system_map(text, source="System.map"):
     return _name_table(map_rows(text, source), "aAU")
 
 
+def _identity(path):
+    """What tells one version of a file from another: its path, size and modification time."""
+    if path is None:
+        return None
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return (str(path), None)
+    return (str(path), st.st_size, st.st_mtime_ns)
+
+
 def load_symbols(kernel, system_map=None):
-    """Symbols for a kernel: the System.map if given, else the ELF's .symtab."""
+    """Symbols for a kernel: the System.map if given, else the ELF's .symtab. Read once per
+    version of the files (a compare or check resolves each run before running it; a
+    distribution kernel's map has ~100,000 lines)."""
+    return _load_symbols(kernel, system_map, _identity(kernel), _identity(system_map))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_symbols(kernel, system_map, *_versions):
     rows, source = symbol_rows(kernel, system_map)
     if system_map:
         return SymbolTable(source, "System.map", _name_table(rows, "aAU"))

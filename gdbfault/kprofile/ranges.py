@@ -28,11 +28,16 @@ ENTRY_NAME = re.compile(
     r"irq\d+_interrupt|IRQ\w*interrupt|lcall7|signal_return_sys|"
     r"asm_exc_\w+|asm_sysvec_\w+|asm_common_interrupt|asm_spurious_interrupt|"
     r"entry_INT80_32|entry_SYSENTER_32|__begin_SYSENTER_singlestep_region|"
-    r"irq_entries_start|spurious_entries_start|common_interrupt|handle_exception)$")
+    r"irq_entries_start|spurious_entries_start|common_interrupt|handle_exception|"
+    # x86_64: native syscall, the IA32 entries (int $0x80 is an IDT stub from the
+    # 2023 fixes on, entry_INT80_compat before), and the NMI/debug stacks' own entries
+    r"entry_SYSCALL_64|entry_SYSCALL_compat|entry_SYSENTER_compat|entry_INT80_compat|"
+    r"asm_int80_emulation)$")
 
 def _name_rank(letter, name):
-    """Which of several names at one address to show: plain global names first."""
-    return (name.startswith("_"), letter.islower(), name.startswith("."), name)
+    """Which of several names at one address to show: plain global names first; of an x86_64
+    kernel's system-call aliases, the native `__x64_sys_*` before `__ia32_sys_*` (one code)."""
+    return (name.startswith("_"), letter.islower(), name.startswith("."), name.startswith("__ia32_"), name)
 
 
 def kernel_functions(kernel, system_map=None):
@@ -72,7 +77,8 @@ def kernel_functions(kernel, system_map=None):
 
 def kernel_base(funcs):
     """Where kernel addresses begin: the lowest function rounded down to 256 MiB
-    (0xc0000000 for a 3G/1G i386 kernel; user space lies below)."""
+    (0xc0000000 for a 3G/1G i386 kernel, 0xffffffff80000000 for x86_64; user space lies
+    below). A base above 4 GiB also tells the plugin to decode 64-bit code (REX prefixes)."""
     return min(f["address"] for f in funcs) & ~0x0FFFFFFF
 
 
@@ -103,7 +109,9 @@ def uaccess_sites(kernel, funcs):
     if absolute and len(words) % 2 == 0 and all(lo <= a < hi for a in absolute):
         return sorted(set(absolute))
     signed = struct.unpack(f"<{len(data) // 4}i", data[:len(data) // 4 * 4])
-    relative = [(start + 12 * i + signed[3 * i]) & 0xFFFFFFFF for i in range(len(signed) // 3)]
+    # offsets from each entry's own address, which wraps at the kernel's address width
+    mask = (1 << 64) - 1 if start >= 1 << 32 else 0xFFFFFFFF
+    relative = [(start + 12 * i + signed[3 * i]) & mask for i in range(len(signed) // 3)]
     if relative and len(signed) % 3 == 0 and all(lo <= a < hi for a in relative):
         return sorted(set(relative))
     return []

@@ -37,6 +37,20 @@ def _label(profile):
     return Path(k.get("path", "?")).name
 
 
+def _machine(profile):
+    """" · x86_64 · qemu-system-x86_64 -cpu qemu64" (profiles saved before it was noted: nothing)."""
+    arch, cpu = (profile.get("kernel") or {}).get("arch"), (profile.get("mode") or {}).get("cpu")
+    emulator = (profile.get("tool") or {}).get("emulator")
+    return f" · {arch} · {emulator}" + (f" -cpu {cpu}" if cpu else "") if arch and emulator else ""
+
+
+def _abi(profile):
+    w = profile.get("workload") or {}
+    if w.get("ia32_emulation"):
+        return " (i386 binary under the kernel's IA32 emulation)"
+    return " (native x86_64 binary)" if w.get("abi") == "x86_64" else ""
+
+
 def _rows(profile, top):
     kernel = profile["total"]["kernel"] or 1
     iterations = profile.get("iterations")
@@ -78,17 +92,23 @@ def _summary_lines(profile):
     acc = profile.get("accounting") or {}
     lines = []
     if acc.get("guest_cycles") is not None:
-        how = ("exactly" if acc["exact"] else
-               f"unexplained {acc['unexplained']:+,}"
-               + (f", {acc['inexact_blocks']:,} blocks counted whole after a fault" if acc["inexact_blocks"] else ""))
+        how = "exactly" if acc["exact"] else f"unexplained {acc['unexplained']:+,}"
+        restarted = (f" + {_n(acc['inexact_blocks'])} instructions run twice (QEMU left each of these kernel "
+                     "blocks at its last instruction and ran it again alone: icount's I/O restarts)"
+                     if acc["inexact_blocks"] else "")
         lines.append(f"kernel + user = {_n(acc['counted'])} = the guest's cycles {_n(acc['guest_cycles'])}"
                      f" + {_n(acc['left_early_blocks'])} faulting instructions counted at their first "
-                     f"attempt ({how})")
+                     f"attempt{restarted} ({how})")
     st = profile.get("stack") or {}
     if st.get("ret_mismatch") or st.get("overflow") or st.get("iret_mismatch"):
+        # x86_64 kernels built with retpolines call through thunks that `ret` to the call's
+        # target, not to their caller: a call/ret pair that does not nest, seen as a mismatch
+        thunks = any(f["symbol"].startswith("__x86_indirect_thunk") for f in profile["functions"])
         lines.append(f"shadow call stack: {st.get('ret_mismatch', 0)} unmatched returns, "
                      f"{st.get('iret_mismatch', 0)} unmatched irets, {st.get('overflow', 0)} frames beyond "
-                     f"depth {st.get('limit')}: call chains near them may be off")
+                     f"depth {st.get('limit')}: call chains near them may be off"
+                     + (" (expected with the kernel's retpoline thunks, __x86_indirect_thunk_*, which return to "
+                        "the call's target)" if thunks else ""))
     lines.append(ICOUNT_NOTE)
     return lines
 
@@ -109,8 +129,8 @@ def render_profile(profile, fmt="table", top=20):
     if fmt not in ("table", "markdown"):
         raise GdbfaultError(f"unknown format '{fmt}'", f"choose one of: {', '.join(FORMATS)}")
     g = profile.get("guest") or {}
-    head = (f"kernel profile: {_label(profile)}, workload {profile['workload']['name']}"
-            f" × {_n(profile.get('iterations'))}, the guest's measured loop"
+    head = (f"kernel profile: {_label(profile)}{_machine(profile)}, workload {profile['workload']['name']}"
+            f" × {_n(profile.get('iterations'))}{_abi(profile)}, the guest's measured loop"
             f" · top {len(rows)} of {len(profile['functions'])} functions")
     table = [[r["symbol"], _n(r["instructions"]), f"{r['percent_kernel']:.1f}%", _f(r["per_iteration"]),
               _n(r["entries"]), _f(r["load"], 2), _f(r["inclusive_per_iteration"])] for r in rows]

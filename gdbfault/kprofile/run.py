@@ -14,6 +14,7 @@ instruction per translation block left early (a faulting instruction counts
 for its attempt, which icount does not count).
 """
 import time
+from pathlib import Path
 
 from gdbfault import __version__
 from gdbfault.backends.plan import resolve_run
@@ -48,7 +49,9 @@ def run_profile(spec):
         meta = _meta(plan, system_map)
         run_dir = private_dir()
         ranges, out = run_dir / "ranges.txt", run_dir / "kprofile.json"
-        write_ranges(ranges, funcs, kernel_base(funcs), marks, uaccess_sites(plan.kernel, funcs))
+        # user-access sites from the kernel's code: its ELF, or the vmlinux of an x86_64 bzImage's PVH boot
+        uaccess = uaccess_sites(plan.code_file, funcs) if plan.code_file else []
+        write_ranges(ranges, funcs, kernel_base(funcs), marks, uaccess)
         options = {"ranges": ranges, "out": out} if spec.call_chains else \
             {"ranges": ranges, "out": out, "chains": "off"}
         machine = Machine(plugin_config(plan.config, plugin_args(library, **options)), run_dir=run_dir,
@@ -92,12 +95,13 @@ def _keep_partial(exc, machine, out, meta, funcs):
 
 def _meta(plan, system_map):
     """What was run, as a RunResult says it."""
-    spec, kernel, boot = plan.spec, plan.kernel, plan.boot
-    return {"tool": {"gdbfault": __version__, "qemu": qemu_version(spec.qemu)},
+    spec, kernel, boot, arch = plan.spec, plan.kernel, plan.boot, plan.arch
+    return {"tool": {"gdbfault": __version__, "qemu": qemu_version(spec.qemu), "emulator": Path(spec.qemu).name},
             "kernel": {"path": str(kernel), "lab": plan.lab, "variant": spec.variant if plan.lab else None,
                        "symbols": str(system_map) if system_map else f"ELF symbol table ({kernel})",
-                       "boot": boot.describe() if boot else None},
+                       "boot": boot.describe() if boot else None, "arch": arch.kernel},
             "workload": {"name": spec.workload, "iterations": spec.iterations,
-                         "command_line": spec.command_line()},
-            "mode": {"backend": "kprofile plugin", "accel": "tcg", "icount": spec.icount},
+                         "command_line": spec.command_line(), "abi": arch.workload,
+                         "ia32_emulation": arch.ia32_emulation},
+            "mode": {"backend": "kprofile plugin", "accel": "tcg", "icount": spec.icount, "cpu": arch.cpu},
             "iterations": spec.iterations}

@@ -1,4 +1,9 @@
-"""The QEMU side of a run: one `Machine` = one supervised qemu-system-i386.
+"""The QEMU side of a run: one `Machine` = one supervised qemu-system-i386 or qemu-system-x86_64.
+
+Which emulator a run needs follows its kernel (kernels/arch.py); `emulator_target`
+says which guest architecture a QEMU binary emulates, and `CPU_MODELS` pins the
+CPU model each one runs (path costs depend on it: another model brings another
+FPU state size, and Intel models turn on the kernel's page-table isolation).
 
 The gdbstub and QMP listen on unix sockets inside a private (0700) run
 directory, never on a TCP port reachable from elsewhere; the serial console
@@ -6,6 +11,8 @@ goes to a file there. QEMU starts halted (-S) so that probes are armed before
 the first guest instruction runs, and `close()` always leaves no process
 behind, whatever happened.
 """
+import functools
+import json
 import os
 import re
 import secrets
@@ -24,7 +31,8 @@ from gdbfault.base.errors import GdbfaultError, GuestError
 from gdbfault.base.lifecycle import check_stop, shielded
 from gdbfault.base.tools import find_tool, parent_death_prefix, tool_version
 
-__all__ = ["MachineConfig", "Machine", "qemu_version", "describe_exit", "private_base", "private_dir",
+__all__ = ["MachineConfig", "Machine", "qemu_version", "emulator_target", "EMULATORS", "CPU_MODELS",
+           "describe_exit", "private_base", "private_dir",
            "qemu_opt_escape", "snapshot_store", "snapshot_store_available", "ENDED_AFTER_RESULT", "EXIT_CLEAN", "EXIT_INIT_EXITED", "EXIT_OOPS", "EXIT_PANIC"]
 
 # QEMU exit statuses the lab kernel produces (qemu/README.md).
@@ -35,6 +43,12 @@ EXIT_PANIC = 31         # isa-debug-exit value 0x0f
 DEBUG_EXIT_PORT = 0xF4
 # How a run reads when gdbfault ended the guest itself once its result was out.
 ENDED_AFTER_RESULT = "ended by gdbfault after the workload's result line"
+# The emulator for each guest architecture, and the CPU model pinned on it: each
+# emulator's own default model, named so that a newer QEMU with another default
+# cannot change the figures (qemu64 is an AMD-flavoured CPU with FXSAVE and no
+# Meltdown: Linux leaves page-table isolation off on it; `--append pti=on` turns it on).
+EMULATORS = {"i386": "qemu-system-i386", "x86_64": "qemu-system-x86_64"}
+CPU_MODELS = {"i386": "qemu32", "x86_64": "qemu64"}
 
 
 @dataclass
@@ -53,6 +67,7 @@ class MachineConfig:
     rr_icount: str = "shift=0"
     extra_args: list = field(default_factory=list)
     qemu: str = "qemu-system-i386"
+    cpu: str = None           # -cpu MODEL (CPU_MODELS); None: the emulator's default
     halted: bool = True       # -S: wait for the debugger before running
     # A second QMP socket for gdbfault's own reads (the replay watchdog of a
     # live patch) while the in-GDB tracer holds the first one.
@@ -136,8 +151,41 @@ def qemu_version(qemu="qemu-system-i386"):
     return tool_version(qemu, r"version (\S+)")
 
 
+_TARGET_NAME = re.compile(r"^qemu-system-(\w+)$")
+
+
+@functools.lru_cache(maxsize=None)
+def emulator_target(qemu):
+    """The guest architecture a QEMU system emulator emulates ("i386", "x86_64", ...).
+
+    Read from its name (qemu-system-ARCH) when it has the usual one; else asked
+    (QMP query-target, with no machine: nothing boots). A one-line error when
+    the program is missing or does not answer like a QEMU system emulator."""
+    name = Path(qemu).name
+    m = _TARGET_NAME.match(name)
+    if m:
+        return m.group(1)
+    exe = find_tool(qemu)
+    talk = b'{"execute":"qmp_capabilities"}\n{"execute":"query-target"}\n{"execute":"quit"}\n'
+    try:
+        done = subprocess.run([exe, "-machine", "none", "-nodefaults", "-display", "none", "-qmp", "stdio"],
+                              input=talk, capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise GdbfaultError(f"{qemu} did not say which architecture it emulates ({exc})")
+    for line in done.stdout.decode(errors="replace").splitlines():
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            continue
+        arch = (reply.get("return") or {}).get("arch") if isinstance(reply.get("return"), dict) else None
+        if arch:
+            return arch
+    raise GdbfaultError(f"{qemu} is not a QEMU system emulator gdbfault can use (no answer to QMP "
+                        "query-target)", "give qemu-system-i386 or qemu-system-x86_64")
+
+
 class Machine:
-    """One qemu-system-i386 process, its run directory and its sockets."""
+    """One QEMU process (qemu-system-i386 or -x86_64), its run directory and its sockets."""
 
     def __init__(self, config, run_dir=None, own_dir=None):
         """`run_dir`: a folder made beforehand (files the config names live there, e.g. a plugin's);
@@ -186,6 +234,8 @@ class Machine:
             argv += ["-initrd", ",".join(qemu_opt_escape(p) for p in c.initrd)]
         if c.append:
             argv += ["-append", c.append]
+        if c.cpu:
+            argv += ["-cpu", c.cpu]
         if c.icount:
             argv += ["-icount", c.icount_options]
         if c.halted:

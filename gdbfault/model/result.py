@@ -6,11 +6,13 @@ same RunResult; report, compare and check read its typed fields, and its JSON
 keys are stable: tests and users read them.
 
   schema    "gdbfault.run/1"
-  tool      Tool       {gdbfault, qemu, gdb}: versions (gdb None on the plugin backend)
-  kernel    Kernel     {path, lab, variant, symbols, profile, model, boot, profile_reason*,
-                        profile_notes*, banner*, banner_form*}
-  workload  Workload   {name, own, iterations (requested), command_line, attached_to*, qemu_pid*}
-  mode      Mode       {backend, accel, icount, trace, cost_sample, icount_shift*, replay*}
+  tool      Tool       {gdbfault, qemu, gdb, emulator*}: versions (gdb None on the plugin backend);
+                        emulator: the QEMU binary's name (qemu-system-i386 when absent)
+  kernel    Kernel     {path, lab, variant, symbols, profile, model, boot, arch*, profile_reason*,
+                        profile_notes*, banner*, banner_form*}: arch "i386" or "x86_64"
+  workload  Workload   {name, own, iterations (requested), command_line, abi*, ia32_emulation*,
+                        attached_to*, qemu_pid*}: abi "i386" (int $0x80) or "x86_64" (syscall)
+  mode      Mode       {backend, accel, icount, trace, cost_sample, cpu*, icount_shift*, replay*}
   probes    [Probe     {role, symbol, address, hits: Hits{boot, workload}, total, duplicates,
                         alternatives*, per_iteration*}]
   guest     the workload's own GDBFAULT-RESULT object (a plain dict: the workload decides its
@@ -30,7 +32,7 @@ keys are stable: tests and users read them.
                         timeline*, before*/after*/after_unpatch*: Phase{iterations, hits,
                         per_iteration, paths*, user_fault_searches*, checks*}, consistency*,
                         timing*, kept*}
-  verify*   CrossCheck {backend, agree, differences, gdb_duplicates_filtered, gdb_wall_s}
+  verify*   CrossCheck {backend, agree, differences, gdb_duplicates_filtered, gdb_wall_s, inexact_costs*}
 
 A starred key is written only once something set it (a field assigned None is
 written as null); a file read back is written back with exactly its keys, and
@@ -209,6 +211,11 @@ class Tool(_Part):
     gdbfault: str = None
     qemu: str = None
     gdb: str = None               # None on the plugin backend (GDB not used)
+    emulator: str = _optional()   # the QEMU binary's name: qemu-system-i386 or qemu-system-x86_64
+
+    def emulator_name(self):
+        """The QEMU binary's name (runs saved before it was noted all ran qemu-system-i386)."""
+        return self.emulator or "qemu-system-i386"
 
 
 @dataclass(eq=False)
@@ -220,6 +227,7 @@ class Kernel(_Part):
     profile: str = None           # the probe profile's name
     model: str = None             # which ground-truth rules apply (truth.expected_hits)
     boot: dict = None             # how a brought kernel was booted (kernels.boot.BootSetup.describe)
+    arch: str = _optional()       # "i386" or "x86_64" (kernels/arch.py)
     profile_reason: str = _optional()
     profile_notes: list = _optional()
     banner: str = _optional()
@@ -236,6 +244,8 @@ class Workload(_Part):
     own: bool = False             # the user's own program (its counts are not checked)
     iterations: int = None        # as requested (RunResult.iterations is the one to divide by)
     command_line: str = ""
+    abi: str = _optional()            # the workload's system-call ABI: "i386" or "x86_64"
+    ia32_emulation: bool = _optional()   # an i386 workload on an x86_64 kernel (its IA32 emulation)
     attached_to: str = _optional()
     qemu_pid: int = _optional()
 
@@ -247,6 +257,7 @@ class Mode(_Part):
     icount: bool = True
     trace: bool = True
     cost_sample: int = 1
+    cpu: str = _optional()               # the -cpu model QEMU ran (machine/qemu.CPU_MODELS)
     icount_shift: int = _optional()
     replay: bool = _optional()
     replay_start: str = _optional()      # "power-on", or "workload entry (snapshot)" (old kernels)
@@ -390,6 +401,7 @@ class CrossCheck(_Part):
     differences: list = field(default_factory=list)
     gdb_duplicates_filtered: int = 0
     gdb_wall_s: float = None
+    inexact_costs: int = _optional()    # costs above GDB's, all in paths the plugin marked inexact
 
 
 @dataclass(eq=False)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
-from gdbfault.base.locations import VARIANTS, WORKLOADS, lab_kernel
+from gdbfault.base.locations import VARIANTS, WORKLOAD_ABIS, WORKLOADS, lab_kernel
 from gdbfault.model.roles import parse_probe_option
 
 __all__ = ["RunSpec", "LivePatchSpec", "RunOption", "RUN_OPTIONS", "OPTION", "validate_spec", "check_mapping",
@@ -41,15 +41,16 @@ class RunSpec:
     variant: str = "vanilla"             # lab kernel variant
     system_map: str = None
     workload: str = "mprotect"
+    workload_abi: str = None             # "i386" | "x86_64"; None: i386 for a built-in, a file's own
     iterations: int = None
     append: str = ""
     profile: str = None                  # name or file; None = pick from the symbols
     extra_probes: list = field(default_factory=list)   # [(role, symbol)]
     icount: bool = True
     timeout_s: float = 600.0
-    memory_mb: int = 64
+    memory_mb: int = None                # guest RAM; None: 64 MB for the lab kernel, what a brought one needs
     gdb: str = "gdb"
-    qemu: str = "qemu-system-i386"
+    qemu: str = None                     # the QEMU binary; None: the one the kernel's architecture needs
     keep_run_dir: bool = False
     trace: bool = True                   # follow fault paths (costs need icount)
     backend: str = "gdb"                 # "gdb" (breakpoints) or "plugin" (TCG plugin, no stops)
@@ -156,6 +157,10 @@ RUN_OPTIONS = (
         default="mprotect", metavar="NAME|FILE",
         help=f"guest workload: {', '.join(WORKLOADS)} (default: mprotect), or your own "
              "static i386 ELF file, run as init")),
+    RunOption("workload_abi", "workload_abi", str, "--workload-abi", dict(
+        choices=WORKLOAD_ABIS, help="the built-in workload's system-call ABI: i386 (int $0x80, the default; on an "
+                                    "x86_64 kernel it runs through its IA32 emulation) or x86_64 (syscall; "
+                                    "x86_64 kernels only)")),
     RunOption("iterations", "iterations", int, "--iterations", dict(
         type=int, metavar="N", help="workload iterations (default: the workload's)")),
     RunOption("append", "append", str, "--append", dict(
@@ -165,6 +170,12 @@ RUN_OPTIONS = (
     RunOption("probes", "extra_probes", list, "--probe", dict(
         action="append", default=[], metavar="ROLE=SYMBOL", help="add or override a probe (repeatable)"),
         convert=_parse_probes),
+    RunOption("qemu_binary", "qemu", str, "--qemu-binary", dict(
+        metavar="PATH", help="the QEMU system emulator (default: picked from the kernel image: "
+                             "qemu-system-x86_64 for an x86_64 kernel, qemu-system-i386 for an i386 one)")),
+    RunOption("memory", "memory_mb", int, "--memory", dict(
+        type=int, metavar="MB", help="guest RAM in MiB (default: 64 for the lab kernel; for a kernel you bring, "
+                                     "256 or what its image needs, if more)")),
     RunOption("icount", "icount", bool, "--no-icount", dict(
         action="store_false",
         help="plain TCG without -icount shift=0 (no deterministic instruction count)")),
@@ -244,6 +255,10 @@ def _problems(spec):
                              f"not {spec.iterations}")
     if spec.cost_sample <= 0:
         yield "cost_sample", f"must be positive, not {spec.cost_sample}"
+    if spec.memory_mb is not None and not 1 <= spec.memory_mb <= 1 << 20:
+        yield "memory", f"must be between 1 and {1 << 20} (MiB), not {spec.memory_mb}"
+    if spec.workload_abi is not None and spec.workload_abi not in WORKLOAD_ABIS:
+        yield "workload_abi", f"must be {' or '.join(WORKLOAD_ABIS)}, not '{spec.workload_abi}'"
     if not spec.timeout_s > 0:
         yield "timeout", f"must be positive, not {spec.timeout_s:g}"
     if spec.kernel == "lab" and spec.system_map:

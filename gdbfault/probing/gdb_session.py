@@ -1,4 +1,5 @@
-"""The GDB side of a run: set up GDB, load the in-GDB probe engine, read its counts.
+"""The GDB side of a run: set up GDB (its architecture follows the emulator), load the in-GDB probe engine,
+read its counts.
 
 Every user of gdbscripts/faultprobe.py goes through here: the GDB backend
 (backends/gdb_backend.py and its recording), the plugin backend's GDB for a feature that
@@ -18,15 +19,22 @@ from gdbfault.model.result import CostStats, Trace
 from gdbfault.kernels.symbols import is_elf
 
 __all__ = ["prepare_debugger", "connect", "load_probe_engine", "lend_qmp", "start_tracer", "read_counts",
-           "measured"]
+           "measured", "GDB_ARCHITECTURES"]
 
 
-def prepare_debugger(dbg, kernel):
-    """GDB settings for a scripted i386 session, and the kernel's symbols when it is an ELF."""
+# GDB's architecture for each QEMU target: the width of the registers its gdbstub
+# sends. `set architecture i386` on qemu-system-x86_64 breaks the connection ("Remote
+# 'g' packet reply is too long"), also while the guest runs an i386 kernel.
+GDB_ARCHITECTURES = {"i386": "i386", "x86_64": "i386:x86-64"}
+
+
+def prepare_debugger(dbg, kernel, arch=None):
+    """GDB settings for a scripted session on the run's emulator (`arch`, a kernels.arch.RunArch;
+    None: qemu-system-i386), and the kernel's symbols when it is an ELF."""
     for cmd in ("-gdb-set mi-async on", "-gdb-set pagination off", "-gdb-set confirm off",
                 "-gdb-set breakpoint pending off"):
         dbg.mi(cmd)
-    dbg.console("set architecture i386")
+    dbg.console(f"set architecture {GDB_ARCHITECTURES.get(arch.target if arch else 'i386', 'auto')}")
     if is_elf(kernel):
         # Names in backtraces for people who look; probes go by address anyway.
         dbg.mi(f"-file-exec-and-symbols {mi_quote(str(kernel))}", timeout=120)
@@ -40,10 +48,13 @@ def connect(dbg, address):
     dbg.mi(f"-target-select remote {address}", timeout=30)
 
 
-def load_probe_engine(dbg, probes, arm_address, replay=False):
-    """Source faultprobe.py and add the probes (armed at `arm_address` when given)."""
+def load_probe_engine(dbg, probes, arm_address, replay=False, arch=None):
+    """Source faultprobe.py and add the probes (armed at `arm_address` when given); `arch`
+    (kernels.arch.RunArch) tells it the kernel's word size (default: GDB's pointer size)."""
     dbg.console(f"source {GDBSCRIPTS / 'faultprobe.py'}")
     dbg.console("help faultprobe")     # fails loudly if the script did not load
+    if arch is not None:
+        dbg.console(f"faultprobe wordsize {arch.word_size}")
     if replay:
         # Only a live guest gets duplicate stop reports: a replay saves the
         # filter's nine register reads per stop (counts are checked anyway).

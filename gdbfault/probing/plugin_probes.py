@@ -18,37 +18,64 @@ the innermost open path), ``arm`` (its first execution ends the boot phase),
 from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
-from gdbfault.kernels.disasm import call_return_sites
-from gdbfault.kernels.symbols import is_elf
+from gdbfault.kernels.disasm import direct_call_return_sites
 from gdbfault.machine.plugins import PluginResultError, read_plugin_json
 from gdbfault.model.roles import ENTRY
 
-__all__ = ["PROBE_KINDS", "COUNT_PHASES", "plugin_probe_list", "write_probe_file", "read_plugin_result"]
+__all__ = ["PROBE_KINDS", "COUNT_PHASES", "FAULT_STUBS", "plugin_probe_list", "fault_return_sites",
+           "needs_learned_returns", "write_probe_file", "read_plugin_result"]
 
 PROBE_KINDS = ("count", "entry", "event", "ret", "arm", "mark")
 # The plugin counts every probe apart before and after the arm probe (the workload's entry).
 COUNT_PHASES = ("boot", "workload")
 RESULT_VERSION = 1
-# The 2.x-style entry stub that calls the fault entry (the lab kernel's, Linux 2.x's).
-FAULT_STUB = "page_fault"
+# The entry stubs that call the fault entry directly: 2.x-style `page_fault` (the
+# lab kernel's, Linux 2.x's: `call do_page_fault`) and x86_64 Linux 5.8+'s IDT stub
+# `asm_exc_page_fault` (`call exc_page_fault`, never patched). (i386 6.1's stub jumps to
+# handle_exception, which calls the handler indirectly through a retpoline thunk, at
+# a site every exception shares: no return site of its own to read from the code.)
+FAULT_STUBS = ("page_fault", "asm_exc_page_fault")
 
 
-def plugin_probe_list(kernel, probes, arm, arm_name="workload_start"):
+def fault_return_sites(code_file, symbols, entry):
+    """The return sites of the fault entry probe `entry`: the instructions after each direct
+    call to it in a FAULT_STUBS stub, read from `code_file` (an ELF of the running kernel's
+    code, symbols or not) between the stub's symbol and the next one; [] when none is found."""
+    sites = []
+    if code_file is None or entry is None:
+        return sites
+    for stub in FAULT_STUBS:
+        start = symbols.address(stub)
+        stop = symbols.next_address(start) if start is not None else None
+        if stop is None:
+            continue
+        try:
+            sites += direct_call_return_sites(code_file, start, stop, entry.address)
+        except GdbfaultError:
+            pass
+    return sorted(set(sites))
+
+
+def plugin_probe_list(code_file, symbols, probes, arm, arm_name="workload_start"):
     """[(address, kind, name)] for the plugin from a run's resolved probes; names are the probe symbols.
 
-    The fault entry opens a path; its return site (the instruction after the
-    stub's call into it, found in an ELF kernel's code) closes it."""
+    The fault entry opens a path; its return sites (fault_return_sites, when
+    the kernel's code is at hand) close it. Without them the plugin can learn
+    them itself (needs_learned_returns)."""
     entry = next((p for p in probes if p.role == ENTRY), None)
     out = [(p.address, "entry" if p is entry else "event", p.symbol) for p in probes]
-    if entry is not None and is_elf(kernel):
-        try:
-            sites = call_return_sites(kernel, FAULT_STUB, entry.symbol)
-        except GdbfaultError:
-            sites = []
-        out += [(addr, "ret", f"return_{i}") for i, addr in enumerate(sites)]
+    sites = fault_return_sites(code_file, symbols, entry)
+    out += [(addr, "ret", f"return_{i}") for i, addr in enumerate(sites)]
     if arm is not None:
         out.append((arm, "arm", arm_name))
     return out
+
+
+def needs_learned_returns(plist):
+    """A fault entry with no return site in the list: the plugin is to learn them (autoret=on):
+    each translated direct `call` to an entry probe makes the next instruction a return site."""
+    kinds = {kind for _, kind, _ in plist}
+    return "entry" in kinds and "ret" not in kinds
 
 
 def write_probe_file(path, probes):

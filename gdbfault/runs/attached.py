@@ -3,8 +3,11 @@
 The run resolves like any other (backends/plan.py: kernel, symbols, probe
 profile, probes), then counts on the running guest until --duration or
 Ctrl-C (backends/running_qemu.py) and detaches, leaving it running as it
-was. A live patch goes in at once and comes out before detaching
-(livepatch/hooks.PatchNow), unless the user keeps it.
+was. GDB's architecture follows the running emulator (qemu-system-x86_64
+sends 64-bit registers), and a kernel it cannot run is refused first; the
+System.map is checked against the running kernel's `linux_banner`. A live
+patch goes in at once and comes out before detaching (livepatch/hooks.PatchNow),
+unless the user keeps it.
 """
 import dataclasses
 
@@ -12,6 +15,7 @@ from gdbfault.backends.hooks import RunHooks
 from gdbfault.backends.plan import resolve_run
 from gdbfault.backends.running_qemu import attached_result, check_reachable, count_on_running, describe_qemu, \
     qemu_process
+from gdbfault.kernels.arch import resolve_arch
 from gdbfault.livepatch.hooks import PatchNow
 
 __all__ = ["attach_running"]
@@ -27,7 +31,12 @@ def attach_running(spec, address, pid=None, duration=None, live_patch=None, keep
     try:
         check_reachable(address)
         proc = qemu_process(address, pid)
-        plan.result = attached_result(plan, address, describe_qemu(proc))
+        facts = describe_qemu(proc)
+        if facts["binary"] is not None:
+            # GDB's registers are the running emulator's; an x86_64 kernel given for a
+            # qemu-system-i386 is refused here, before GDB connects
+            plan.arch = resolve_arch(plan.kernel, plan.arch.kernel, qemu=facts["binary"])
+        plan.result = attached_result(plan, address, facts)
         if proc is not None:
             plan.result.workload.qemu_pid = proc.pid
         return count_on_running(plan, address, hooks, duration)

@@ -1,5 +1,7 @@
 """Running several RunSpecs as one set: `run_all`, in parallel threads when the machine has cores to spare.
 
+Every run is resolved (backends/plan.py: its files, symbols, architectures and
+probes checked) before any boots, so a bad run refuses the whole set at once.
 Each run_qemu call has its own QEMU, GDB and run directory, so runs share
 nothing but the stop flag (base/lifecycle.py): a stop signal ends them all, and a
 failed run's error is raised once every run has ended, with what every run
@@ -9,6 +11,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from gdbfault.base.errors import GdbfaultError
+from gdbfault.backends.plan import resolve_run
 from gdbfault.base.lifecycle import Stopped, request_stop
 from gdbfault.runs.booted import run_qemu
 
@@ -24,6 +27,13 @@ def run_all(specs, parallel=True):
     is the stop, with exit code 128 + its number.
     """
     names = list(specs)
+    for name in names:           # every run is checked first: a mistake in one boots none of them
+        try:
+            resolve_run(specs[name])
+        except GdbfaultError as exc:
+            exc.args = (f"run '{name}': {exc}",)
+            exc.partial = {}
+            raise
     workers = min(len(names), os.cpu_count() or 1) if parallel else 1
     outcomes, stopped = {}, None
     if workers <= 1:

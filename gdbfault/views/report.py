@@ -15,8 +15,8 @@ from tabulate import tabulate
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.model.result import REQUIRED_KEYS, Kernel, RunResult, as_result, json_default
 
-__all__ = ["render", "load_run", "save_run", "save_json", "check_writable", "kernel_label", "FORMATS",
-           "CSV_FIELDS", "REQUIRED_KEYS"]
+__all__ = ["render", "load_run", "save_run", "save_json", "check_writable", "kernel_label", "machine_line",
+           "emulator_text", "abi_note", "FORMATS", "CSV_FIELDS", "REQUIRED_KEYS"]
 
 FORMATS = ("table", "json", "csv", "markdown")
 CSV_FIELDS = ("kernel", "variant", "workload", "iterations", "role", "symbol", "address",
@@ -189,18 +189,48 @@ def _live_patch_lines(lp, tablefmt):
     return lines
 
 
+def machine_line(result):
+    """What ran it, as a report's first line opens: the kernel, its architecture, the emulator,
+    its version, accelerator, CPU model and icount ("vmlinuz · x86_64 · qemu-system-x86_64
+    7.2.22 TCG -cpu qemu64, -icount shift=0"). Runs saved before gdbfault noted the
+    architecture ran i386 kernels on qemu-system-i386 with its default CPU."""
+    result = as_result(result)
+    return f"{result.kernel.label()} · {emulator_text(result)}"
+
+
+def emulator_text(result):
+    """machine_line without the kernel's name: "x86_64 · qemu-system-x86_64 7.2.22 TCG -cpu qemu64, ..."."""
+    result = as_result(result)
+    t, mode, k = result.tool, result.mode, result.kernel
+    shift = mode.icount_shift or 0
+    icount = f", -icount shift={shift}" if mode.icount else ""
+    accel = str(mode.accel or "tcg").upper() if mode.accel != "unknown" else "(accel unknown)"
+    arch = f"{k.arch} · " if k.arch else ""
+    cpu = f" -cpu {mode.cpu}" if mode.cpu else ""
+    return f"{arch}{t.emulator_name()} {t.qemu} {accel}{cpu}{icount}"
+
+
+def abi_note(workload):
+    """How the workload ran, when the kernel could run it two ways: "i386 binary under the
+    kernel's IA32 emulation" or "native x86_64 binary"; None on an i386 kernel."""
+    if workload.ia32_emulation:
+        return "i386 binary under the kernel's IA32 emulation"
+    if workload.abi == "x86_64":
+        return "native x86_64 binary"
+    return None
+
+
 def _text(result, tablefmt):
     lines = []
     t, mode, k, w = result.tool, result.mode, result.kernel, result.workload
     shift = mode.icount_shift or 0
-    icount = f", -icount shift={shift}" if mode.icount else ""
     gdb = f" · gdb {t.gdb}" if t.gdb else ""
-    accel = str(mode.accel or "tcg").upper() if mode.accel != "unknown" else "(accel unknown)"
-    lines.append(f"{k.label()} · qemu-system-i386 {t.qemu} {accel}{icount}{gdb}"
-                 f" · probes: {k.profile} profile · backend: {mode.backend}")
+    lines.append(f"{machine_line(result)}{gdb} · probes: {k.profile} profile · backend: {mode.backend}")
     if k.profile_reason and not k.lab:
         lines.append(f"profile {k.profile}: {k.profile_reason}"
                      + (f" · banner: {k.banner_form}" if k.banner_form else ""))
+    if (k.boot or {}).get("boot_path") == "pvh":
+        lines.append(f"boot: {k.boot['boot_reason']}")
     for note in k.profile_notes or []:
         lines.append(f"note: {note}")
     if w.attached_to and not w.name:     # a QEMU gdbfault did not start
@@ -209,6 +239,7 @@ def _text(result, tablefmt):
                      + (f"  (kernel command line: {w.command_line})" if w.command_line else ""))
     else:
         lines.append(f"workload {w.name}" + (f" × {w.iterations}" if w.iterations else "")
+                     + (f", {abi_note(w)}" if abi_note(w) else "")
                      + (f"  (kernel command line: {w.command_line})" if w.command_line else ""))
     lines.append("")
 
@@ -259,8 +290,10 @@ def _text(result, tablefmt):
             # A replay never reports a stop twice, so gdbfault runs no filter there.
             filtered = ("counted in a replay: no duplicate stop reports to filter"
                         if run.duplicate_filter is False
+                        else "counted by the plugin: the guest never stopped" if mode.backend == "plugin"
                         else f"duplicate stop reports filtered: {dups}")
-            lines.append(f"counts match the guest's own summary ✓ ({len(whole)} probes checked{phased}; "
+            probes = f"{len(whole)} probe{'' if len(whole) == 1 else 's'}"
+            lines.append(f"counts match the guest's own summary ✓ ({probes} checked{phased}; "
                          f"{filtered})")
         else:
             others = {p.role: p.alternatives or [] for p in result.probes}
@@ -278,7 +311,10 @@ def _text(result, tablefmt):
     verify = result.verify
     if verify:
         if verify.agree:
-            lines.append(f"cross-check with the {verify.backend} backend: counts, path shapes and costs agree ✓")
+            lines.append(f"cross-check with the {verify.backend} backend: counts, path shapes and costs agree ✓"
+                         + (f" (but {verify.inexact_costs} cost{'s' if verify.inexact_costs > 1 else ''} of "
+                            "paths the plugin marked inexact, a few instructions above GDB's)"
+                            if verify.inexact_costs else ""))
         else:
             lines.append(f"cross-check with the {verify.backend} backend DISAGREES ✗: "
                          + "; ".join(verify.differences))
