@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
+from gdbfault.base.userfiles import read_input_bytes
 
 __all__ = ["CpioWriter", "write_initramfs", "write_initrd_ext2", "root_entries"]
 
@@ -28,7 +29,7 @@ S_IFDIR, S_IFREG, S_IFCHR = stat.S_IFDIR, stat.S_IFREG, stat.S_IFCHR
 
 def root_entries(init_path):
     """(name, mode, data, (rdev major, minor)) of the workload's root, parents first."""
-    init = Path(init_path).read_bytes()
+    init = read_input_bytes(init_path, "workload")
     return [
         ("dev", S_IFDIR | 0o755, b"", None),
         ("dev/console", S_IFCHR | 0o600, b"", (5, 1)),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.base.locations import WORKLOADS, workload_binary
+from gdbfault.base.userfiles import input_file, open_input
 from gdbfault.kernels.disasm import instructions_named
 
 __all__ = ["workload_file", "is_own_workload", "check_static_i386", "elf_entry", "WorkloadPoints",
@@ -24,7 +25,7 @@ ET_EXEC, EM_386, PT_INTERP, PT_DYNAMIC = 2, 3, 3, 2
 def elf_entry(path):
     """The entry point of an ELF file (the workload's first user instruction)."""
     from elftools.elf.elffile import ELFFile
-    with open(path, "rb") as f:
+    with open_input(path, "workload") as f:
         return ELFFile(f).header["e_entry"]
 
 
@@ -38,7 +39,7 @@ def check_static_i386(path):
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
     try:
-        with open(path, "rb") as f:
+        with open_input(path, "workload") as f:
             elf = ELFFile(f)
             header = elf.header
             kinds = {seg["p_type"] for seg in elf.iter_segments()}
@@ -62,9 +63,10 @@ def workload_file(value):
     if not is_own_workload(value):
         return workload_binary(value)
     path = Path(value)
-    if not path.is_file():
+    if not path.exists():
         raise GdbfaultError(f"unknown workload '{value}': neither a built-in workload nor a file",
                             f"built-in: {', '.join(WORKLOADS)}; or give a static i386 ELF file")
+    input_file(path, "workload")
     check_static_i386(path)
     return path
 
@@ -90,7 +92,7 @@ class WorkloadPoints:
 def workload_points(elf):
     """The WorkloadPoints of a workload ELF: from its symbols and its rt_main's two rdtsc."""
     from elftools.elf.elffile import ELFFile
-    with open(elf, "rb") as f:
+    with open_input(elf, "workload") as f:
         elf_file = ELFFile(f)
         entry = elf_file.header["e_entry"]
         symtab = elf_file.get_section_by_name(".symtab")

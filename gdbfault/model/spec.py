@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.base.locations import VARIANTS, WORKLOADS, lab_kernel
+from gdbfault.base.userfiles import input_file
 from gdbfault.model.roles import parse_probe_option
 
 __all__ = ["RunSpec", "LivePatchSpec", "RunOption", "RUN_OPTIONS", "OPTION", "validate_spec", "check_mapping",
@@ -97,9 +98,9 @@ class RunSpec:
     def kernel_files(self):
         if self.kernel == "lab":
             return lab_kernel(self.variant)
-        kernel = Path(self.kernel)
-        if not kernel.is_file():
-            raise GdbfaultError(f"kernel file not found: {kernel}")
+        kernel = input_file(self.kernel, "image", "kernel file")
+        if self.system_map:
+            input_file(self.system_map, "system_map")
         return kernel, Path(self.system_map) if self.system_map else None
 
     def kernel_model(self, profile_name):
