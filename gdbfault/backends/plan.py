@@ -20,7 +20,8 @@ from gdbfault.base.lifecycle import shielded
 from gdbfault.kernels.boot import icount_shift, prepare_boot, truth_model
 from gdbfault.kernels.image import read_image
 from gdbfault.kernels.profiles import choose_profile, resolve_probes, role_alternatives
-from gdbfault.kernels.symbols import load_symbols
+from gdbfault.kernels.identity import check_map_fits, image_code
+from gdbfault.kernels.symbols import load_symbols, symbol_rows
 from gdbfault.kernels.workloads import elf_entry, is_own_workload, workload_file, workload_points
 from gdbfault.machine.config import machine_config
 from gdbfault.machine.gdbmi import gdb_version
@@ -50,6 +51,7 @@ class RunPlan:
     config: object = None         # machine.qemu.MachineConfig (prepare_machine)
     result: RunResult = None      # the skeleton the backend fills (prepare_machine)
     cleanup: list = field(default_factory=list)   # folders removed by close()
+    identity: dict = None         # how the System.map was checked against the image (kernels/identity.py)
 
     @property
     def lab(self):
@@ -108,10 +110,19 @@ def resolve_run(spec, progress=None, probes=True):
     image = None if spec.kernel == "lab" else read_image(kernel)
     profile = choose_profile(spec.profile, symbols, image.release if image else None) if probes else None
     resolved = resolve_probes(profile, symbols, spec.extra_probes) if probes else []
+    identity = _check_map(kernel, system_map, symbols, image, resolved) if system_map else None
     workload = workload_file(spec.workload) if spec.workload else None
     return RunPlan(spec=spec, kernel=Path(kernel), system_map=Path(system_map) if system_map else None,
                    symbols=symbols, image=image, profile=profile, probes=resolved, workload=workload,
-                   deadline=deadline, progress=progress)
+                   deadline=deadline, progress=progress, identity=identity)
+
+
+def _check_map(kernel, system_map, symbols, image, probes):
+    """A System.map of another build is refused here, before anything boots (kernels/identity.py):
+    its functions must be where the image's own code calls them. {"map": what was found}."""
+    rows, _ = symbol_rows(kernel, system_map)
+    code = image_code(kernel, symbols)
+    return {"map": check_map_fits(rows, system_map, kernel, image.version if image else None, code, probes)}
 
 
 def new_result(plan):
@@ -129,6 +140,8 @@ def new_result(plan):
                   cost_sample=spec.cost_sample),
         probes=probe_rows(plan.probes))
     result.kernel.profile_reason = profile.reason
+    if plan.identity:
+        result.kernel.identity = dict(plan.identity)
     result.kernel.profile_notes = list(profile.notes)
     if boot:
         result.kernel.model = truth_model(profile.name, boot.image)

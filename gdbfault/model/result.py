@@ -8,7 +8,7 @@ keys are stable: tests and users read them.
   schema    "gdbfault.run/1"
   tool      Tool       {gdbfault, qemu, gdb}: versions (gdb None on the plugin backend)
   kernel    Kernel     {path, lab, variant, symbols, profile, model, boot, profile_reason*,
-                        profile_notes*, banner*, banner_form*}
+                        profile_notes*, banner*, banner_form*, identity*}
   workload  Workload   {name, own, iterations (requested), command_line, attached_to*, qemu_pid*}
   mode      Mode       {backend, accel, icount, trace, cost_sample, icount_shift*, replay*}
   probes    [Probe     {role, symbol, address, hits: Hits{boot, workload}, total, duplicates,
@@ -19,7 +19,7 @@ keys are stable: tests and users read them.
                         guest's truth (phase: before/after/after_unpatch/total of a live patch)
   run       RunStatus  {complete, error, exit_status, exit, wall_s, hits, hits_per_s, phase*,
                         duplicate_filter* (False when counted in a replay, where none is needed),
-                        duplicates*, insns_total* (plugin)}
+                        duplicates*, insns_total* (plugin), counts_at_s*, guest* (attached)}
   record*   Record     {exit_status, exit, wall_s, live_patch*, guest*}: the recording run
   paths*    [PathRow   {shape, events, count, costed, min, median, p95, max, cost_hist}]
   user_fault_searches*  traced faults that searched the exception table and raised a signal
@@ -224,6 +224,7 @@ class Kernel(_Part):
     profile_notes: list = _optional()
     banner: str = _optional()
     banner_form: str = _optional()
+    identity: dict = _optional()        # how the kernel was checked: {map: ..., running: ...} (kernels/identity.py)
 
     def label(self):
         """How reports name this kernel: "lab kernel (VARIANT)" or the file's name."""
@@ -327,6 +328,8 @@ class RunStatus(_Part):
     duplicate_filter: bool = _optional()
     duplicates: int = _optional()
     insns_total: int = _optional()          # plugin backend
+    counts_at_s: float = _optional()        # attached: the last snapshot's time into the window (None: none read)
+    guest: str = _optional()                # attached: what became of the user's guest when gdbfault left it
     # Bookkeeping during a run, never written: gdbfault had to stop QEMU itself.
     stopped_by_gdbfault: bool = field(default=False, metadata={"json": False})
 
