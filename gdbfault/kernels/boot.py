@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gdbfault.kernels.image import GRUB, BootPlan, boot_plan, read_image
+from gdbfault.machine.guardian import watch_dir
 from gdbfault.machine.qemu import snapshot_store, snapshot_store_available
 
 __all__ = ["BootSetup", "prepare_boot", "root_kind", "truth_model", "icount_shift", "MIN_MEMORY_MB",
@@ -88,6 +89,7 @@ def prepare_boot(kernel, symbols, workload_elf, command_line, memory_mb, root=No
         # testing aid: send a modern image down the old-kernel (GRUB) path
         plan = BootPlan(GRUB, f"{plan.reason}; GRUB forced by GDBFAULT_BOOT_PATH", plan.kaslr_possible)
     work = Path(tempfile.mkdtemp(prefix="gdbfault-boot-"))
+    watch_dir(work)
     try:
         return _fill_setup(BootSetup(kernel=Path(kernel), initrd=[], append="", memory_mb=memory_mb,
                                      work_dir=work, image=image, plan=plan),

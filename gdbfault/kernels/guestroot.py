@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.base.userfiles import read_input_bytes
+from gdbfault.machine.guardian import watch_dir
 
 __all__ = ["CpioWriter", "write_initramfs", "write_initrd_ext2", "root_entries"]
 
@@ -94,6 +95,7 @@ def write_initrd_ext2(init_path, out_path, size_kb=1024):
     """An ext2 RAM-disk image for 2.x-era kernels (root=/dev/ram0 init=/init); returns out_path."""
     out_path = Path(out_path)
     work = Path(tempfile.mkdtemp(prefix="gdbfault-root-"))
+    watch_dir(work)
     try:
         tree = work / "root"
         devices = work / "devices.txt"

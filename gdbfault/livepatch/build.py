@@ -36,7 +36,9 @@ from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.base.locations import REPO
+from gdbfault.base.userfiles import input_file, open_input, read_input_bytes, read_input_text
 from gdbfault.kernels.symbols import CODE_LETTERS, symbol_rows
+from gdbfault.machine.guardian import watch_dir
 
 __all__ = ["BuiltPatch", "Replacement", "prepare_live_patch", "kernel_symbol_table", "jmp_rel32",
            "AREA_START", "AREA_END"]
@@ -164,7 +166,7 @@ class _Object:
         from elftools.elf.relocation import RelocationSection
         self.path = Path(path)
         try:
-            with open(path, "rb") as f:
+            with open_input(path, "patch") as f:
                 elf = ELFFile(f)
                 if elf.header["e_type"] != "ET_REL" or elf.header["e_machine"] != "EM_386":
                     _fail(f"{path} is not a relocatable i386 ELF object "
@@ -294,7 +296,7 @@ def _compile(cflags, tree, source, out):
 def _build_from_patch(patch, variant, work):
     """(patched object, {group: changed?}, replaced function names) for a lab-kernel patch."""
     tree = _lab_source_tree(variant)
-    text = Path(patch).read_text(errors="replace")
+    text = read_input_text(patch, "patch", errors="replace")
     files = _changed_files(text)
     if not files:
         _fail(f"{patch} is not a patch (no '+++' file headers)")
@@ -420,9 +422,7 @@ def prepare_live_patch(path, kernel, system_map=None, lab_variant=None):
     lab_variant: the lab kernel build that runs (a patch needs its sources),
     or None for a kernel the user brings (objects only).
     """
-    path = Path(path)
-    if not path.is_file():
-        _fail(f"live patch file not found: {path}")
+    path = input_file(path, "patch", "live patch file")
     table = kernel_symbol_table(kernel, system_map)
     start, end = _resolve(table, AREA_START), _resolve(table, AREA_END)
     if start is None or end is None or end.address <= start.address:
@@ -430,9 +430,9 @@ def prepare_live_patch(path, kernel, system_map=None, lab_variant=None):
               f"({AREA_START}/{AREA_END} symbols)")
     area = (start.address, end.address)
     work = Path(tempfile.mkdtemp(prefix="gdbfault-livepatch-"))
+    watch_dir(work)
     try:
-        with open(path, "rb") as f:
-            is_object = f.read(4) == b"\x7fELF"
+        is_object = read_input_bytes(path, "patch")[:4] == b"\x7fELF"
         if is_object:
             kind, source_file = "object", None
             obj = _Object(path)

@@ -11,26 +11,30 @@ import dataclasses
 from gdbfault.backends.hooks import RunHooks
 from gdbfault.backends.plan import resolve_run
 from gdbfault.backends.running_qemu import attached_result, check_reachable, count_on_running, describe_qemu, \
-    qemu_process
+    qemu_process, qmp_of_process
 from gdbfault.livepatch.hooks import PatchNow
+from gdbfault.machine.rescue import qmp_status
 
 __all__ = ["attach_running"]
 
 
-def attach_running(spec, address, pid=None, duration=None, live_patch=None, keep_patch=False):
+def attach_running(spec, address, pid=None, duration=None, live_patch=None, keep_patch=False, qmp=None):
     """Count on the QEMU whose gdbstub is at `address` ('host:port' or a unix socket path; `pid`:
     the QEMU's, when known) for `duration` seconds or until Ctrl-C; the RunResult.
     `spec` names the kernel and its probes (its workload options are not used: the guest runs what it runs);
-    `live_patch`: a file applied at once, taken out before detaching unless `keep_patch`."""
+    `live_patch`: a file applied at once, taken out before detaching unless `keep_patch`;
+    `qmp`: a QMP socket of that QEMU (default: found on its command line), to leave its guest as found."""
     plan = resolve_run(dataclasses.replace(spec, workload=None, live_patch=None))
     hooks = PatchNow(plan, live_patch, keep_patch) if live_patch else RunHooks()
     try:
-        check_reachable(address)
         proc = qemu_process(address, pid)
+        qmp = qmp or qmp_of_process(proc)
+        found = qmp_status(qmp)            # before anything touches it: how to leave it
+        check_reachable(address, resume=found != "paused")
         plan.result = attached_result(plan, address, describe_qemu(proc))
         if proc is not None:
             plan.result.workload.qemu_pid = proc.pid
-        return count_on_running(plan, address, hooks, duration)
+        return count_on_running(plan, address, hooks, duration, qmp=qmp, qemu=proc, found=found)
     finally:
         hooks.close()
         plan.close()
