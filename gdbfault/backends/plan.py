@@ -51,6 +51,7 @@ class RunPlan:
     config: object = None         # machine.qemu.MachineConfig (prepare_machine)
     result: RunResult = None      # the skeleton the backend fills (prepare_machine)
     cleanup: list = field(default_factory=list)   # folders removed by close()
+    kept: list = field(default_factory=list)      # folders --keep-run-dir keeps (close() names them in the result)
     identity: dict = None         # how the System.map was checked against the image (kernels/identity.py)
 
     @property
@@ -92,12 +93,23 @@ class RunPlan:
             self.result = new_result(self)
         return self
 
+    def keep(self, folder):
+        """--keep-run-dir: a folder to keep (and name) rather than remove."""
+        if folder not in self.kept:
+            self.kept.append(folder)
+
     def close(self):
-        """Remove every folder the run made; no signal cuts it short."""
+        """Remove every folder the run made — with --keep-run-dir keep them all, the recording's
+        too (also when the run failed) and name them in the result; no signal cuts it short."""
         with shielded():
             for folder in self.cleanup:
-                shutil.rmtree(folder, ignore_errors=True)
+                if self.spec.keep_run_dir and Path(folder).exists():
+                    self.keep(folder)
+                else:
+                    shutil.rmtree(folder, ignore_errors=True)
             self.cleanup.clear()
+            if self.kept and self.result is not None:
+                self.result.run.kept = [str(f) for f in self.kept]
 
 
 def resolve_run(spec, progress=None, probes=True):

@@ -44,7 +44,7 @@ SNAPSHOT_EVERY_S = 1.0
 DETACH_TIMEOUT_S = 10.0
 
 
-def _detach(dbg, hooks, failed=False, timeout=DETACH_TIMEOUT_S):
+def _detach(dbg, hooks, failed=False, armed=True, timeout=DETACH_TIMEOUT_S):
     """Stop the guest, let a feature undo what it did (hooks.before_detach: a live patch
     puts back the bytes it overwrote), remove our breakpoints, detach: it runs on untouched."""
     try:
@@ -55,8 +55,9 @@ def _detach(dbg, hooks, failed=False, timeout=DETACH_TIMEOUT_S):
     # is not always reported as SIGINT, and waiting for one cost 10 s.
     dbg.wait_event(lambda r: r.get("message") == "stopped", min(timeout, 2.0))
     deadline = time.monotonic() + timeout
-    _once_stopped(dbg, lambda: hooks.before_detach(dbg, failed=failed), deadline)
-    _once_stopped(dbg, lambda: dbg.console("faultprobe clear", timeout=timeout), deadline)
+    if armed:                        # (a count refused before its probes has none to clear)
+        _once_stopped(dbg, lambda: hooks.before_detach(dbg, failed=failed), deadline)
+        _once_stopped(dbg, lambda: dbg.console("faultprobe clear", timeout=timeout), deadline)
     dbg.mi("-target-detach", timeout=timeout)
 
 
@@ -241,6 +242,7 @@ class _Window:
     work: Path
     dbg: object = None
     connected: bool = False
+    armed: bool = False            # the probe engine is loaded (and a feature may have acted)
     t_start: float = None
     snapshot: dict = None
     snapshot_at: float = None      # time.monotonic() of the snapshot
@@ -310,6 +312,7 @@ def _count(plan, address, hooks, duration, window, restore, key):
     kernel = plan.result.kernel
     kernel.banner, kernel.banner_form = identity.pop("banner"), identity.pop("form")
     kernel.identity = dict(kernel.identity or {}, running=identity)
+    window.armed = True
     load_probe_engine(dbg, plan.probes, None)
     window.t_start = time.monotonic()
     hooks.on_debugger(dbg, _Attached(window.work, restore, key), recording=False)
@@ -369,9 +372,9 @@ def _leave(window, hooks, restore, failed, qemu):
     why = None
     if dbg is not None and dbg.alive:
         try:
-            _detach(dbg, hooks, failed=failed)
+            _detach(dbg, hooks, failed=failed, armed=window.armed)
             status = settle(restore)
-            return True, "detached" + (f"; QMP says '{status}'" if status else "")
+            return True, "detached, guest left as found" + (f" (QMP says '{status}')" if status else "")
         except GdbfaultError as exc:
             why = exc
         dbg.close()                        # its connection must close before a new one is taken

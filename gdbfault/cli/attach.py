@@ -68,7 +68,12 @@ def cmd_attach(args):
     except RunFailed as failed:
         if args.output:
             save_run(failed.result, args.output)
-            failed.args = (f"{failed} (counts so far saved to {args.output})",)
+            # (attached, the error itself says up to when the counts go)
+            what = "saved" if as_result(failed.result).run.has("counts_at_s") else "counts so far saved"
+            failed.args = (f"{failed} ({what} to {args.output})",)
+        kept = as_result(failed.result).run.kept if failed.result is not None else None
+        if kept:
+            failed.args = (f"{failed} (run folders kept: {' '.join(kept)})",)
         raise
     finally:
         if bar is not None:
@@ -87,6 +92,8 @@ def cmd_attach(args):
         print(f"plot written to {args.plot}")
     if args.output and args.format == "table":
         print(f"saved to {args.output}")
+    if run.run.has("kept"):
+        print(f"run folders kept (--keep-run-dir): {' '.join(run.run.kept)}", file=sys.stderr)
     disagree = run.verify is not None and not run.verify.agree
     return 1 if run.failed_checks or disagree else 0
 
@@ -98,6 +105,9 @@ def _booted_spec(args):
     if args.verify_with and args.backend != "plugin":
         raise GdbfaultError("--verify-with gdb goes with --backend plugin")
     spec = spec_from_args(args)
+    if spec.backend == "plugin":          # not built: said before anything is set up or started
+        from gdbfault.machine.plugins import plugin_library
+        plugin_library("faultcount")
     if spec.live_patch is not None and args.plot:
         spec = dataclasses.replace(spec, timeline=True)      # --plot of a live patch draws each path's cost
     return spec

@@ -251,9 +251,10 @@ def check_running_kernel(read, symbols, probes, kernel_path, label, image=None, 
             says = mine or (f"Linux version {image.version}" if image is not None and image.version else "?")
             running = guest if guest.isprintable() and guest else None
             if running is None or not running.startswith(says[:8]):
-                running = _banner_near(read, address, _needle(says)) or running or f"{at[:16].hex(' ')}…"
+                running = _banner_near(read, address, _needle(says)) or running
+            it_says = f"it says {running[:100]!r}" if running else f"it has no banner there ({at[:8].hex(' ')} …)"
             where = f" (a {POINTER} to {pointer:#x})" if pointer else ""
-            raise GdbfaultError(f"the running kernel is not {label}: it says {running[:100]!r}, {label} says "
+            raise GdbfaultError(f"the running kernel is not {label}: {it_says}, {label} says "
                                 f"{says[:100]!r} (at {BANNER_SYMBOL} {address:#x}{where})",
                                 f"name the kernel the guest runs (--kernel/--variant/--system-map)")
         out.update(banner=guest, form=form)

@@ -269,6 +269,28 @@ def _changed_files(patch_text):
     return files
 
 
+def _created_files(patch_text):
+    """Files a patch creates (`--- /dev/null` before their `+++`)."""
+    created, previous = set(), ""
+    for line in patch_text.splitlines():
+        if line.startswith("+++ ") and previous.startswith("--- /dev/null"):
+            path = line[4:].split("\t")[0].strip()
+            created.add(path.split("/", 1)[1] if "/" in path else path)
+        previous = line
+    return created
+
+
+def _patch_says(output):
+    """The one line of patch(1)'s output that says what went wrong (not its quoting of the patch)."""
+    lines = [l.strip() for l in output.splitlines() if l.strip()]
+    for key in ("can't find file", "FAILED", "malformed", "Only garbage", "Reversed", "not found", "rejects"):
+        for line in lines:
+            if key in line:
+                return line
+    plain = [l for l in lines if not l.startswith(("|", "The text leading", "----", "File to patch", "Skip"))]
+    return plain[0] if plain else "patch failed"
+
+
 def _kernel_cflags(tree, variant):
     """The lab kernel's own compiler flags, as kbuild.mk sets them."""
     proc = subprocess.run(["make", "-s", "-f", "kbuild.mk", "--no-print-directory",
@@ -300,6 +322,12 @@ def _build_from_patch(patch, variant, work):
     files = _changed_files(text)
     if not files:
         _fail(f"{patch} is not a patch (no '+++' file headers)")
+    created = _created_files(text)
+    missing = [f for f in files if f not in created and not (tree / f).is_file()]
+    if missing:
+        _fail(f"the patch changes {', '.join(missing)}, which the lab kernel ({variant or 'vanilla'}) does not "
+              f"have", "a live patch applies to the lab kernel's sources (qemu/kernel/), with paths as in "
+              "`git diff` there (a/FILE, b/FILE)")
     before, after = work / "before", work / "after"
     _copy_tree(tree, before)
     _copy_tree(tree, after)
@@ -307,9 +335,8 @@ def _build_from_patch(patch, variant, work):
                            "-d", str(after), "-i", str(Path(patch).resolve())],
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        why = (proc.stdout + proc.stderr).strip().splitlines()
         _fail(f"the patch does not apply to the lab kernel ({variant or 'vanilla'}): "
-              f"{why[0] if why else 'patch failed'}")
+              f"{_patch_says(proc.stdout + proc.stderr)}")
     not_c = [f for f in files if not f.endswith(".c")]
     if not_c:
         _fail(f"the patch changes {', '.join(not_c)}: a live patch can replace functions of .c files only")

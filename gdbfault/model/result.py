@@ -19,7 +19,7 @@ keys are stable: tests and users read them.
                         guest's truth (phase: before/after/after_unpatch/total of a live patch)
   run       RunStatus  {complete, error, exit_status, exit, wall_s, hits, hits_per_s, phase*,
                         duplicate_filter* (False when counted in a replay, where none is needed),
-                        duplicates*, insns_total* (plugin), counts_at_s*, guest* (attached)}
+                        duplicates*, insns_total* (plugin), counts_at_s*, guest* (attached), kept*}
   record*   Record     {exit_status, exit, wall_s, live_patch*, guest*}: the recording run
   paths*    [PathRow   {shape, events, count, costed, min, median, p95, max, cost_hist}]
   user_fault_searches*  traced faults that searched the exception table and raised a signal
@@ -330,6 +330,7 @@ class RunStatus(_Part):
     insns_total: int = _optional()          # plugin backend
     counts_at_s: float = _optional()        # attached: the last snapshot's time into the window (None: none read)
     guest: str = _optional()                # attached: what became of the user's guest when gdbfault left it
+    kept: list = _optional()                # --keep-run-dir: the run's folders, kept
     # Bookkeeping during a run, never written: gdbfault had to stop QEMU itself.
     stopped_by_gdbfault: bool = field(default=False, metadata={"json": False})
 

@@ -243,6 +243,11 @@ def _problems(spec):
     if spec.iterations is not None and not 1 <= spec.iterations <= MAX_ITERATIONS:
         yield "iterations", (f"must be between 1 and {MAX_ITERATIONS} (the guest counts in 32 bits), "
                              f"not {spec.iterations}")
+    said = [w for w in (spec.append or "").split() if w.startswith("iterations=")]
+    if spec.iterations is not None and said and said[-1] != f"iterations={spec.iterations}":
+        # the guest takes the last word: it would run another count than the one reported
+        yield "append", (f"{said[-1]} disagrees with --iterations {spec.iterations}: give the count once "
+                         "(--iterations N)")
     if spec.cost_sample <= 0:
         yield "cost_sample", f"must be positive, not {spec.cost_sample}"
     if not spec.timeout_s > 0:

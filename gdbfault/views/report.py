@@ -175,6 +175,11 @@ def _live_patch_lines(lp, tablefmt):
     return lines
 
 
+def ran_count(result):
+    """The iterations the guest itself said it ran (None when it did not say)."""
+    return (result.guest or {}).get("iterations") if isinstance(result.guest, dict) else None
+
+
 def _text(result, tablefmt):
     lines = []
     t, mode, k, w = result.tool, result.mode, result.kernel, result.workload
@@ -194,15 +199,23 @@ def _text(result, tablefmt):
                      + (f" (pid {w.qemu_pid})" if w.qemu_pid else "")
                      + (f"  (kernel command line: {w.command_line})" if w.command_line else ""))
     else:
-        lines.append(f"workload {w.name}" + (f" × {w.iterations}" if w.iterations else "")
+        ran = ran_count(result)
+        count = (f" × {ran}" + (f" (the guest's own count; {w.iterations} asked)" if w.iterations
+                                and ran != w.iterations else "")) if ran else \
+            (f" × {w.iterations}" if w.iterations else "")
+        lines.append(f"workload {w.name}{count}"
                      + (f"  (kernel command line: {w.command_line})" if w.command_line else ""))
+    partial = not result.run.complete and not ran_count(result)
+    if partial and w.iterations:
+        lines.append(f"partial run: the guest never said how many of the {w.iterations} iterations it ran, "
+                     "so there are no per-iteration figures")
     lines.append("")
 
     show_boot = any(p.hits.boot for p in result.probes)
     headers = ["role", "symbol", "address"] + (["boot hits"] if show_boot else []) + ["hits", "per iteration"]
     rows = []
     for p in result.probes:
-        per = p.per_iteration
+        per = p.per_iteration if not partial else None
         rows.append([p.role, p.symbol, f"{p.address:#010x}"]
                     + ([p.hits.boot] if show_boot else [])
                     + [p.hits.workload, f"{per:.2f}" if per is not None else "-"])
