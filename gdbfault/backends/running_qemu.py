@@ -264,7 +264,7 @@ def count_on_running(plan, address, hooks, duration=None, qmp=None, qemu=None, f
     """
     result = plan.result
     window = _Window(plan.temp_dir("gdbfault-attach-"))
-    restore = GuestRestore(address, qmp=qmp, was_running=found != "paused")
+    restore = GuestRestore(address, qmp=qmp, was_running=found in (None, "running"))
     key = f"{os.getpid()}:{address}"
     interrupted = failure = None
     try:
@@ -306,8 +306,8 @@ def _count(plan, address, hooks, duration, window, restore, key):
     window.dbg = dbg = Debugger(plan.spec.gdb)
     prepare_debugger(dbg, plan.kernel)
     watch_guest(key, restore)           # from the connection on, the guardian can detach it
+    window.connected = True             # (from the attempt on: a half-made connection stops the guest too)
     connect(dbg, address)
-    window.connected = True
     identity = _check_kernel(dbg, plan)
     kernel = plan.result.kernel
     kernel.banner, kernel.banner_form = identity.pop("banner"), identity.pop("form")

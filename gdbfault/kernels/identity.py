@@ -200,9 +200,10 @@ def check_map_fits(rows, map_path, image_path, version, code, probes=()):
         p = off[0]
         example = f"; e.g. the map's {p.symbol} ({p.address:#x}) is where no call of the image goes"
     image = Path(image_path).name
-    raise GdbfaultError(f"System.map {map_path} is not the map of {image} ({version or 'no version string'}): "
-                        f"of the {total} functions the image's code calls, {hits} start where the map puts "
-                        f"a function (with this build's own map: nearly all){example}",
+    raise GdbfaultError(f"System.map {map_path} does not match the kernel image {image} "
+                        f"({version or 'no version string'}): it is the map of another build — of the {total} "
+                        f"functions the image's code calls, {hits} start where the map puts a function (with "
+                        f"this build's own map: nearly all){example}",
                         "give the System.map of this very build")
 
 

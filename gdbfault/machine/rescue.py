@@ -132,7 +132,7 @@ class GuestRestore:
     qmp: str = None                 # a QMP unix socket of the same QEMU, if one was found
     writes: list = field(default_factory=list)       # [(guest address, old bytes)] in the order to write
     functions: list = field(default_factory=list)    # [(name, entry address)] a live patch replaced
-    was_running: bool = True        # how it was found (QMP); a paused guest is paused again
+    was_running: bool = True        # how it was found (QMP); a stopped guest is stopped again
 
     def to_json(self):
         return {"address": self.address, "qmp": self.qmp, "writes": [[a, b.hex()] for a, b in self.writes],
@@ -185,11 +185,15 @@ def undo_hint(restore):
 
 
 def settle(restore):
-    """After a detach: the guest as it was found — running, or paused again if it was paused —
-    when a QMP socket can say; returns the QMP status (None without QMP)."""
+    """After a detach: the guest as it was found — running, or stopped again if it was stopped
+    (paused, not started yet) — when a QMP socket can say; returns the QMP status (None without QMP)."""
     status = qmp_status(restore.qmp)
-    want, command = ("running", "cont") if restore.was_running else ("paused", "stop")
-    if status is not None and status != want:
+    command = None
+    if restore.was_running and status is not None and status != "running":
+        command = "cont"
+    elif not restore.was_running and status == "running":
+        command = "stop"
+    if command is not None:
         try:
             qmp_command(restore.qmp, command)
             status = qmp_status(restore.qmp)

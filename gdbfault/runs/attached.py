@@ -30,7 +30,7 @@ def attach_running(spec, address, pid=None, duration=None, live_patch=None, keep
         proc = qemu_process(address, pid)
         qmp = qmp or qmp_of_process(proc)
         found = qmp_status(qmp)            # before anything touches it: how to leave it
-        check_reachable(address, resume=found != "paused")
+        check_reachable(address, resume=found in (None, "running"))
         plan.result = attached_result(plan, address, describe_qemu(proc))
         if proc is not None:
             plan.result.workload.qemu_pid = proc.pid
