@@ -64,8 +64,22 @@ class UserQemu:
             return ""
 
     def status(self):
-        from gdbfault.machine.rescue import qmp_status
-        return qmp_status(self.qmp_socket)
+        """QMP query-status (through the qemu.qmp library itself, not gdbfault's code)."""
+        import asyncio
+        from qemu.qmp import QMPClient
+
+        async def ask():
+            client = QMPClient("test")
+            try:
+                await asyncio.wait_for(client.connect(str(self.qmp_socket)), 5)
+                return (await asyncio.wait_for(client.execute("query-status"), 5))["status"]
+            finally:
+                await client.disconnect()
+        loop = asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(ask())
+        finally:
+            loop.close()
 
     def entry(self, symbol="do_page_fault", size=5):
         """The first bytes of a kernel function, read with a plain gdb (which then detaches)."""
