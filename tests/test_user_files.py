@@ -150,7 +150,7 @@ def test_an_elf_kernel_cut_short_is_refused(lab_built, tmp_path):
         read_image(cut)
 
 
-def test_a_system_map_of_another_build_is_refused_before_booting(lab_built):
+def test_a_system_map_of_another_build_is_refused_before_booting(lab_built, tmp_path):
     """oldboot's image with oldboot-24's map: both put linux_banner at 0xc01090c4, so the banner
     check passed, and the run went on to wrong counts and a wrong hint."""
     done, seconds = gdbfault("attach", "--qemu", "--kernel", OLDBOOT / "bzImage", "--system-map",
@@ -159,7 +159,12 @@ def test_a_system_map_of_another_build_is_refused_before_booting(lab_built):
                    "#1 oldboot): it is the map of another build",
                    "of the 106 functions the image's code calls, 29 start where the map puts a function")
     assert "force_sig (0xc0104fe0)" in line
+    assert "(the image beside it, " in line and "2.4.37-lab" in line and "#1 oldboot-24)" in line   # both named
     assert seconds < 15
+    named = tmp_path / "System.map-2.4.37-lab"                 # as /boot names them
+    shutil.copy(KERNEL_BUILD / "oldboot-24" / "System.map", named)
+    done, _ = gdbfault("attach", "--qemu", "--kernel", OLDBOOT / "bzImage", "--system-map", named)
+    refused(done, "(its file name says 2.4.37-lab)")
 
 
 def test_the_map_check_reads_a_gzip_packed_kernel_as_2x_images_carry_it(lab_built, tmp_path):

@@ -201,10 +201,32 @@ def check_map_fits(rows, map_path, image_path, version, code, probes=()):
         example = f"; e.g. the map's {p.symbol} ({p.address:#x}) is where no call of the image goes"
     image = Path(image_path).name
     raise GdbfaultError(f"System.map {map_path} does not match the kernel image {image} "
-                        f"({version or 'no version string'}): it is the map of another build — of the {total} "
+                        f"({version or 'no version string'}): it is the map of another build"
+                        f"{_map_version(map_path, image_path)} — of the {total} "
                         f"functions the image's code calls, {hits} start where the map puts a function (with "
                         f"this build's own map: nearly all){example}",
                         "give the System.map of this very build")
+
+
+def _map_version(map_path, image_path):
+    """What can be told of the version a System.map belongs to (a map holds no version string): the
+    release in its file name (`System.map-6.1.0-50-686`, as /boot has them), or the version of the
+    kernel image beside it. '' when nothing says."""
+    map_path, image_path = Path(map_path), Path(image_path)
+    m = re.match(r"System\.map-(.+)$", map_path.name)
+    if m:
+        return f" (its file name says {m.group(1)})"
+    from gdbfault.kernels.image import read_image
+    for name in ("bzImage", "zImage", "vmlinuz", "vmlinux"):
+        beside = map_path.parent / name
+        try:
+            if beside.is_file() and beside.resolve() != image_path.resolve():
+                other = read_image(beside).version
+                if other:
+                    return f" (the image beside it, {beside}, is {other})"
+        except GdbfaultError:
+            continue
+    return ""
 
 
 def _needle(banner):
