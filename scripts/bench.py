@@ -45,7 +45,11 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from gdbfault.base.locations import REPO, lab_kernel, workload_binary
+# The checkout this script sits in is the one measured (not another gdbfault on the path: an
+# editable install of another checkout would otherwise be imported, and its `python -m gdbfault` run).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gdbfault.base.locations import REPO, lab_kernel, workload_binary  # noqa: E402
 from gdbfault.runs.booted import run_qemu
 from gdbfault.model.spec import RunSpec
 
@@ -454,7 +458,11 @@ def soak(runs=100, iterations=20, kill_iterations=2000, variant="vanilla", attac
         parts = _soak_parts(tag)
         fds_after = me.num_fds()
         entries = sorted(p.name for p in private.iterdir())
-        new_fallback = sorted(str(p) for p in set(Path("/tmp").glob("gdbfault-*")) - fallback)
+        # (/tmp is shared: another session's run can have a folder there for a moment; ours would stay)
+        settle = time.monotonic() + 30
+        while (new_fallback := sorted(str(p) for p in set(Path("/tmp").glob("gdbfault-*")) - fallback)) \
+                and time.monotonic() < settle:
+            time.sleep(1.0)
     finally:
         for k, v in old_env.items():
             if v is None:
@@ -473,7 +481,7 @@ def soak(runs=100, iterations=20, kill_iterations=2000, variant="vanilla", attac
     print(tabulate([["QEMU/GDB processes left", len(parts)],
                     ["file descriptors of this process, before → after", f"{fds_before} → {fds_after}"],
                     ["entries left in the private TMPDIR", len(entries)],
-                    ["gdbfault-* entries left in /tmp", len(new_fallback)],
+                    ["gdbfault-* entries left in /tmp (still there 30 s on)", len(new_fallback)],
                     ["runs with an unexpected exit code, or a guest not left as found", len(wrong)]],
                    headers=["leak check", "value"]))
     for line in wrong[:10]:
