@@ -295,6 +295,8 @@ def _soak_cli_run(how, iterations, env):
         return proc.wait()
 
 
+# The temp folders the soak's runs make (lab kernel, attach, live patch): gdbfault-KIND-*.
+SOAK_FOLDERS = ("run", "rec", "attach", "livepatch")
 # The attach rounds of the soak: what is killed, and the exit code that says so (-9: gdbfault itself).
 ATTACH_SOAK_PATTERN = (("kill GDB", 2), ("SIGKILL gdbfault", -9), ("kill QEMU", 3))
 SEED_PATCH = REPO / "qemu" / "kernel" / "patches" / "0001-user-faults-skip-exception-table.patch"
@@ -458,10 +460,11 @@ def soak(runs=100, iterations=20, kill_iterations=2000, variant="vanilla", attac
         parts = _soak_parts(tag)
         fds_after = me.num_fds()
         entries = sorted(p.name for p in private.iterdir())
-        # (/tmp is shared: another session's run can have a folder there for a moment; ours would stay)
+        # /tmp is shared: another session's run can have a folder there for a while (a kernel brought
+        # as an image makes gdbfault-boot-*, which the soak's lab-kernel runs never do); ours would stay.
         settle = time.monotonic() + 30
-        while (new_fallback := sorted(str(p) for p in set(Path("/tmp").glob("gdbfault-*")) - fallback)) \
-                and time.monotonic() < settle:
+        while (new_fallback := sorted(str(p) for p in set(Path("/tmp").glob("gdbfault-*")) - fallback
+                                      if p.name.split("-")[1] in SOAK_FOLDERS)) and time.monotonic() < settle:
             time.sleep(1.0)
     finally:
         for k, v in old_env.items():
