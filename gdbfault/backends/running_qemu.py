@@ -17,7 +17,6 @@ be put back is said in one line, with how to undo it.
 """
 import os
 import signal
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,18 +114,13 @@ def check_reachable(address, timeout=3.0, resume=True):
 
     A connection stops a QEMU guest; `resume` detaches again, which lets it run
     on (leave it False for a guest that was found paused)."""
-    if ":" in address and not address.startswith("/"):
-        host, _, port = address.rpartition(":")
-        try:
-            socket.create_connection((host, int(port)), timeout=2).close()
-        except (OSError, ValueError):
-            raise GdbfaultError(f"nothing is listening on {address} (no gdbstub there)") from None
-    elif not Path(address).exists():
+    if not (":" in address and not address.startswith("/")) and not Path(address).exists():
         raise GdbfaultError(f"no gdbstub socket at {address}")
-    try:
+    try:                                  # (one connection: each one stops a QEMU guest)
         stub = GdbStub(address, timeout=timeout)
-    except OSError as exc:
-        raise GdbfaultError(f"nothing is listening on {address} ({exc.strerror or exc})") from None
+    except (OSError, ValueError) as exc:
+        raise GdbfaultError(f"nothing is listening on {address} "
+                            f"({getattr(exc, 'strerror', None) or exc or 'no gdbstub there'})") from None
     with stub:
         try:
             stub.stop_reason()            # "why did you stop?": every gdbstub answers it
@@ -334,7 +328,10 @@ def _count(plan, address, hooks, duration, window, restore, key):
                         raise GdbfaultError(f"GDB died; last message: {dbg.last_log() or 'none'}") from None
                     raise
     except KeyboardInterrupt as exc:
-        window.read()                     # the window ends here, not after the detach
+        try:
+            window.read()                 # the window ends here, not after the detach
+        except GdbfaultError:             # (GDB went too: the last snapshot stands)
+            pass
         return exc
     window.read()
     return None
