@@ -333,7 +333,7 @@ def _guest_as_found(folder, entry_address, entry):
     time.sleep(1.0)
     if qmp_status(qmp) != "running":
         return False
-    with GdbStub(str(folder / "gdb.sock")) as stub:
+    with GdbStub(str(folder / "gdb.sock"), timeout=15.0) as stub:    # (a loaded machine is slow to answer)
         stub.stop_reason()
         now = stub.read(entry_address, len(entry))
         stub.detach()
@@ -348,7 +348,7 @@ def _soak_attach_run(how, folder, env):
     import psutil
     proc = subprocess.Popen([sys.executable, "-m", "gdbfault", "attach", "--socket", str(folder / "gdb.sock"),
                              "--live-patch", str(SEED_PATCH), "--quiet", "--format", "json"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     gdb = None
     while gdb is None and time.monotonic() < deadline and proc.poll() is None:
@@ -368,12 +368,11 @@ def _soak_attach_run(how, folder, env):
     except (psutil.Error, OSError):
         pass
     try:
-        code = proc.wait(120)
+        _, err = proc.communicate(timeout=120)      # (after a SIGKILL: until the guardian is done)
     except subprocess.TimeoutExpired:
         proc.kill()
-        code = proc.wait()
-    time.sleep(0.5 if how != "SIGKILL gdbfault" else 3.0)   # (the guardian puts the guest back)
-    return code
+        _, err = proc.communicate()
+    return proc.returncode, (err.strip().splitlines() or [""])[-1]
 
 
 def soak_attach(rounds, env, base):
@@ -397,10 +396,10 @@ def soak_attach(rounds, env, base):
                 qemu = _user_qemu(folder, env)
                 (folder / "pid").write_text(str(qemu.pid))
             how, expected = ATTACH_SOAK_PATTERN[i % len(ATTACH_SOAK_PATTERN)]
-            code = _soak_attach_run(how, folder, env)
+            code, said = _soak_attach_run(how, folder, env)
             tally[how] += 1
             if code != expected:
-                problems.append(f"attach round {i + 1} ({how}): exit {code}, expected {expected}")
+                problems.append(f"attach round {i + 1} ({how}): exit {code}, expected {expected}: {said}")
             if how != "kill QEMU":
                 ok = False
                 try:
@@ -409,7 +408,8 @@ def soak_attach(rounds, env, base):
                     problems.append(f"attach round {i + 1} ({how}): guest unreadable: {exc}")
                 tally["guest running, unpatched"] += ok
                 if not ok:
-                    problems.append(f"attach round {i + 1} ({how}): the guest was not left running and unpatched")
+                    problems.append(f"attach round {i + 1} ({how}): the guest was not left running and "
+                                    f"unpatched; gdbfault said: {said}")
     finally:
         if qemu is not None and qemu.poll() is None:
             qemu.kill()

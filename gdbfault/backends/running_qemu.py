@@ -41,6 +41,9 @@ __all__ = ["count_on_running", "attached_result", "gdbstub_of_pid", "qmp_of_proc
 
 SNAPSHOT_EVERY_S = 1.0
 DETACH_TIMEOUT_S = 10.0
+# How long a new gdbstub connection is tried for when our GDB is gone: QEMU takes it only once it has
+# seen the old one close (a killed GDB's, at once; a loaded machine can make it seconds).
+RESCUE_S = 20.0
 
 
 def _detach(dbg, hooks, failed=False, armed=True, timeout=DETACH_TIMEOUT_S):
@@ -282,7 +285,7 @@ def count_on_running(plan, address, hooks, duration=None, qmp=None, qemu=None, f
             window.dbg.close()
         hooks.close()
     if failure is not None:
-        raise _failed(result, failure, window, guest)
+        raise _failed(result, failure, window, guest, qemu_gone=_qemu_gone(qemu))
     result.run.complete = True
     result.run.exit = "interrupted; detached, guest left running" if interrupted else "detached, guest left running"
     if isinstance(interrupted, Stopped) and interrupted.signum != signal.SIGINT:
@@ -375,19 +378,22 @@ def _leave(window, hooks, restore, failed, qemu):
         except GdbfaultError as exc:
             why = exc
         dbg.close()                        # its connection must close before a new one is taken
-    ok, text = restore_guest(restore)
+    ok, text = restore_guest(restore, attempts_s=RESCUE_S)
     hooks.guest_restored(bool(ok))
     if why is not None and ok is not False:
         text = f"GDB could not detach ({why}); {text}"
     return ok, text
 
 
-def _failed(result, failure, window, guest):
-    """The RunFailed of a window that ended badly: its error names what was kept and what became of the guest."""
+def _failed(result, failure, window, guest, qemu_gone=False):
+    """The RunFailed of a window that ended badly: its error names what was kept and what became of the guest.
+    When the QEMU is gone, that is the cause (exit 3), whatever GDB said about it."""
     if isinstance(failure, KeyboardInterrupt):
         stopped = failure if isinstance(failure, Stopped) else Stopped()
         failure = GdbfaultError(str(stopped))
         failure.exit_code = stopped.exit_code
+    elif qemu_gone and not isinstance(failure, GuestError):
+        failure = GuestError(f"the QEMU we attached to went away (GDB then said: {failure})")
     if window.t_start is not None:
         kept = (f"counts up to {window.snapshot_at - window.t_start:.1f} s into the window kept"
                 if window.snapshot is not None else "no counts were read before it ended")

@@ -212,7 +212,7 @@ def restore_guest(restore, attempts_s=10.0):
     error = None
     while True:
         try:
-            with GdbStub(restore.address) as stub:
+            with GdbStub(restore.address, timeout=5.0) as stub:
                 stub.stop_reason()
                 for address, data in restore.writes:
                     stub.write(address, data)
