@@ -37,7 +37,10 @@ seconds (target: at most 1.1).
 
 The soak part (last in `all`; alone with `--part soak`) runs 100 short
 runs in a row, half of them stopped by a signal or by killing QEMU or GDB,
-and counts what is left at the end: processes, file descriptors, temp entries.
+then 12 `attach --socket --live-patch` runs on a QEMU of its own (started as
+README.md tells a user to) with GDB, gdbfault itself (SIGKILL) or QEMU
+killed ~4 s in, checking after each that the guest runs on unpatched, and
+counts what is left at the end: processes, file descriptors, temp entries.
 """
 import argparse
 import json
@@ -49,7 +52,11 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from gdbfault.base.locations import REPO, lab_kernel, workload_binary
+# The checkout this script sits in is the one measured (not another gdbfault on the path: an
+# editable install of another checkout would otherwise be imported, and its `python -m gdbfault` run).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gdbfault.base.locations import REPO, lab_kernel, workload_binary  # noqa: E402
 from gdbfault.runs.booted import run_qemu
 from gdbfault.model.spec import RunSpec
 
@@ -337,7 +344,131 @@ def _soak_cli_run(how, iterations, env):
         return proc.wait()
 
 
-def soak(runs=100, iterations=20, kill_iterations=2000, variant="vanilla"):
+# The temp folders the soak's runs make (lab kernel, attach, live patch): gdbfault-KIND-*.
+SOAK_FOLDERS = ("run", "rec", "attach", "livepatch")
+# The attach rounds of the soak: what is killed, and the exit code that says so (-9: gdbfault itself).
+ATTACH_SOAK_PATTERN = (("kill GDB", 2), ("SIGKILL gdbfault", -9), ("kill QEMU", 3))
+SEED_PATCH = REPO / "qemu" / "kernel" / "patches" / "0001-user-faults-skip-exception-table.patch"
+
+
+def _user_qemu(folder, env):
+    """A QEMU started the way README.md tells a user to (for `attach --socket`), running the workload."""
+    import time
+    kernel, _ = lab_kernel("vanilla")
+    folder.mkdir(mode=0o700)
+    proc = subprocess.Popen(["qemu-system-i386", "-display", "none", "-no-reboot", "-kernel", str(kernel),
+                             "-initrd", str(workload_binary("mprotect")), "-append", "iterations=100000000",
+                             "-serial", f"file:{folder}/serial.log",
+                             "-gdb", f"unix:{folder}/gdb.sock,server=on,wait=off",
+                             "-qmp", f"unix:{folder}/qmp.sock,server=on,wait=off"],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        log = folder / "serial.log"
+        if log.is_file() and "GDBFAULT-START" in log.read_text(errors="replace"):
+            break
+        time.sleep(0.1)
+    return proc
+
+
+def _guest_as_found(folder, entry_address, entry):
+    """Is the user's guest running (and still, a second later: no breakpoint left), with its old entry?"""
+    import time
+    from gdbfault.machine.rescue import GdbStub, qmp_status
+    qmp = folder / "qmp.sock"
+    if qmp_status(qmp) != "running":
+        return False
+    time.sleep(1.0)
+    if qmp_status(qmp) != "running":
+        return False
+    with GdbStub(str(folder / "gdb.sock"), timeout=15.0) as stub:    # (a loaded machine is slow to answer)
+        stub.stop_reason()
+        now = stub.read(entry_address, len(entry))
+        stub.detach()
+    return now == entry and qmp_status(qmp) == "running"
+
+
+def _soak_attach_run(how, folder, env):
+    """One `gdbfault attach --socket … --live-patch` on the user's QEMU, with a part killed ~4 s in."""
+    import os
+    import signal
+    import time
+    import psutil
+    proc = subprocess.Popen([sys.executable, "-m", "gdbfault", "attach", "--socket", str(folder / "gdb.sock"),
+                             "--live-patch", str(SEED_PATCH), "--quiet", "--format", "json"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    gdb = None
+    while gdb is None and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            gdb = next((k for k in psutil.Process(proc.pid).children(recursive=True)
+                        if k.name() == "gdb" and "--interpreter=mi3" in k.cmdline()), None)   # not `gdb --version`
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    time.sleep(4)
+    victim = {"kill GDB": gdb, "SIGKILL gdbfault": psutil.Process(proc.pid)}.get(how)
+    try:
+        if how == "kill QEMU":
+            os.kill(int((folder / "pid").read_text()), signal.SIGKILL)
+        elif victim is not None:
+            victim.kill()
+    except (psutil.Error, OSError):
+        pass
+    try:
+        _, err = proc.communicate(timeout=120)      # (after a SIGKILL: until the guardian is done)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return proc.returncode, (err.strip().splitlines() or [""])[-1]
+
+
+def soak_attach(rounds, env, base):
+    """Attach rounds on a QEMU of our own, with GDB, gdbfault or QEMU killed; the guest checked after each.
+    Returns (tally, problems)."""
+    import collections
+    import shutil
+    kernel, system_map = lab_kernel("vanilla")
+    address = next(int(line.split()[0], 16) for line in open(system_map) if line.split()[2:] == ["do_page_fault"])
+    from gdbfault.kernels.identity import image_code
+    entry = image_code(kernel).read(address, 5)
+    tally, problems = collections.Counter(), []
+    folder, qemu, n = None, None, 0
+    try:
+        for i in range(rounds):
+            if qemu is None or qemu.poll() is not None:
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
+                n += 1
+                folder = base / f"myvm-{n}"
+                qemu = _user_qemu(folder, env)
+                (folder / "pid").write_text(str(qemu.pid))
+            how, expected = ATTACH_SOAK_PATTERN[i % len(ATTACH_SOAK_PATTERN)]
+            code, said = _soak_attach_run(how, folder, env)
+            tally[how] += 1
+            if code != expected:
+                problems.append(f"attach round {i + 1} ({how}): exit {code}, expected {expected}: {said}")
+            if how != "kill QEMU":
+                ok = False
+                try:
+                    ok = _guest_as_found(folder, address, entry)
+                except Exception as exc:        # reported as a problem like any other
+                    problems.append(f"attach round {i + 1} ({how}): guest unreadable: {exc}")
+                tally["guest running, unpatched"] += ok
+                if not ok:
+                    problems.append(f"attach round {i + 1} ({how}): the guest was not left running and "
+                                    f"unpatched; gdbfault said: {said}")
+    finally:
+        if qemu is not None and qemu.poll() is None:
+            qemu.kill()
+            qemu.wait()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+    return tally, problems
+
+
+def soak(runs=100, iterations=20, kill_iterations=2000, variant="vanilla", attach_rounds=12):
     """Consecutive short runs, mixed with stopped and killed ones; 0 leaks expected. Exit 0/1."""
     import collections
     import os
@@ -370,11 +501,20 @@ def soak(runs=100, iterations=20, kill_iterations=2000, variant="vanilla"):
             if code != expected:
                 wrong.append(f"run {i + 1} ({how}): exit {code}, expected {expected}")
         wall = time.monotonic() - t0
+        t1 = time.monotonic()
+        attach_tally, attach_problems = soak_attach(attach_rounds, env, private) if attach_rounds else ({}, [])
+        wrong += attach_problems
+        attach_wall = time.monotonic() - t1
         time.sleep(1.0)
         parts = _soak_parts(tag)
         fds_after = me.num_fds()
         entries = sorted(p.name for p in private.iterdir())
-        new_fallback = sorted(str(p) for p in set(Path("/tmp").glob("gdbfault-*")) - fallback)
+        # /tmp is shared: another session's run can have a folder there for a while (a kernel brought
+        # as an image makes gdbfault-boot-*, which the soak's lab-kernel runs never do); ours would stay.
+        settle = time.monotonic() + 30
+        while (new_fallback := sorted(str(p) for p in set(Path("/tmp").glob("gdbfault-*")) - fallback
+                                      if p.name.split("-")[1] in SOAK_FOLDERS)) and time.monotonic() < settle:
+            time.sleep(1.0)
     finally:
         for k, v in old_env.items():
             if v is None:
@@ -387,11 +527,14 @@ def soak(runs=100, iterations=20, kill_iterations=2000, variant="vanilla"):
         shutil.rmtree(private, ignore_errors=True)
     print(f"\nsoak: {runs} runs in a row on the lab kernel ({variant}), {wall:.0f} s: "
           + ", ".join(f"{n} {how}" for how, n in tally.items()))
+    if attach_rounds:
+        print(f"soak, attach: {attach_rounds} attach --socket --live-patch runs on a QEMU of its own, "
+              f"{attach_wall:.0f} s: " + ", ".join(f"{n} {how}" for how, n in attach_tally.items()))
     print(tabulate([["QEMU/GDB processes left", len(parts)],
                     ["file descriptors of this process, before → after", f"{fds_before} → {fds_after}"],
                     ["entries left in the private TMPDIR", len(entries)],
-                    ["gdbfault-* entries left in /tmp", len(new_fallback)],
-                    ["runs with an unexpected exit code", len(wrong)]],
+                    ["gdbfault-* entries left in /tmp (still there 30 s on)", len(new_fallback)],
+                    ["runs with an unexpected exit code, or a guest not left as found", len(wrong)]],
                    headers=["leak check", "value"]))
     for line in wrong[:10]:
         print("  " + line)
@@ -424,13 +567,15 @@ def main(argv=None):
     ap.add_argument("--workload-abi", choices=("i386", "x86_64"), default="x86_64",
                     help="x86_64 part: the workload's ABI (default: native x86_64)")
     ap.add_argument("--soak-runs", type=int, default=100)
+    ap.add_argument("--soak-attach-runs", type=int, default=12,
+                    help="soak: attach runs on a QEMU of its own with GDB, gdbfault or QEMU killed (default 12)")
     ap.add_argument("--count-only", action="store_true",
                     help="skip the path-tracing runs of the anchor part")
     ap.add_argument("--anchor", metavar="PATH",
                     help="bare_gdb_count.py (default: ../shared/anchors/ beside the checkout)")
     a = ap.parse_args(argv)
     if a.part == "soak":
-        return soak(a.soak_runs, variant=a.variant)
+        return soak(a.soak_runs, variant=a.variant, attach_rounds=a.soak_attach_runs)
     if a.part in ("old-kernel", "all"):
         image = a.image or REPO / "qemu" / "kernel" / "build" / "oldboot" / "bzImage"
         system_map = a.system_map or (None if a.image else image.parent / "System.map")
@@ -474,7 +619,7 @@ def main(argv=None):
         print(f"bench: anchor script {a.anchor or '../shared/anchors/bare_gdb_count.py'} not found "
               "(give it with --anchor PATH)", file=sys.stderr)
         if a.part == "all":
-            soak(a.soak_runs, variant=a.variant)
+            soak(a.soak_runs, variant=a.variant, attach_rounds=a.soak_attach_runs)
         return 2
     rows = []
     modes = ("count",) if a.count_only else ("count", "trace")
@@ -507,7 +652,7 @@ def main(argv=None):
                   f"{statistics.median(ratios[mode, 'cpu']):.2f} by hits per CPU second"
                   + (" (≥ 1.0: no per-hit cost over bare GDB)" if mode == "count" else ""))
     print("gdbfault counts in a replay of a recording (zero observer effect); the anchor counts live.")
-    return soak(a.soak_runs, variant=a.variant) if a.part == "all" else 0
+    return soak(a.soak_runs, variant=a.variant, attach_rounds=a.soak_attach_runs) if a.part == "all" else 0
 
 
 if __name__ == "__main__":

@@ -380,3 +380,16 @@ def test_compare_renders_every_format(vanilla, patched):
                for l in markdown)
     with pytest.raises(GdbfaultError, match="unknown format 'yaml'"):
         render_compare(cmp, "yaml")
+
+
+def test_unknown_run_setting_lists_every_key_a_run_table_takes():
+    msg = _error(SMALL.replace("iterations = 10", "iteratons = 10"))
+    for key in ("live_patch", "patch_at", "unpatch_at", "keep_run_dir", "iterations", "backend"):
+        assert key in msg.split("choose from", 1)[1], msg
+
+
+def test_a_huge_factor_prints_as_a_number_not_309_digits(vanilla, patched):
+    out = evaluate(_one("p.cycles_per_iteration", "<=", "v.cycles_per_iteration", 1e308),
+                   {"v": vanilla, "p": patched})[0]
+    assert out["passed"] and "1e+308" in out["detail"] and len(out["detail"]) < 80, out["detail"]
+    assert checks._fmt(1e20) == "1e+20" and checks._fmt(1234.0) == "1234" and checks._fmt(0.5) == "0.5"

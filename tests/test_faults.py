@@ -237,21 +237,78 @@ def test_sigterm_stops_check_and_keeps_its_runs(lab_built, no_leaks, tmp_path):
 
 def test_sigkill_of_gdbfault_takes_its_qemu_and_gdb_along(lab_built, tmp_path):
     """A SIGKILL runs no handler: the kernel ends QEMU and GDB (their parent-death
-    signal), so nothing runs on orphaned. Only the run folder stays (no code
-    of ours ran to remove it); this test removes it."""
+    signal), so nothing runs on orphaned; gdbfault's guardian removes the run's
+    folders, the recording's (1.6 MB) too (before, both stayed)."""
     g = Gdbfault(tmp_path, "attach", "--qemu", "--iterations", "200000")
     try:
         g.wait_for_serial("GDBFAULT-START", then=0.5)
         parts = [g.live("qemu-system-i386"), g.live("gdb")]
+        assert {p.name.split("-")[1] for p in g.tmp.iterdir()} >= {"run", "rec"}
         g.proc.kill()
         g.proc.wait(10)
         gone, alive = psutil.wait_procs(parts, timeout=5)
         assert not [p for p in alive if _running(p)], "left running after gdbfault was SIGKILLed"
+        deadline = time.monotonic() + 10
+        while list(g.tmp.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not list(g.tmp.iterdir()), f"left in TMPDIR: {sorted(p.name for p in g.tmp.iterdir())}"
     finally:
         for p in g.seen.values():
             if _running(p):
                 p.kill()
         shutil.rmtree(g.tmp, ignore_errors=True)
+
+@pytest.mark.qemu
+def test_a_live_patch_run_stopped_while_recording_says_how(lab_built, no_leaks, tmp_path):
+    """The recording of a --live-patch run has GDB attached (the patch must be part of it)."""
+    out = tmp_path / "run.json"
+    g = Gdbfault(tmp_path, "attach", "--qemu", "--iterations", 3_000_000, "--live-patch",
+                 REPO / "qemu/kernel/patches/0001-user-faults-skip-exception-table.patch", "-o", out)
+    g.wait_for(lambda names: "qemu-system-i386" in names and "gdb" in names, timeout=180, then=1.0)
+    assert g.send(signal.SIGTERM) == 143
+    res = json.loads(out.read_text())
+    assert res["run"]["exit"] == "stopped by gdbfault (SIGTERM) while recording"
+    assert res["record"]["exit"] == "stopped by gdbfault" and res["record"]["wall_s"] > 0
+    g.assert_nothing_left()
+
+
+@pytest.mark.qemu
+def test_keep_run_dir_keeps_a_failed_recording_and_says_where(lab_built, no_leaks, tmp_path):
+    """Before: a recording that failed was removed all the same, and no kept path was ever printed."""
+    g = Gdbfault(tmp_path, "attach", "--qemu", "--keep-run-dir", "--append", "labtest=oops", "--iterations", 5)
+    assert g.finish() == 3
+    line = g.one_line_error()
+    kept = [p for p in g.tmp.iterdir()]
+    assert [p.name.split("-")[1] for p in kept] == ["rec"] and (kept[0] / "serial.log").is_file()
+    assert f"run folders kept: {kept[0]}" in line
+    shutil.rmtree(kept[0])
+    g = Gdbfault(tmp_path, "attach", "--qemu", "--keep-run-dir", "--iterations", 5, "-q", tmpdir=g.tmp)
+    assert g.finish() == 0
+    kept = sorted(str(p) for p in g.tmp.iterdir())
+    assert len(kept) == 2 and all(k in g.err for k in kept) and "run folders kept (--keep-run-dir)" in g.err
+    for folder in kept:
+        shutil.rmtree(folder)
+    g.assert_nothing_left()
+
+
+@pytest.mark.qemu
+def test_profile_keeps_what_it_counted_when_stopped(lab_built, no_leaks, tmp_path):
+    """Before: SIGTERM at 1.5 s of a 3,000,000-iteration profile gave exit 143 and no JSON."""
+    from gdbfault.machine.plugins import PluginUnavailable, plugin_library
+    try:
+        plugin_library("kprofile")
+    except PluginUnavailable as err:
+        pytest.skip(f"kernel-profile plugin not built: {err}")
+    out = tmp_path / "p.json"
+    g = Gdbfault(tmp_path, "profile", "--qemu", "--iterations", 3_000_000, "-o", out)
+    g.wait_for(lambda names: "qemu-system-i386" in names, then=1.5)
+    assert g.send(signal.SIGTERM) == 143
+    assert g.one_line_error() == f"gdbfault: error: stopped by SIGTERM (the counts until then are saved to {out})"
+    saved = json.loads(out.read_text())
+    assert saved["complete"] is False and saved["run"]["exit"] == "stopped by gdbfault (SIGTERM)"
+    assert saved["total"]["kernel"] > 0 and saved["functions"]
+    g.assert_nothing_left()
+
 
 # -- an old kernel (GRUB, replay from a snapshot at the workload's entry) ---------------
 
@@ -474,6 +531,9 @@ BAD_INPUT = [
     (["compare", "--iterations", "many"], "see gdbfault compare --help"),
     (["attach"], "one of the arguments --qemu --port --socket --pid is required"),
     (["compare", "-o", "."], "is a directory"),
+    (["attach", "--qemu", "--iterations", 200, "--append", "iterations=5"], "disagrees with --iterations 200"),
+    (["check", REPO / "qemu/checks/seed-patch.toml", "--junit", "."], "--junit . is a directory"),
+    (["profile", "--qemu", "-o", "."], "is a directory"),
 ]
 
 

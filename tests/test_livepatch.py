@@ -134,6 +134,15 @@ def test_not_a_patch(lab_built, no_leaks, tmp_path):
     one_line_error(_bad(tmp_path, "--live-patch", str(junk)), "is not a patch")
 
 
+def test_a_patch_of_a_file_the_kernel_has_not_is_one_clean_line(lab_built, no_leaks, tmp_path):
+    """patch(1) quotes the patch when it finds no file; the error was its "The text leading up to this was:"."""
+    other = tmp_path / "other.patch"
+    other.write_text("--- a/nosuch.c\n+++ b/nosuch.c\n@@ -1,2 +1,2 @@\n int a;\n-int b;\n+int c;\n")
+    r = _bad(tmp_path, "--live-patch", str(other))
+    one_line_error(r, "the patch changes nosuch.c, which the lab kernel (vanilla) does not have")
+    assert "leading up to" not in r.stderr
+
+
 def test_object_with_an_unresolvable_symbol(lab_built, no_leaks, tmp_path):
     obj = compile_object(tmp_path, "extern int no_such_kernel_symbol(void);\n"
                                    "int do_page_fault(void) { return no_such_kernel_symbol(); }\n")

@@ -94,6 +94,8 @@ def run_with_gdb(plan, hooks):
     finally:
         with shielded():
             session.close(keep_dir=spec.keep_run_dir)
+            if spec.keep_run_dir and session.machine is not None:
+                plan.keep(session.machine.run_dir)
             _note_teardown(result, session.machine)
 
 
@@ -289,12 +291,12 @@ def _note_teardown(result, machine):
     result.run.stopped_by_gdbfault = machine.stopped_by_us
 
 
-def _fill(result, session, t_start, open_label=None):
+def _fill(result, session, t_start, open_label=None, partial=False):
     """The counts of the last snapshot, the guest's summary and the timings, into the result."""
     machine = session.machine
     wall = time.monotonic() - t_start if t_start else None
     fill_result(result, measured(session.snapshot, machine.serial_output() if machine else None, wall),
-                open_label)
+                open_label, partial)
 
 
 def _salvage(result, session, t_start):
@@ -307,7 +309,7 @@ def _salvage(result, session, t_start):
             pass
     try:
         _fill(result, session, t_start,
-              open_label=open_path_label(machine.poll() if machine is not None else None))
+              open_label=open_path_label(machine.poll() if machine is not None else None), partial=True)
     except Exception:
         pass
     if machine is not None:

@@ -16,7 +16,11 @@ The moments, in order:
 - `on_recorded(counts)` — that recording's in-GDB counts, once it ended;
 - `watch(machine)` — about once a second while the counting run goes on;
   raise to end the run (e.g. a replay that stopped moving);
-- `before_detach(dbg)` — attached to a running QEMU: the window is over;
+- `before_detach(dbg, failed)` — attached to a running QEMU: the window is
+  over (`failed`: it ended in an error), the guest stopped: undo what the
+  feature did that must not stay;
+- `guest_restored(ok)` — attached, when GDB could not detach: the guest was
+  put back without it (machine/rescue.py) — ok — or could not be;
 - `finish(result, counts, plugin_counts)` — the run's counts are in
   `result`; add the feature's own part. `counts` is the in-GDB snapshot
   (None without GDB), `plugin_counts` the plugin's result (None without it).
@@ -45,8 +49,11 @@ class RunHooks:
     def watch(self, machine):
         """About once a second while counting; raise a GdbfaultError to end the run."""
 
-    def before_detach(self, dbg):
+    def before_detach(self, dbg, failed=False):
         """Attached to a running QEMU: the counting window is over, the guest is stopped."""
+
+    def guest_restored(self, ok):
+        """Attached, GDB gone: the guest was put back through a new gdbstub connection (ok) or not."""
 
     def finish(self, result, counts=None, plugin_counts=None):
         """The run's counts are in `result` (a RunResult): add the feature's part."""

@@ -25,7 +25,8 @@ from gdbfault.kernels.arch import resolve_arch
 from gdbfault.kernels.boot import guest_memory_mb, icount_shift, prepare_boot, truth_model
 from gdbfault.kernels.image import PVH, read_image
 from gdbfault.kernels.profiles import choose_profile, resolve_probes, role_alternatives
-from gdbfault.kernels.symbols import load_symbols
+from gdbfault.kernels.identity import check_map_fits, image_code
+from gdbfault.kernels.symbols import load_symbols, symbol_rows
 from gdbfault.kernels.workloads import elf_entry, is_own_workload, workload_file, workload_points
 from gdbfault.machine.config import machine_config
 from gdbfault.machine.gdbmi import gdb_version
@@ -56,6 +57,8 @@ class RunPlan:
     config: object = None         # machine.qemu.MachineConfig (prepare_machine)
     result: RunResult = None      # the skeleton the backend fills (prepare_machine)
     cleanup: list = field(default_factory=list)   # folders removed by close()
+    kept: list = field(default_factory=list)      # folders --keep-run-dir keeps (close() names them in the result)
+    identity: dict = None         # how the System.map was checked against the image (kernels/identity.py)
 
     @property
     def lab(self):
@@ -107,12 +110,23 @@ class RunPlan:
             self.result = new_result(self)
         return self
 
+    def keep(self, folder):
+        """--keep-run-dir: a folder to keep (and name) rather than remove."""
+        if folder not in self.kept:
+            self.kept.append(folder)
+
     def close(self):
-        """Remove every folder the run made; no signal cuts it short."""
+        """Remove every folder the run made — with --keep-run-dir keep them all, the recording's
+        too (also when the run failed) and name them in the result; no signal cuts it short."""
         with shielded():
             for folder in self.cleanup:
-                shutil.rmtree(folder, ignore_errors=True)
+                if self.spec.keep_run_dir and Path(folder).exists():
+                    self.keep(folder)
+                else:
+                    shutil.rmtree(folder, ignore_errors=True)
             self.cleanup.clear()
+            if self.kept and self.result is not None:
+                self.result.run.kept = [str(f) for f in self.kept]
 
 
 def resolve_run(spec, progress=None, probes=True):
@@ -130,10 +144,19 @@ def resolve_run(spec, progress=None, probes=True):
     image = None if spec.kernel == "lab" else header
     profile = choose_profile(spec.profile, symbols, image.release if image else None) if probes else None
     resolved = resolve_probes(profile, symbols, spec.extra_probes) if probes else []
+    identity = _check_map(kernel, system_map, symbols, image, resolved) if system_map else None
     return RunPlan(spec=dataclasses.replace(spec, qemu=arch.qemu, memory_mb=memory), kernel=Path(kernel),
                    system_map=Path(system_map) if system_map else None, symbols=symbols, image=image,
                    profile=profile, probes=resolved, workload=workload, deadline=deadline, progress=progress,
-                   arch=arch)
+                   arch=arch, identity=identity)
+
+
+def _check_map(kernel, system_map, symbols, image, probes):
+    """A System.map of another build is refused here, before anything boots (kernels/identity.py):
+    its functions must be where the image's own code calls them. {"map": what was found}."""
+    rows, _ = symbol_rows(kernel, system_map)
+    code = image_code(kernel, symbols)
+    return {"map": check_map_fits(rows, system_map, kernel, image.version if image else None, code, probes)}
 
 
 def new_result(plan):
@@ -158,6 +181,8 @@ def new_result(plan):
         result.workload.abi = arch.workload
         result.workload.ia32_emulation = arch.ia32_emulation
     result.kernel.profile_reason = profile.reason
+    if plan.identity:
+        result.kernel.identity = dict(plan.identity)
     result.kernel.profile_notes = list(profile.notes)
     if boot:
         result.kernel.model = truth_model(profile.name, boot.image)

@@ -91,6 +91,8 @@ def run_with_plugin(plan, hooks):
             if dbg is not None:
                 dbg.close()
             machine.close(keep_dir=spec.keep_run_dir)
+            if spec.keep_run_dir:
+                plan.keep(machine.run_dir)
 
 
 def _attach_debugger(plan, hooks, machine):
@@ -116,7 +118,7 @@ def _salvage(result, machine, out_file, plist, probes, t0, why):
         try:
             fill_result(result, _measured(read_plugin_result(out_file), plist, probes, result.mode.trace,
                                           machine.serial_output(), time.monotonic() - t0),
-                        "cut off by the stop" if running else None)
+                        "cut off by the stop" if running else None, partial=True)
         except GdbfaultError:
             pass
 

@@ -16,6 +16,7 @@ from gdbfault.base.lifecycle import (Stopped, install_handlers, pending_signal, 
                                      signal_label, stop_signal)
 from gdbfault.cli import attach, check, compare, profile, report
 from gdbfault.cli.compare import KERNEL_PROFILE
+from gdbfault.machine import guardian
 
 __all__ = ["main", "build_parser", "EXIT_CODES", "KERNEL_PROFILE", "COMMANDS"]
 
@@ -85,6 +86,8 @@ def main(argv=None):
     started = time.time()
     reset()
     previous = install_handlers()
+    if args.command != "report":     # a SIGKILL must not leave a user's guest patched, nor temp folders
+        guardian.enable(keep_dirs=getattr(args, "keep_run_dir", False))
     try:
         code = args.func(args)
         late = pending_signal()
@@ -102,4 +105,5 @@ def main(argv=None):
     finally:
         if stop_signal() is not None:
             _reap_children(started)
+        guardian.finish()
         restore_handlers(previous)

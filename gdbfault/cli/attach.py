@@ -1,6 +1,7 @@
 """`gdbfault attach`: count fault-path hits on a kernel, on a QEMU gdbfault starts (--qemu) or one already running."""
 import dataclasses
 import sys
+from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError, RunFailed
 from gdbfault.cli.options import add_run_options, check_outputs, progress_bar, refuse, spec_from_args
@@ -44,6 +45,9 @@ def add_parser(sub, epilog, formatter):
     at.add_argument("--keep-patch", action="store_true",
                     help="with --live-patch on --port/--socket/--pid: leave the kernel patched when detaching "
                          "(by default the old entries are put back)")
+    at.add_argument("--qmp", metavar="PATH",
+                    help="with --port/--socket/--pid: the QEMU's QMP unix socket (default: found on its command "
+                         "line), used to leave its guest running as found whatever happens")
     at.add_argument("--format", default="table", choices=FORMATS, help="report format (default: table)")
     at.add_argument("--output", "-o", metavar="FILE", help="save the run as JSON (also when it fails)")
     at.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -64,7 +68,12 @@ def cmd_attach(args):
     except RunFailed as failed:
         if args.output:
             save_run(failed.result, args.output)
-            failed.args = (f"{failed} (counts so far saved to {args.output})",)
+            # (attached, the error itself says up to when the counts go)
+            what = "saved" if as_result(failed.result).run.has("counts_at_s") else "counts so far saved"
+            failed.args = (f"{failed} ({what} to {args.output})",)
+        kept = as_result(failed.result).run.kept if failed.result is not None else None
+        if kept:
+            failed.args = (f"{failed} (run folders kept: {' '.join(kept)})",)
         raise
     finally:
         if bar is not None:
@@ -83,17 +92,22 @@ def cmd_attach(args):
         print(f"plot written to {args.plot}")
     if args.output and args.format == "table":
         print(f"saved to {args.output}")
+    if run.run.has("kept"):
+        print(f"run folders kept (--keep-run-dir): {' '.join(run.run.kept)}", file=sys.stderr)
     disagree = run.verify is not None and not run.verify.agree
     return 1 if run.failed_checks or disagree else 0
 
 
 def _booted_spec(args):
     """The RunSpec of `attach --qemu`, its options checked before anything boots."""
-    refuse(args, ["duration", "keep_patch"], "goes with --port/--socket/--pid (gdbfault's own QEMU ends "
+    refuse(args, ["duration", "keep_patch", "qmp"], "goes with --port/--socket/--pid (gdbfault's own QEMU ends "
                                              "with the workload)")
     if args.verify_with and args.backend != "plugin":
         raise GdbfaultError("--verify-with gdb goes with --backend plugin")
     spec = spec_from_args(args)
+    if spec.backend == "plugin":          # not built: said before anything is set up or started
+        from gdbfault.machine.plugins import plugin_library
+        plugin_library("faultcount")
     if spec.live_patch is not None and args.plot:
         spec = dataclasses.replace(spec, timeline=True)      # --plot of a live patch draws each path's cost
     return spec
@@ -123,5 +137,7 @@ def _run_attached(args):
     spec = spec_from_args(args, live_patch=None)
     if not args.quiet and args.duration is None:
         print(f"counting on {address}; Ctrl-C to stop and report", file=sys.stderr)
+    if args.qmp is not None and not Path(args.qmp).exists():
+        raise GdbfaultError(f"--qmp {args.qmp}: no such socket")
     return attach_running(spec, address, pid=args.pid, duration=args.duration, live_patch=args.live_patch,
-                          keep_patch=args.keep_patch)
+                          keep_patch=args.keep_patch, qmp=args.qmp)

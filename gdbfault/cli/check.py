@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
+from gdbfault.cli.options import check_outputs
 from gdbfault.views.report import load_run, save_run
 
 __all__ = ["add_parser", "cmd_check"]
@@ -28,6 +29,7 @@ def cmd_check(args):
     from gdbfault.analysis.check.report import error_report, junit_xml, render_check
     from gdbfault.analysis.check.run import check
     from gdbfault.analysis.check.spec import SpecError, load_spec
+    check_outputs(args)
     spec = load_spec(args.spec)
     loaded = {}
     for use in args.use:

@@ -10,9 +10,9 @@ import sys
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.model.spec import OPTION, RUN_OPTIONS, RunSpec
-from gdbfault.views.report import check_writable
+from gdbfault.base.userfiles import check_output_dir, check_output_file
 
-__all__ = ["add_run_options", "spec_from_args", "check_outputs", "progress_bar", "refuse", "given"]
+__all__ = ["add_run_options", "spec_from_args", "check_outputs", "progress_bar", "refuse", "given", "OUTPUTS"]
 
 
 def add_run_options(parser, keys=None, leave_out=()):
@@ -49,13 +49,21 @@ def spec_from_args(args, **fixed):
     return RunSpec.from_mapping({**mapping, **fixed})
 
 
+# Every output option of every command: (argparse dest, flag, a file or a folder). A command's
+# check_outputs(args) refuses any of them that cannot be written, before anything boots.
+OUTPUTS = (("output", "--output", "file"), ("plot", "--plot", "file"), ("junit", "--junit", "file"),
+           ("save_runs", "--save-runs", "folder"))
+
+
 def check_outputs(args):
-    """Everything cheap about where results go, before any kernel boots."""
-    if getattr(args, "output", None):
-        check_writable(args.output, "--output")
+    """Everything cheap about where results go, before any kernel boots: each output a file
+    (or folder) that can be written — not a directory, not in a missing or read-only folder."""
+    for dest, flag, kind in OUTPUTS:
+        value = getattr(args, dest, None)
+        if value:
+            (check_output_file if kind == "file" else check_output_dir)(value, flag)
     if getattr(args, "plot", None):
         from gdbfault.views.plot import require_matplotlib
-        check_writable(args.plot, "--plot")
         require_matplotlib()
 
 

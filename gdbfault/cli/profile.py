@@ -49,15 +49,20 @@ def cmd_profile(args):
     try:
         profile = run_profile(spec)
     except GdbfaultError as exc:
-        if args.output and getattr(exc, "partial", None) is not None:
-            save_kernel_profile(exc.partial, args.output)
+        partial = getattr(exc, "partial", None)
+        if args.output and partial is not None:
+            save_kernel_profile(partial, args.output)
             exc.args = (f"{exc} (the counts until then are saved to {args.output})",)
+        if partial is not None and partial["run"].get("kept"):
+            exc.args = (f"{exc} (run folders kept: {' '.join(partial['run']['kept'])})",)
         raise
     if args.output:
         save_kernel_profile(profile, args.output)
     if args.plot:
         plot_kernel_profile(profile, args.plot, top=min(args.top, 25))
     sys.stdout.write(render_profile(profile, args.format, top=args.top))
+    if profile["run"].get("kept"):
+        print(f"run folders kept (--keep-run-dir): {' '.join(profile['run']['kept'])}", file=sys.stderr)
     if args.format == "table":
         for what, f in (("plot", args.plot), ("profile", args.output)):
             if f:

@@ -23,6 +23,7 @@ from pathlib import Path
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.kernels.image import GRUB, PVH, QEMU_KERNEL, X86_64, BootPlan, boot_plan, extract_vmlinux, \
     read_image
+from gdbfault.machine.guardian import watch_dir
 from gdbfault.machine.qemu import snapshot_store, snapshot_store_available
 
 __all__ = ["BootSetup", "prepare_boot", "root_kind", "truth_model", "icount_shift", "guest_memory_mb",
@@ -138,6 +139,7 @@ def prepare_boot(kernel, symbols, workload_elf, command_line, memory_mb, root=No
                                  "through its PVH entry, without the guest's decompressor", True)
             boot_kernel = vmlinux
     work = Path(tempfile.mkdtemp(prefix="gdbfault-boot-"))
+    watch_dir(work)
     try:
         return _fill_setup(BootSetup(kernel=boot_kernel, initrd=[], append="", memory_mb=memory_mb,
                                      work_dir=work, image=image, plan=plan),

@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
+from gdbfault.base.userfiles import read_input_bytes
+from gdbfault.machine.guardian import watch_dir
 
 __all__ = ["CpioWriter", "write_initramfs", "write_initrd_ext2", "root_entries"]
 
@@ -28,7 +30,7 @@ S_IFDIR, S_IFREG, S_IFCHR = stat.S_IFDIR, stat.S_IFREG, stat.S_IFCHR
 
 def root_entries(init_path):
     """(name, mode, data, (rdev major, minor)) of the workload's root, parents first."""
-    init = Path(init_path).read_bytes()
+    init = read_input_bytes(init_path, "workload")
     return [
         ("dev", S_IFDIR | 0o755, b"", None),
         ("dev/console", S_IFCHR | 0o600, b"", (5, 1)),
@@ -93,6 +95,7 @@ def write_initrd_ext2(init_path, out_path, size_kb=1024):
     """An ext2 RAM-disk image for 2.x-era kernels (root=/dev/ram0 init=/init); returns out_path."""
     out_path = Path(out_path)
     work = Path(tempfile.mkdtemp(prefix="gdbfault-root-"))
+    watch_dir(work)
     try:
         tree = work / "root"
         devices = work / "devices.txt"

@@ -51,8 +51,9 @@ from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.base.locations import cache_dir
+from gdbfault.base.userfiles import input_file, open_input
 
-__all__ = ["KernelImage", "BootPlan", "read_image", "parse_image", "boot_plan", "extract_vmlinux",
+__all__ = ["KernelImage", "BootPlan", "read_image", "parse_image", "image_length", "boot_plan", "extract_vmlinux",
            "elf_boot_facts", "QEMU_KERNEL", "GRUB", "PVH", "I386", "X86_64"]
 
 QEMU_KERNEL = "qemu-kernel"
@@ -64,6 +65,7 @@ HDR_MAGIC_OFF = 0x202        # "HdrS"
 VERSION_OFF = 0x206          # u16 boot protocol version
 KVER_PTR_OFF = 0x20E         # u16: kernel_version string at this + 0x200
 SETUP_SECTS_OFF = 0x1F1      # u8
+SYSSIZE_OFF = 0x1F4          # u32 (u16 before protocol 2.04): the protected-mode part, in 16-byte units
 LOADFLAGS_OFF = 0x211        # u8, bit 0 LOADED_HIGH (bzImage)
 RELOCATABLE_OFF = 0x234      # u8 relocatable_kernel (protocol >= 2.05)
 XLOADFLAGS_OFF = 0x236       # u16 xloadflags (protocol >= 2.12)
@@ -176,14 +178,63 @@ def parse_image(data, path="<image>"):
 
 
 def read_image(path):
-    """Read and parse a kernel image file's header."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(65536)
-    except FileNotFoundError:
-        raise GdbfaultError(f"kernel file not found: {path}")
-    return parse_image(data, path)
+    """Read and parse a kernel image file's header; refuse a file cut short before anything boots."""
+    path = input_file(path, "image", "kernel file")
+    with open_input(path, "image", "kernel file") as f:
+        data = f.read(65536)
+        image = parse_image(data, path)
+        _check_whole(image, data, f, path.stat().st_size)
+    return image
+
+
+def image_length(data, fmt):
+    """How long a kernel file must be, by its own headers (None when they do not say):
+    a setup header's (setup_sects + 1) * 512 + syssize * 16, an ELF's furthest header or segment."""
+    if fmt in ("bzImage", "zImage", "zImage (no setup header)") and len(data) >= SYSSIZE_OFF + 4:
+        setup_sects = data[SETUP_SECTS_OFF] or 4          # 0 meant 4 in the oldest images
+        protocol = struct.unpack_from("<H", data, VERSION_OFF)[0] if fmt != "zImage (no setup header)" else 0
+        # syssize is 32 bits from boot protocol 2.04 on; before that the high half was swap_dev
+        syssize = struct.unpack_from("<I" if protocol >= 0x0204 else "<H", data, SYSSIZE_OFF)[0]
+        return (setup_sects + 1) * 512 + syssize * 16, f"setup_sects {setup_sects}, syssize {syssize}"
+    return None
+
+
+def _elf_length(head, f):
+    """The end of an ELF file's furthest program header, segment or section header table, or None."""
+    if len(head) < 0x34 or head[4] not in (1, 2) or head[5] != 1:
+        return None
+    wide = head[4] == 2
+    if wide:
+        phoff, shoff = struct.unpack_from("<QQ", head, 0x20)
+        phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", head, 0x36)
+    else:
+        phoff, shoff = struct.unpack_from("<II", head, 0x1C)
+        phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", head, 0x2A)
+    ends = [phoff + phentsize * phnum, shoff + shentsize * shnum if shoff else 0]
+    f.seek(phoff)
+    table = f.read(phentsize * phnum)
+    for i in range(min(phnum, len(table) // max(phentsize, 1))):
+        if wide:
+            p_type, _flags, p_offset, _v, _p, p_filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
+        else:
+            p_type, p_offset, _v, _p, p_filesz = struct.unpack_from("<IIIII", table, i * phentsize)
+        if p_type == 1:                     # PT_LOAD
+            ends.append(p_offset + p_filesz)
+    return max(ends)
+
+
+def _check_whole(image, head, f, size):
+    """A kernel file shorter than its headers say (a copy cut short: `head -c`, a full disk) boots into
+    nothing useful (a power-off before init, or an empty exit): refuse it at once, in one line."""
+    if image.format == "elf":
+        need, how = _elf_length(head, f), "its ELF headers and segments"
+    else:
+        known = image_length(head, image.format)
+        need, how = (known[0], f"its setup header ({known[1]})") if known else (None, None)
+    # syssize counts 16-byte units, rounded up: the last unit may be short
+    if need is not None and size + 15 < need:
+        raise GdbfaultError(f"kernel image {image.path} is cut short: {how} say it is {need:,} bytes, "
+                            f"the file has {size:,}", "copy the whole image again")
 
 
 def elf_boot_facts(path):

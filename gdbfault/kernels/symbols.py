@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.kernels.image import I386, X86_64
+from gdbfault.base.userfiles import input_file, open_input, read_input_text
 
 __all__ = ["SymbolTable", "SymbolRow", "load_symbols", "parse_system_map", "is_elf", "map_rows", "elf_rows",
            "symbol_rows", "CODE_LETTERS"]
@@ -29,7 +30,8 @@ CODE_LETTERS = "tT"
 
 
 def is_elf(path):
-    with open(path, "rb") as f:
+    """Does a kernel file start with ELF's magic? (checked as a kernel image: a file, bounded)"""
+    with open_input(path, "image", "kernel file") as f:
         return f.read(4) == b"\x7fELF"
 
 
@@ -99,7 +101,7 @@ def elf_rows(path):
     from elftools.elf.elffile import ELFFile
     rows = []
     try:
-        with open(path, "rb") as f:
+        with open_input(path, "image", "kernel file") as f:
             elf = ELFFile(f)
             symtab = elf.get_section_by_name(".symtab")
             if symtab is None:
@@ -129,12 +131,8 @@ def symbol_rows(kernel, system_map=None):
     """(rows, source): the System.map's rows if given, else the ELF's (none for a compressed image)."""
     if system_map:
         system_map = Path(system_map)
-        if not system_map.is_file():
-            raise GdbfaultError(f"System.map not found: {system_map}")
-        return map_rows(system_map.read_text(errors="replace"), system_map), system_map
-    kernel = Path(kernel)
-    if not kernel.is_file():
-        raise GdbfaultError(f"kernel file not found: {kernel}")
+        return map_rows(read_input_text(system_map, "system_map", errors="replace"), system_map), system_map
+    kernel = input_file(kernel, "image", "kernel file")
     return (elf_rows(kernel) if is_elf(kernel) else []), kernel
 
 

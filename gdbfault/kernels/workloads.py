@@ -16,6 +16,7 @@ from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.base.locations import WORKLOADS, workload_binary
+from gdbfault.base.userfiles import input_file, open_input
 from gdbfault.kernels.disasm import instructions_named
 from gdbfault.kernels.image import I386, X86_64
 
@@ -29,7 +30,7 @@ _ABI = {("ELFCLASS32", "EM_386"): I386, ("ELFCLASS64", "EM_X86_64"): X86_64}
 def elf_entry(path):
     """The entry point of an ELF file (the workload's first user instruction)."""
     from elftools.elf.elffile import ELFFile
-    with open(path, "rb") as f:
+    with open_input(path, "workload") as f:
         return ELFFile(f).header["e_entry"]
 
 
@@ -43,7 +44,7 @@ def check_static_program(path):
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
     try:
-        with open(path, "rb") as f:
+        with open_input(path, "workload") as f:
             elf = ELFFile(f)
             header = elf.header
             kinds = {seg["p_type"] for seg in elf.iter_segments()}
@@ -70,9 +71,10 @@ def workload_file(value, abi=None):
     if not is_own_workload(value):
         return workload_binary(value, abi or I386), abi or I386
     path = Path(value)
-    if not path.is_file():
+    if not path.exists():
         raise GdbfaultError(f"unknown workload '{value}': neither a built-in workload nor a file",
                             f"built-in: {', '.join(WORKLOADS)}; or give a static i386 or x86_64 ELF file")
+    input_file(path, "workload")
     own = check_static_program(path)
     if abi is not None and abi != own:
         raise GdbfaultError(f"--workload-abi {abi} does not fit the workload {path}: it is an {own} program",
@@ -101,7 +103,7 @@ class WorkloadPoints:
 def workload_points(elf):
     """The WorkloadPoints of a workload ELF: from its symbols and its rt_main's two rdtsc."""
     from elftools.elf.elffile import ELFFile
-    with open(elf, "rb") as f:
+    with open_input(elf, "workload") as f:
         elf_file = ELFFile(f)
         entry = elf_file.header["e_entry"]
         symtab = elf_file.get_section_by_name(".symtab")

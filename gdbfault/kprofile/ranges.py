@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
+from gdbfault.base.userfiles import open_input
 from gdbfault.kernels.symbols import CODE_LETTERS, is_elf, symbol_rows
 
 __all__ = ["ENTRY_NAME", "kernel_functions", "kernel_base", "workload_marks", "uaccess_sites", "write_ranges"]
@@ -97,7 +98,7 @@ def uaccess_sites(kernel, funcs):
         return []
     lo, hi = min(f["address"] for f in funcs), max(f["end"] for f in funcs)
     try:
-        with open(kernel, "rb") as fh:
+        with open_input(kernel, "image") as fh:
             section = ELFFile(fh).get_section_by_name("__ex_table")
             if section is None:
                 return []

@@ -19,6 +19,7 @@ from pathlib import Path
 from gdbfault import __version__
 from gdbfault.backends.plan import resolve_run
 from gdbfault.base.errors import GdbfaultError, GuestError
+from gdbfault.base.lifecycle import Stopped, shielded
 from gdbfault.kprofile.ranges import kernel_base, kernel_functions, uaccess_sites, workload_marks, write_ranges
 from gdbfault.kprofile.result import build_profile, read_kprofile_result
 from gdbfault.machine.config import plugin_config
@@ -43,7 +44,7 @@ def run_profile(spec):
     system_map = None if plan.lab else plan.system_map
     funcs = kernel_functions(plan.kernel, system_map)
     marks = workload_marks(plan.points)
-    machine = None
+    machine = meta = out = kept_in = None
     try:
         plan.prepare_machine(role="kprofile")
         meta = _meta(plan, system_map)
@@ -59,38 +60,67 @@ def run_profile(spec):
         t0 = time.monotonic()
         machine.start(timeout=plan.left(at_most=20.0))
         status = machine.wait_until(plan.deadline)
-        try:
-            if status is None:
-                raise GuestError(f"the guest did not finish within {spec.timeout_s:.0f} s (hung?)")
-            wall = time.monotonic() - t0
-            machine.check_exit(status)
-            guest = parse_guest_output(machine.serial_output())["result"]
-            if guest is None:
-                raise GuestError("the workload printed no GDBFAULT-RESULT line")
-        except GdbfaultError as exc:
-            _keep_partial(exc, machine, out, meta, funcs)
-            raise
+        if status is None:
+            raise GuestError(f"the guest did not finish within {spec.timeout_s:.0f} s (hung?)")
+        wall = time.monotonic() - t0
+        machine.check_exit(status)
+        guest = parse_guest_output(machine.serial_output())["result"]
+        if guest is None:
+            raise GuestError("the workload printed no GDBFAULT-RESULT line")
         profile = build_profile(read_kprofile_result(out), guest, meta, funcs)
         profile["run"] = {"wall_s": round(wall, 3), "exit_status": status, "exit": describe_exit(status)}
+        kept_in = profile["run"]
         if not spec.icount:          # the guest's rdtsc is then host time, not instructions
             profile["accounting"] = dict(profile["accounting"], guest_cycles=None, difference=None,
                                          unexplained=None, exact=None, agree=None)
         return profile
+    except (GdbfaultError, KeyboardInterrupt) as exc:
+        # Like every run: a signal or the timeout keeps what was counted (the plugin writes its
+        # counts when QEMU quits in order), as a profile marked incomplete, for --output.
+        with shielded():
+            error = _as_error(exc)
+            error.partial = _partial(error, machine, out, meta, funcs)
+            kept_in = error.partial["run"] if error.partial else None
+        raise error from None
     finally:
         if machine is not None:
             machine.close(keep_dir=spec.keep_run_dir)
+            if spec.keep_run_dir:
+                plan.keep(machine.run_dir)
         plan.close()
+        if kept_in is not None and plan.kept:
+            kept_in["kept"] = [str(f) for f in plan.kept]
 
 
-def _keep_partial(exc, machine, out, meta, funcs):
-    """The profile counted until the run went wrong, on the exception (for --output)."""
-    machine.stop()                   # (a QEMU still running writes its counts as it quits)
-    if out.is_file():
-        try:
-            exc.partial = build_profile(read_kprofile_result(out), None, meta, funcs)
-            exc.partial.update(complete=False, error=str(exc))
-        except GdbfaultError:
-            pass
+def _as_error(exc):
+    """A stop signal as the GdbfaultError that exits with its code (128 + the signal)."""
+    if not isinstance(exc, KeyboardInterrupt):
+        return exc
+    stopped = exc if isinstance(exc, Stopped) else Stopped()
+    error = GdbfaultError(str(stopped))
+    error.exit_code = stopped.exit_code
+    error.stopped = stopped
+    return error
+
+
+def _partial(error, machine, out, meta, funcs):
+    """The profile counted until the run went wrong (None before there was a run to keep)."""
+    if meta is None:
+        return None
+    stopped = getattr(error, "stopped", None)
+    run = {"exit": f"stopped by gdbfault ({stopped.label})" if stopped else str(error)}
+    if machine is not None:
+        status = machine.stop()          # (a QEMU still running writes its counts as it quits)
+        run.update(exit_status=status)
+        if out is not None and out.is_file():
+            try:
+                partial = build_profile(read_kprofile_result(out), None, meta, funcs)
+                partial.update(complete=False, error=str(error), run=run)
+                return partial
+            except GdbfaultError:
+                pass
+    return dict(meta, complete=False, error=str(error), run=run, functions=[],
+                note="nothing was counted: the guest had not started")
 
 
 def _meta(plan, system_map):

@@ -36,7 +36,9 @@ from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.base.locations import REPO
+from gdbfault.base.userfiles import input_file, open_input, read_input_bytes, read_input_text
 from gdbfault.kernels.symbols import CODE_LETTERS, symbol_rows
+from gdbfault.machine.guardian import watch_dir
 
 __all__ = ["BuiltPatch", "Replacement", "prepare_live_patch", "kernel_symbol_table", "jmp_rel32",
            "AREA_START", "AREA_END"]
@@ -164,7 +166,7 @@ class _Object:
         from elftools.elf.relocation import RelocationSection
         self.path = Path(path)
         try:
-            with open(path, "rb") as f:
+            with open_input(path, "patch") as f:
                 elf = ELFFile(f)
                 if elf.header["e_type"] != "ET_REL" or elf.header["e_machine"] != "EM_386":
                     _fail(f"{path} is not a relocatable i386 ELF object "
@@ -267,6 +269,28 @@ def _changed_files(patch_text):
     return files
 
 
+def _created_files(patch_text):
+    """Files a patch creates (`--- /dev/null` before their `+++`)."""
+    created, previous = set(), ""
+    for line in patch_text.splitlines():
+        if line.startswith("+++ ") and previous.startswith("--- /dev/null"):
+            path = line[4:].split("\t")[0].strip()
+            created.add(path.split("/", 1)[1] if "/" in path else path)
+        previous = line
+    return created
+
+
+def _patch_says(output):
+    """The one line of patch(1)'s output that says what went wrong (not its quoting of the patch)."""
+    lines = [l.strip() for l in output.splitlines() if l.strip()]
+    for key in ("can't find file", "FAILED", "malformed", "Only garbage", "Reversed", "not found", "rejects"):
+        for line in lines:
+            if key in line:
+                return line
+    plain = [l for l in lines if not l.startswith(("|", "The text leading", "----", "File to patch", "Skip"))]
+    return plain[0] if plain else "patch failed"
+
+
 def _kernel_cflags(tree, variant):
     """The lab kernel's own compiler flags, as kbuild.mk sets them."""
     proc = subprocess.run(["make", "-s", "-f", "kbuild.mk", "--no-print-directory",
@@ -294,10 +318,16 @@ def _compile(cflags, tree, source, out):
 def _build_from_patch(patch, variant, work):
     """(patched object, {group: changed?}, replaced function names) for a lab-kernel patch."""
     tree = _lab_source_tree(variant)
-    text = Path(patch).read_text(errors="replace")
+    text = read_input_text(patch, "patch", errors="replace")
     files = _changed_files(text)
     if not files:
         _fail(f"{patch} is not a patch (no '+++' file headers)")
+    created = _created_files(text)
+    missing = [f for f in files if f not in created and not (tree / f).is_file()]
+    if missing:
+        _fail(f"the patch changes {', '.join(missing)}, which the lab kernel ({variant or 'vanilla'}) does not "
+              f"have", "a live patch applies to the lab kernel's sources (qemu/kernel/), with paths as in "
+              "`git diff` there (a/FILE, b/FILE)")
     before, after = work / "before", work / "after"
     _copy_tree(tree, before)
     _copy_tree(tree, after)
@@ -305,9 +335,8 @@ def _build_from_patch(patch, variant, work):
                            "-d", str(after), "-i", str(Path(patch).resolve())],
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        why = (proc.stdout + proc.stderr).strip().splitlines()
         _fail(f"the patch does not apply to the lab kernel ({variant or 'vanilla'}): "
-              f"{why[0] if why else 'patch failed'}")
+              f"{_patch_says(proc.stdout + proc.stderr)}")
     not_c = [f for f in files if not f.endswith(".c")]
     if not_c:
         _fail(f"the patch changes {', '.join(not_c)}: a live patch can replace functions of .c files only")
@@ -420,9 +449,7 @@ def prepare_live_patch(path, kernel, system_map=None, lab_variant=None):
     lab_variant: the lab kernel build that runs (a patch needs its sources),
     or None for a kernel the user brings (objects only).
     """
-    path = Path(path)
-    if not path.is_file():
-        _fail(f"live patch file not found: {path}")
+    path = input_file(path, "patch", "live patch file")
     table = kernel_symbol_table(kernel, system_map)
     start, end = _resolve(table, AREA_START), _resolve(table, AREA_END)
     if start is None or end is None or end.address <= start.address:
@@ -430,9 +457,9 @@ def prepare_live_patch(path, kernel, system_map=None, lab_variant=None):
               f"({AREA_START}/{AREA_END} symbols)")
     area = (start.address, end.address)
     work = Path(tempfile.mkdtemp(prefix="gdbfault-livepatch-"))
+    watch_dir(work)
     try:
-        with open(path, "rb") as f:
-            is_object = f.read(4) == b"\x7fELF"
+        is_object = read_input_bytes(path, "patch")[:4] == b"\x7fELF"
         if is_object:
             kind, source_file = "object", None
             obj = _Object(path)

@@ -27,12 +27,13 @@ from pathlib import Path
 
 from gdbfault.backends.hooks import RunHooks
 from gdbfault.base.errors import GdbfaultError
-from gdbfault.livepatch.build import prepare_live_patch
+from gdbfault.livepatch.build import JMP_LEN, prepare_live_patch
 from gdbfault.livepatch.phases import (check_consistency, fill_live_patch, live_patch_checks,
                                        timing_perturbation)
 from gdbfault.machine.gdbmi import GdbCommandError, mi_quote
 from gdbfault.model.paths import summarise_paths, user_fault_searches
 from gdbfault.model.result import Phase
+from gdbfault.kernels.banner import read_guest_bytes
 from gdbfault.probing.gdb_session import lend_qmp, read_counts
 
 __all__ = ["live_patch_hooks", "PatchAtMark", "PatchAtMarkUnderPlugin", "PatchNow", "ReplayWatch", "arm",
@@ -170,26 +171,57 @@ class PatchAtMarkUnderPlugin(_AtMark):
 
 
 class PatchNow(RunHooks):
-    """--live-patch on a QEMU already running: in at once, out before detaching unless kept."""
+    """--live-patch on a QEMU already running: in at once, out before detaching unless kept.
+
+    The bytes each `jmp` overwrites are read before the first write and handed
+    to the run (`machine.remember`), so the old entries can be put back also
+    when GDB is gone
+    (backends/running_qemu.py, machine/rescue.py). `--keep-patch` keeps the
+    patch only when the count ends in order (its duration, a signal); after
+    an error it comes out like any patch."""
 
     def __init__(self, plan, file, keep=False):
         self.plan, self.keep = plan, keep
         self.patch = _build(plan, file)
         self.run_dir = None
         self.record = None            # the in-GDB record of the patch, read before detaching
+        self.saved = []               # [(old entry, its first bytes before the jmp)]
+        self.kept = False
+        self.restored = None          # put back without GDB: True, or False when that failed
+        self.applied = False          # apply_now() went through
 
     def on_debugger(self, dbg, machine, recording=False):
         self.run_dir = machine.run_dir
+        old = []
+        for f in self.patch.functions:
+            now = read_guest_bytes(dbg, f.old, JMP_LEN)
+            if len(now) != JMP_LEN:
+                raise GdbfaultError(f"the live patch was not applied: the entry of {f.name} ({f.old:#x}) "
+                                    f"cannot be read from guest memory")
+            old.append((f.old, now))
+        # Only the entries go back, never the replacement code: a CPU stopped inside it (or in a
+        # function it called) must be able to finish there — putting the code area back under it
+        # oopsed the guest. Once the entries are back the code is unreachable.
+        self.saved = old
+        machine.remember(self.saved, [(f.name, f.old) for f in self.patch.functions])
         apply_now(dbg, self.patch, machine.run_dir)
+        self.applied = True
 
-    def before_detach(self, dbg):
-        if not self.keep:
-            dbg.console("faultprobe unpatch")
+    def before_detach(self, dbg, failed=False):
+        self.kept = bool(self.keep) and not failed
+        if not self.kept:
+            dbg.console("faultprobe unpatch")         # the entries: the bytes the jmps overwrote
         self.record = read_counts(dbg, self.run_dir).get("patch")
 
+    def guest_restored(self, ok):
+        self.restored = ok
+
     def finish(self, result, counts=None, plugin_counts=None):
-        lp = fill_live_patch(result, dict(counts or {}, patch=self.record), self.patch, None, None)
-        lp.kept = bool(self.keep)
+        record = self.record or (counts or {}).get("patch") or ({"applied": True} if self.applied else None)
+        lp = fill_live_patch(result, dict(counts or {}, patch=record), self.patch, None, None)
+        if self.restored and lp.applied:
+            lp.unpatched = True
+        lp.kept = self.kept
 
 
 class ReplayWatch:

@@ -9,10 +9,10 @@ the recording's one stop moved the guest's clock by an amount the replay
 measures (`timing_perturbation`).
 """
 import dataclasses
-from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.base.locations import REPO
+from gdbfault.base.userfiles import read_input_bytes
 from gdbfault.model.paths import summarise_paths, user_fault_searches
 from gdbfault.model.result import LivePatch, Phase
 from gdbfault.model.roles import SEARCH
@@ -46,9 +46,9 @@ def _after_model(result, patch):
     k = result.kernel
     if k.lab and k.variant == "vanilla" and patch.kind == "patch":
         try:
-            if Path(patch.source).read_bytes() == _SEED_PATCH.read_bytes():
+            if read_input_bytes(patch.source, "patch") == _SEED_PATCH.read_bytes():
                 return "lab-patched"
-        except OSError:
+        except (OSError, GdbfaultError):
             pass
     return None
 

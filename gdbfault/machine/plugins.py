@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.base.locations import IN_CHECKOUT, REPO
+from gdbfault.base.userfiles import read_input_text
 from gdbfault.machine.qemu import qemu_opt_escape
 
 __all__ = ["PLUGIN_DIR", "BUILD_COMMAND", "PLUGINS", "PluginUnavailable", "PluginResultError",
@@ -76,14 +77,14 @@ def read_plugin_json(path, what):
     """A plugin's JSON result as a dict; PluginResultError when it is missing or not JSON.
     (`what` names it in the message: "plugin result", "kernel-profile result".)"""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         raise PluginResultError(f"{what} {path} is missing",
                                 "the plugin writes it when QEMU exits; "
-                                "was QEMU killed or did the plugin fail to load?") from None
-    except OSError as err:
-        raise PluginResultError(f"cannot read {what} {path}: {err}") from None
+                                "was QEMU killed or did the plugin fail to load?")
+    try:
+        text = read_input_text(path, "internal", what)
+    except GdbfaultError as err:
+        raise PluginResultError(str(err)) from None
     try:
         data = json.loads(text)
     except ValueError as err:

@@ -30,6 +30,7 @@ import psutil
 from gdbfault.base.errors import GdbfaultError, GuestError
 from gdbfault.base.lifecycle import check_stop, shielded
 from gdbfault.base.tools import find_tool, parent_death_prefix, tool_version
+from gdbfault.machine.guardian import watch_dir
 
 __all__ = ["MachineConfig", "Machine", "qemu_version", "emulator_target", "EMULATORS", "CPU_MODELS",
            "describe_exit", "private_base", "private_dir",
@@ -119,8 +120,11 @@ def private_base():
 
 
 def private_dir(prefix="gdbfault-run-"):
-    """A new 0700 directory under private_base() (the caller removes it)."""
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=private_base()))
+    """A new 0700 directory under private_base() (the caller removes it; the guardian does if
+    gdbfault is killed first)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=private_base()))
+    watch_dir(folder)
+    return folder
 
 
 def qemu_opt_escape(value):
@@ -210,6 +214,8 @@ class Machine:
         """Make the private run directory (idempotent)."""
         self.run_dir.mkdir(mode=0o700, parents=False, exist_ok=True)
         os.chmod(self.run_dir, 0o700)
+        if self._own_dir:
+            watch_dir(self.run_dir)
         return self.run_dir
 
     def command(self):

@@ -9,7 +9,7 @@ keys are stable: tests and users read them.
   tool      Tool       {gdbfault, qemu, gdb, emulator*}: versions (gdb None on the plugin backend);
                         emulator: the QEMU binary's name (qemu-system-i386 when absent)
   kernel    Kernel     {path, lab, variant, symbols, profile, model, boot, arch*, profile_reason*,
-                        profile_notes*, banner*, banner_form*}: arch "i386" or "x86_64"
+                        profile_notes*, banner*, banner_form*, identity*}: arch "i386" or "x86_64"
   workload  Workload   {name, own, iterations (requested), command_line, abi*, ia32_emulation*,
                         attached_to*, qemu_pid*}: abi "i386" (int $0x80) or "x86_64" (syscall)
   mode      Mode       {backend, accel, icount, trace, cost_sample, cpu*, icount_shift*, replay*}
@@ -21,7 +21,7 @@ keys are stable: tests and users read them.
                         guest's truth (phase: before/after/after_unpatch/total of a live patch)
   run       RunStatus  {complete, error, exit_status, exit, wall_s, hits, hits_per_s, phase*,
                         duplicate_filter* (False when counted in a replay, where none is needed),
-                        duplicates*, insns_total* (plugin)}
+                        duplicates*, insns_total* (plugin), counts_at_s*, guest* (attached), kept*}
   record*   Record     {exit_status, exit, wall_s, live_patch*, guest*}: the recording run
   paths*    [PathRow   {shape, events, count, costed, min, median, p95, max, cost_hist}]
   user_fault_searches*  traced faults that searched the exception table and raised a signal
@@ -232,6 +232,7 @@ class Kernel(_Part):
     profile_notes: list = _optional()
     banner: str = _optional()
     banner_form: str = _optional()
+    identity: dict = _optional()        # how the kernel was checked: {map: ..., running: ...} (kernels/identity.py)
 
     def label(self):
         """How reports name this kernel: "lab kernel (VARIANT)" or the file's name."""
@@ -338,6 +339,9 @@ class RunStatus(_Part):
     duplicate_filter: bool = _optional()
     duplicates: int = _optional()
     insns_total: int = _optional()          # plugin backend
+    counts_at_s: float = _optional()        # attached: the last snapshot's time into the window (None: none read)
+    guest: str = _optional()                # attached: what became of the user's guest when gdbfault left it
+    kept: list = _optional()                # --keep-run-dir: the run's folders, kept
     # Bookkeeping during a run, never written: gdbfault had to stop QEMU itself.
     stopped_by_gdbfault: bool = field(default=False, metadata={"json": False})
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.base.locations import VARIANTS, WORKLOAD_ABIS, WORKLOADS, lab_kernel
+from gdbfault.base.userfiles import input_file
 from gdbfault.model.roles import parse_probe_option
 
 __all__ = ["RunSpec", "LivePatchSpec", "RunOption", "RUN_OPTIONS", "OPTION", "validate_spec", "check_mapping",
@@ -98,9 +99,9 @@ class RunSpec:
     def kernel_files(self):
         if self.kernel == "lab":
             return lab_kernel(self.variant)
-        kernel = Path(self.kernel)
-        if not kernel.is_file():
-            raise GdbfaultError(f"kernel file not found: {kernel}")
+        kernel = input_file(self.kernel, "image", "kernel file")
+        if self.system_map:
+            input_file(self.system_map, "system_map")
         return kernel, Path(self.system_map) if self.system_map else None
 
     def kernel_model(self, profile_name):
@@ -253,6 +254,11 @@ def _problems(spec):
     if spec.iterations is not None and not 1 <= spec.iterations <= MAX_ITERATIONS:
         yield "iterations", (f"must be between 1 and {MAX_ITERATIONS} (the guest counts in 32 bits), "
                              f"not {spec.iterations}")
+    said = [w for w in (spec.append or "").split() if w.startswith("iterations=")]
+    if spec.iterations is not None and said and said[-1] != f"iterations={spec.iterations}":
+        # the guest takes the last word: it would run another count than the one reported
+        yield "append", (f"{said[-1]} disagrees with --iterations {spec.iterations}: give the count once "
+                         "(--iterations N)")
     if spec.cost_sample <= 0:
         yield "cost_sample", f"must be positive, not {spec.cost_sample}"
     if spec.memory_mb is not None and not 1 <= spec.memory_mb <= 1 << 20:

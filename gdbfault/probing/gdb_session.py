@@ -12,6 +12,7 @@ from pathlib import Path
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.machine.gdbmi import mi_quote
 from gdbfault.base.locations import GDBSCRIPTS
+from gdbfault.base.userfiles import read_input_text
 from gdbfault.probing.measure import Measured, ProbeCount
 from gdbfault.model.paths import cost_stats
 from gdbfault.model.roles import ENTRY
@@ -86,7 +87,7 @@ def read_counts(dbg, run_dir):
     """The probe engine's JSON snapshot (through a file: no escaping, any size)."""
     path = Path(run_dir) / "counts.json"
     dbg.console(f"faultprobe json {path}")
-    return json.loads(path.read_text())
+    return json.loads(read_input_text(path, "internal", "probe engine snapshot"))
 
 
 def measured(snapshot, serial=None, wall_s=None):

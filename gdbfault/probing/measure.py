@@ -45,10 +45,12 @@ def probe_rows(probes):
     return [Probe(p.role, p.symbol, p.address) for p in probes]
 
 
-def fill_result(result, measured, open_label=None):
+def fill_result(result, measured, open_label=None, partial=False):
     """Fill RunResult `result` from `measured` (see the module docstring).
 
     open_label names paths still open at the end (default: never returned).
+    partial: the run ended early — unless the guest said how many iterations it ran, there is
+    nothing to divide by (the planned count is not what ran), so no per-iteration figures.
     """
     for p in result.probes:
         got = measured.counts.get(p.address)
@@ -68,6 +70,8 @@ def fill_result(result, measured, open_label=None):
         result.trace = trace
     result.guest = parse_guest_output(measured.serial)["result"] if measured.serial is not None else None
     iterations = result.iterations
+    if partial and not (result.guest or {}).get("iterations"):
+        iterations = None
     for p in result.probes:
         p.per_iteration = round(p.hits.workload / iterations, 4) if iterations else None
     result.checks = compare_with_guest(result.probes, result.guest, result.kernel.model)

@@ -7,12 +7,12 @@ the columns in CSV_FIELDS. `save_run`/`load_run` write and read run files.
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 from tabulate import tabulate
 
 from gdbfault.base.errors import GdbfaultError
+from gdbfault.base.userfiles import check_output_file, read_input_text
 from gdbfault.model.result import REQUIRED_KEYS, Kernel, RunResult, as_result, json_default
 
 __all__ = ["render", "load_run", "save_run", "save_json", "check_writable", "kernel_label", "machine_line",
@@ -26,15 +26,8 @@ CSV_FIELDS = ("kernel", "variant", "workload", "iterations", "role", "symbol", "
 
 def check_writable(path, option="--output"):
     """Fail before any run when `path` cannot be written (a directory, a missing
-    or read-only folder): one line, exit 2."""
-    path = Path(path)
-    if path.is_dir():
-        raise GdbfaultError(f"{option} {path} is a directory", "give a file name")
-    parent = path.parent
-    if not parent.is_dir():
-        raise GdbfaultError(f"{option} {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise GdbfaultError(f"{option} {path} is not writable (permission denied)")
+    or read-only folder): one line, exit 2 (base/userfiles.check_output_file)."""
+    check_output_file(path, option)
 
 
 def save_json(data, path):
@@ -57,17 +50,10 @@ def save_run(result, path):
 
 
 def load_run(path):
-    """A saved run as a RunResult; one-line GdbfaultError when it is not one."""
+    """A saved run as a RunResult; one-line GdbfaultError when it is not one (or is no bounded file)."""
+    text = read_input_text(path, "run")
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GdbfaultError(f"run file not found: {path}") from None
-    except IsADirectoryError:
-        raise GdbfaultError(f"{path} is a directory, not a run file") from None
-    except UnicodeDecodeError:
-        raise GdbfaultError(f"{path} is not a gdbfault run (not text: a binary file?)") from None
-    except OSError as exc:
-        raise GdbfaultError(f"cannot read {path}: {exc.strerror or exc}") from None
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise GdbfaultError(f"{path} is not a gdbfault run (invalid JSON: {exc})") from None
     return RunResult.from_dict(data, path)
@@ -220,6 +206,11 @@ def abi_note(workload):
     return None
 
 
+def ran_count(result):
+    """The iterations the guest itself said it ran (None when it did not say)."""
+    return (result.guest or {}).get("iterations") if isinstance(result.guest, dict) else None
+
+
 def _text(result, tablefmt):
     lines = []
     t, mode, k, w = result.tool, result.mode, result.kernel, result.workload
@@ -238,16 +229,24 @@ def _text(result, tablefmt):
                      + (f" (pid {w.qemu_pid})" if w.qemu_pid else "")
                      + (f"  (kernel command line: {w.command_line})" if w.command_line else ""))
     else:
-        lines.append(f"workload {w.name}" + (f" × {w.iterations}" if w.iterations else "")
+        ran = ran_count(result)
+        count = (f" × {ran}" + (f" (the guest's own count; {w.iterations} asked)" if w.iterations
+                                and ran != w.iterations else "")) if ran else \
+            (f" × {w.iterations}" if w.iterations else "")
+        lines.append(f"workload {w.name}{count}"
                      + (f", {abi_note(w)}" if abi_note(w) else "")
                      + (f"  (kernel command line: {w.command_line})" if w.command_line else ""))
+    partial = not result.run.complete and not ran_count(result)
+    if partial and w.iterations:
+        lines.append(f"partial run: the guest never said how many of the {w.iterations} iterations it ran, "
+                     "so there are no per-iteration figures")
     lines.append("")
 
     show_boot = any(p.hits.boot for p in result.probes)
     headers = ["role", "symbol", "address"] + (["boot hits"] if show_boot else []) + ["hits", "per iteration"]
     rows = []
     for p in result.probes:
-        per = p.per_iteration
+        per = p.per_iteration if not partial else None
         rows.append([p.role, p.symbol, f"{p.address:#010x}"]
                     + ([p.hits.boot] if show_boot else [])
                     + [p.hits.workload, f"{per:.2f}" if per is not None else "-"])

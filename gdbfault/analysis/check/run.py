@@ -66,10 +66,12 @@ def evaluate(spec, results):
 
 
 def _fmt(v):
+    """A value as a person reads it: whole numbers as such (up to 15 digits), others in 4 significant
+    digits — `factor = 1e308` is 1e+308, not a 309-digit integer."""
     if v is None:
         return "n/a"
     if isinstance(v, float):
-        return f"{v:.4g}" if not v.is_integer() else f"{int(v)}"
+        return f"{int(v)}" if v.is_integer() and abs(v) < 1e15 else f"{v:.4g}"
     return str(v)
 
 

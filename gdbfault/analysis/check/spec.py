@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
+from gdbfault.base.userfiles import read_input_text
 from gdbfault.analysis.metrics import is_number, parse_ref
 from gdbfault.model.spec import RunSpec, check_mapping
 
@@ -150,11 +151,9 @@ class Spec:
 def load_spec(path):
     path = Path(path)
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpecError(f"check spec not found: {path}")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read check spec {path}: {exc}")
+        text = read_input_text(path, "spec")
+    except GdbfaultError as exc:
+        raise SpecError(str(exc)) from None
     return parse_spec(text, str(path))
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gdbfault.base.errors import GdbfaultError
+from gdbfault.base.userfiles import read_input_text
 
 __all__ = ["ResolvedProbe", "ProbeProfile", "load_profile", "builtin_profiles", "pick_profile",
            "choose_profile", "resolve_probes", "role_alternatives"]
@@ -50,9 +51,7 @@ class ProbeProfile:
 
 def _parse(path):
     try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise GdbfaultError(f"profile file not found: {path}")
+        data = tomllib.loads(read_input_text(path, "profile", "profile file"))
     except tomllib.TOMLDecodeError as exc:
         raise GdbfaultError(f"profile {path} is not valid TOML: {exc}")
     roles, absent_notes = [], {}
