@@ -770,8 +770,9 @@ struct tb_desc {
     uint8_t exact;              /* counted per instruction (may fault mid-TB) */
     uint8_t entry_start;        /* starts an entry (vector) function */
     uint64_t start, end;        /* [start, end): the TB's bytes */
-    uint64_t target;            /* direct branch/call target or NO_TARGET */
     uint32_t call_top, call_func, call_node;  /* last call made from here: its frame's node */
+    /* (the fields above: the first cache line, all the fast paths read) */
+    uint64_t target;            /* direct branch/call target or NO_TARGET */
     int8_t mark;                /* index of a mark inside, or -1 */
     uint32_t mark_insn;         /* the marked instruction's index */
     uint32_t mark_split;        /* instructions before the boundary */
@@ -919,18 +920,11 @@ static inline void set_depth(int d)
     top_node = d ? stack[d - 1].node : 0;
 }
 
-/* The tree node of instructions of function f run under the current stack:
- * the top frame's node, or its child f when f is not the frame's own
- * function (reached by a jump or a fall-through, e.g. ret_from_exception
- * after page_fault). */
-static uint32_t leaf_node(uint32_t f)
+/* leaf_node() when f is neither the top frame's function nor its last leaf */
+static uint32_t __attribute__((noinline)) leaf_lookup(uint32_t nd, uint32_t f)
 {
-    uint32_t nd = top_node;
     struct node *np = &nodes[nd];
-    if (np->func == f) {
-        return nd;
-    }
-    int w = 0;
+    int w = 1;
     while (w < LEAF_WAYS - 1 && np->leaf_func[w] != f) {
         w++;
     }
@@ -943,6 +937,23 @@ static uint32_t leaf_node(uint32_t f)
     np->leaf_func[0] = f;
     np->leaf_child[0] = leaf;
     return leaf;
+}
+
+/* The tree node of instructions of function f run under the current stack:
+ * the top frame's node, or its child f when f is not the frame's own
+ * function (reached by a jump or a fall-through, e.g. ret_from_exception
+ * after page_fault). */
+static inline uint32_t leaf_node(uint32_t f)
+{
+    uint32_t nd = top_node;
+    const struct node *np = &nodes[nd];
+    if (np->func == f) {
+        return nd;
+    }
+    if (np->leaf_func[0] == f) {
+        return np->leaf_child[0];
+    }
+    return leaf_lookup(nd, f);
 }
 
 /* caller: the function the call instruction is in (UINT32_MAX for a trap);
@@ -1134,8 +1145,12 @@ static void account_prev(uint32_t started, int finished)
 static uint32_t run_function(void)
 {
     uint64_t tbs = run_tbs & RUN_TB_MASK;
+    uint32_t f = nodes[top_node].func;
     if (tbs <= 1) {
         return tbs ? (uint32_t)run_fsum : UINT32_MAX;
+    }
+    if ((uint64_t)f * tbs == run_fsum) {
+        return f;               /* most runs: the top frame's own function, no division */
     }
     return (uint32_t)(run_fsum / tbs);
 }
@@ -1219,29 +1234,49 @@ static void tb_exec(unsigned int vcpu_index, void *udata)
             chains_tot.inexact_left_early[phase] += !completed;
         }
         nodes[tb_leaf(p, 0, p->func0)].insns[phase] += started;
-        if (p->simple && !((uintptr_t)udata & TAG_ENTRY) && !run_call) {
-            /* the common case: no stack change (a run after p, if any,
-             * ran under the same stack) */
-            if (run_tbs) {
-                flush_run(run_function());
+        if (!((uintptr_t)udata & TAG_ENTRY) && completed) {
+            /* the common cases, t not a trap: */
+            struct tb_desc *rc = (struct tb_desc *)(uintptr_t)run_call;
+            if (p->simple) {
+                /* no stack change by p; then maybe a run (under the same
+                 * stack), which may end in a call (p -> run -> call -> t) */
+                if (run_tbs) {
+                    flush_run(run_function());
+                }
+                if (rc) {
+                    push(t->func0, rc->end, 0, rc->func0, rc);
+                }
+                goto next;
             }
-            prev = t;
-            done_at_prev = done_counter;
-            counter_at_prev = insn_counter;
-            return;
+            if (p->kind == L_RET && !rc) {
+                /* a return, then maybe a run in the function returned to */
+                uint32_t cf = run_function();
+                if (cf != UINT32_MAX) {
+                    pop_ret_func(cf);
+                    flush_run(cf);
+                } else {
+                    pop_ret(t->start);
+                }
+                goto next;
+            }
         }
     } else if (p) {
         uint32_t started = prev_started(&completed);
         account_prev(started, completed);
     }
     stack_update(p, t, completed);
+    return;
+next:
+    prev = t;
+    done_at_prev = done_counter;
+    counter_at_prev = insn_counter;
 }
 
 /* The shadow stack after the transition p -> t, no run between them (p ran
  * to its end if completed). */
 static void transition(struct tb_desc *p, struct tb_desc *t, int completed)
 {
-    uint32_t tf = t->ngroups ? t->groups[0].func : F_USER;
+    uint32_t tf = t->user ? F_USER : t->func0;
     int direct = completed && p->target == t->start &&
                  (p->kind == L_CALL || p->kind == L_JUMP);
     int trap = !t->user && (p->user || (t->entry_start && !direct));
@@ -1330,6 +1365,12 @@ static void __attribute__((noinline)) stack_update(struct tb_desc *p, struct tb_
     done_at_prev = done_counter;
 }
 
+/* May a run in function f go on to address x? */
+static int run_may_go(uint32_t f, uint64_t x)
+{
+    return x != NO_TARGET && (func_of(x) == f || func_at_start(x) != NO_FUNC);
+}
+
 /* A user TB: no callback, counted inline; a mark gets a callback of its own. */
 static void chains_trans_user(const struct tb_view *v)
 {
@@ -1395,11 +1436,15 @@ static void chains_trans(const struct tb_view *v)
     d->call_top = UINT32_MAX;
     d->func0 = d->groups[0].func;
     d->end_func = func_of(d->end);
+    /* A run TB: inside one function, not at its start, and wherever it goes
+     * next is either that function again (not a TB with a callback of its
+     * own, maybe) or the start of a function (always a TB with a callback):
+     * so a run stays in one function under one stack. */
     d->run = use_runs && d->one_func && d->func0 != F_UNKNOWN && !d->entry_start &&
              d->start != funcs[d->func0].start &&
-             ((d->end_func == d->func0 &&
-               (d->kind == L_OTHER ||
-                (d->kind == L_JUMP && d->target != NO_TARGET && func_of(d->target) == d->func0))) ||
+             ((d->kind == L_OTHER && run_may_go(d->func0, d->end)) ||
+              (d->kind == L_JUMP && run_may_go(d->func0, d->target) &&
+               (!v->cond || run_may_go(d->func0, d->end))) ||
               (d->kind == L_CALL && func_at_start(d->target) != NO_FUNC));
     d->call_run = d->run && d->kind == L_CALL;
     if (d->call_run) {
