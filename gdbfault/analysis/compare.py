@@ -221,7 +221,8 @@ def profile_changes(before, after, labels, top=10):
     """Profile both kernels with the kprofile plugin; their biggest per-function changes."""
     from gdbfault.kprofile.run import run_profile
     from gdbfault.kprofile.report import profile_changes as biggest_changes
-    b, a = run_profile(before), run_profile(after)
+    # ranked by inclusive costs: call chains
+    b, a = (run_profile(dataclasses.replace(spec, call_chains=True)) for spec in (before, after))
     return {"labels": labels, "rows": biggest_changes(b, a, top),
             "totals": {side: {**p["total"], "iterations": p["iterations"]} for side, p in (("before", b),
                                                                                             ("after", a))}}

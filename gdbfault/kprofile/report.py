@@ -98,6 +98,9 @@ def render_profile(profile, fmt="table", top=20):
     if fmt == "json":
         return json.dumps(profile, indent=1) + "\n"
     if fmt == "folded":
+        if not profile.get("chains", True):
+            raise GdbfaultError("folded stacks need call chains: this profile was made without them",
+                                "run `gdbfault profile --chains` (or --format folded)")
         return "".join(f"{stack} {count}\n" for stack, count in profile["folded"])
     rows = _rows(profile, top)
     if fmt == "csv":
@@ -112,16 +115,22 @@ def render_profile(profile, fmt="table", top=20):
     head = (f"kernel profile: {_label(profile)}, workload {profile['workload']['name']}"
             f" × {_n(profile.get('iterations'))}, the guest's measured loop"
             f" · top {len(rows)} of {len(profile['functions'])} functions")
+    chains = profile.get("chains", True)
+    # the last column: with call chains the inclusive cost per iteration; without, own
+    # instructions per entry (what a flat profile can say exactly, nothing made up)
     table = [[r["symbol"], _n(r["instructions"]), f"{r['percent_kernel']:.1f}%", _f(r["per_iteration"]),
-              _n(r["entries"]), _f(r["load"], 2), _f(r["inclusive_per_iteration"])] for r in rows]
+              _n(r["entries"]), _f(r["load"], 2),
+              _f(r["inclusive_per_iteration"]) if chains else
+              _f(r["instructions"] / r["entries"] if r["entries"] else None)] for r in rows]
     text = tabulate(table, headers=["function", "instructions", "% kernel", "per iter", "entries", "load",
-                                    "incl./iter"],
+                                    "incl./iter" if chains else "per entry"],
                     tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True,
                     colalign=("left",) + ("right",) * 6)
     lines = [head, _totals_line(profile), "", text, ""]
     lines += _summary_lines(profile)
     lines.append("load = instructions ÷ function length in bytes (readprofile's column); "
-                 "incl./iter = with everything it calls")
+                 + ("incl./iter = with everything it calls" if chains else
+                    "per entry = own instructions ÷ entries (with what it calls, and call chains: --chains)"))
     if g.get("cycles_per_iteration") is not None:
         lines.append(f"guest's own summary: {g.get('cycles_per_iteration')} cycles per iteration, "
                      f"{g.get('sigsegv')} SIGSEGV, {g.get('efault')} EFAULT")
@@ -180,6 +189,10 @@ def profile_changes(before, after, top=10):
     caller is a listed row is folded into it as a helper (search_one_table).
     [{symbol, helpers, before, after, delta, before_self, after_self}], per iteration.
     """
+    if not (before.get("chains", True) and after.get("chains", True)):
+        raise GdbfaultError("the profile's changes rank functions with what they call: they need call chains",
+                            "profile with call chains (`gdbfault profile --chains`)")
+
     def per_iter(profile):
         n = profile.get("iterations") or 1
         return {f["symbol"]: (f["instructions"] / n, (f.get("inclusive") or f["instructions"]) / n)

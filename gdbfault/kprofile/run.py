@@ -18,14 +18,15 @@ import time
 from gdbfault import __version__
 from gdbfault.backends.plan import resolve_run
 from gdbfault.base.errors import GdbfaultError, GuestError
-from gdbfault.kprofile.ranges import kernel_base, kernel_functions, uaccess_sites, workload_marks, write_ranges
+from gdbfault.kprofile.ranges import (kernel_base, kernel_functions, plugin_options, uaccess_sites,
+                                      workload_marks, write_ranges)
 from gdbfault.kprofile.result import build_profile, read_kprofile_result
 from gdbfault.machine.config import plugin_config
 from gdbfault.machine.plugins import plugin_args, plugin_library
 from gdbfault.machine.qemu import Machine, describe_exit, private_dir, qemu_version
 from gdbfault.model.truth import parse_guest_output
 
-__all__ = ["run_profile", "NOT_ON_RUNNING_QEMU"]
+__all__ = ["run_profile", "profile_meta", "without_guest_cycles", "NOT_ON_RUNNING_QEMU"]
 
 NOT_ON_RUNNING_QEMU = ("a kernel profile needs the TCG plugin loaded when QEMU starts; "
                        "it cannot be added to a running QEMU: use `gdbfault profile --qemu`")
@@ -45,12 +46,11 @@ def run_profile(spec):
     machine = None
     try:
         plan.prepare_machine(role="kprofile")
-        meta = _meta(plan, system_map)
+        meta = profile_meta(plan, system_map)
         run_dir = private_dir()
         ranges, out = run_dir / "ranges.txt", run_dir / "kprofile.json"
         write_ranges(ranges, funcs, kernel_base(funcs), marks, uaccess_sites(plan.kernel, funcs))
-        options = {"ranges": ranges, "out": out} if spec.call_chains else \
-            {"ranges": ranges, "out": out, "chains": "off"}
+        options = {"ranges": ranges, "out": out, **plugin_options(spec.call_chains, spec.profile_every_block)}
         machine = Machine(plugin_config(plan.config, plugin_args(library, **options)), run_dir=run_dir,
                           own_dir=True)
         t0 = time.monotonic()
@@ -69,10 +69,7 @@ def run_profile(spec):
             raise
         profile = build_profile(read_kprofile_result(out), guest, meta, funcs)
         profile["run"] = {"wall_s": round(wall, 3), "exit_status": status, "exit": describe_exit(status)}
-        if not spec.icount:          # the guest's rdtsc is then host time, not instructions
-            profile["accounting"] = dict(profile["accounting"], guest_cycles=None, difference=None,
-                                         unexplained=None, exact=None, agree=None)
-        return profile
+        return profile if spec.icount else without_guest_cycles(profile)
     finally:
         if machine is not None:
             machine.close(keep_dir=spec.keep_run_dir)
@@ -90,7 +87,15 @@ def _keep_partial(exc, machine, out, meta, funcs):
             pass
 
 
-def _meta(plan, system_map):
+def without_guest_cycles(profile):
+    """The profile with no accounting against the guest's cycles: its rdtsc was not
+    one cycle per instruction (host time without -icount, 2**shift per instruction)."""
+    profile["accounting"] = dict(profile["accounting"], guest_cycles=None, difference=None,
+                                 unexplained=None, exact=None, agree=None)
+    return profile
+
+
+def profile_meta(plan, system_map):
     """What was run, as a RunResult says it."""
     spec, kernel, boot = plan.spec, plan.kernel, plan.boot
     return {"tool": {"gdbfault": __version__, "qemu": qemu_version(spec.qemu)},

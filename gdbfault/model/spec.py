@@ -57,7 +57,11 @@ class RunSpec:
     cost_sample: int = 1                 # cost every Nth fault only
     live_patch: object = None            # LivePatchSpec: patch the kernel mid-run
     timeline: bool = False               # keep each traced path's instruction count (--plot of a live patch)
-    call_chains: bool = True             # the kernel profile keeps call chains (a shadow call stack)
+    # The kernel profile (kprofile/). call_chains: also a shadow call stack (inclusive costs,
+    # folded stacks, ~1.3x instead of ~1.05x); profile_every_block: checks only, chains with a
+    # callback on every block.
+    call_chains: bool = False
+    profile_every_block: bool = False
 
     @classmethod
     def from_mapping(cls, mapping, where=None):
