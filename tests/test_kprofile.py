@@ -17,7 +17,7 @@ import pytest
 from gdbfault.kprofile.ranges import kernel_functions
 from gdbfault.kprofile.result import build_profile, read_kprofile_result
 from gdbfault.kprofile.run import run_profile
-from gdbfault.model.spec import RunSpec
+from gdbfault.model.spec import LivePatchSpec, RunSpec, validate_spec
 from gdbfault.kprofile.report import profile_changes, render_changes, render_profile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -276,14 +276,30 @@ def test_profile_on_running_qemu_exits_2(no_leaks):
 
 
 @pytest.mark.qemu
-def test_compare_profile_puts_the_search_on_top(lab_built, no_leaks):
+@pytest.mark.parametrize("backend", ["plugin", "gdb"])
+def test_compare_profile_puts_the_search_on_top(lab_built, no_leaks, backend):
+    """compare --profile: each kernel's profile comes from its counting run (the plugin
+    backend's QEMU, or the GDB backend's recording), with call chains."""
     _need_plugin()
-    r = subprocess.run([sys.executable, "-m", "gdbfault", "compare", "--profile", "--backend", "plugin",
+    r = subprocess.run([sys.executable, "-m", "gdbfault", "compare", "--profile", "--backend", backend,
                         "--iterations", "50", "--format", "json"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    rows = json.loads(r.stdout)["profile_changes"]["rows"]
+    cmp = json.loads(r.stdout)
+    rows = cmp["profile_changes"]["rows"]
     assert rows[0]["symbol"] == "search_exception_table"
     assert rows[0]["before"] == SEARCH_PER_ITERATION and rows[0]["after"] == 0
+    for side in ("before", "after"):
+        run = cmp[side]
+        profile = run["kernel_profile"]
+        assert profile["chains"] and "in the counting run" in profile["mode"]["backend"]
+        assert profile["guest"] == run["guest"] and profile["accounting"]["exact"]
+        # the profile's window is the guest's measured loop of that same run
+        assert profile["accounting"]["guest_cycles"] == run["guest"]["cycles"]
+
+
+def test_kernel_profile_refuses_a_live_patch():
+    with pytest.raises(Exception, match="kernel profile"):
+        validate_spec(RunSpec(kernel_profile=True, iterations=10, live_patch=LivePatchSpec("x.patch")))
 
 
 @pytest.mark.qemu

@@ -12,7 +12,9 @@
 - without icount or with --live it counts live, in one run.
 Counts are snapshotted about once a second, so whatever ends the run early
 leaves its counts in the result. A feature (RunHooks) gets the counting
-GDB before the guest runs, and the recording's too when it writes guest memory.
+GDB before the guest runs, and the recording's too when it writes guest memory;
+the TCG plugins it asks for (RunHooks.plugins) go into the recording, which
+runs unobserved (into the live run when there is no recording).
 """
 import threading
 import time
@@ -22,7 +24,7 @@ from gdbfault.base.lifecycle import check_stop, shielded
 from gdbfault.backends.recording import (ENTRY_SNAPSHOT, RESULT_LINE, RESULT_POLL_S, EntrySnapshot,
                                          HookedDebugger, record, timed_out)
 from gdbfault.kernels.banner import check_banner
-from gdbfault.machine.config import replay_config
+from gdbfault.machine.config import plugin_config, replay_config
 from gdbfault.machine.gdbmi import Debugger
 from gdbfault.machine.qemu import ENDED_AFTER_RESULT, EXIT_CLEAN, Machine, describe_exit
 from gdbfault.model.truth import parse_guest_output
@@ -105,12 +107,12 @@ def _record(plan, hooks, session):
     (one stop, at the workload's entry) and the replay's, which gets its
     probes while the guest is recorded."""
     if hooks.writes_guest:               # its writes must be part of the recording too
-        return record(plan, HookedDebugger(plan, hooks)), False
+        return record(plan, HookedDebugger(plan, hooks), hooks.plugins()), False
     if plan.arm is None or plan.boot is None or not plan.boot.replay_from_entry:
-        return record(plan), False
+        return record(plan, plugins=hooks.plugins()), False
     session.debugger = Debugger(plan.spec.gdb)
     session.ready = _Background(lambda: _ready_replay_debugger(session.debugger, plan))
-    recording = record(plan, EntrySnapshot(plan))
+    recording = record(plan, EntrySnapshot(plan), hooks.plugins())
     return recording, recording.snapshot
 
 
@@ -131,6 +133,8 @@ def _start_counting(plan, hooks, session, recording, from_entry):
         # the instruction count on a QMP socket of their own)
         config = replay_config(plan.config, recording.file, ENTRY_SNAPSHOT if from_entry else None,
                                watch_qmp=hooks.writes_guest or from_entry)
+    elif hooks.plugins():                # no recording: the live run carries them
+        config = plugin_config(config, hooks.plugins(), halted=config.halted)
     result.run.phase = "replay" if recording is not None else "live"
     session.machine = machine = Machine(config)
     machine.start(timeout=plan.left(at_most=20.0))

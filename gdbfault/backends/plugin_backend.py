@@ -38,7 +38,7 @@ def run_with_plugin(plan, hooks):
     plist = plugin_probe_list(plan.kernel, plan.probes, plan.arm) + hooks.plugin_probes()
     run_dir = private_dir()
     probe_file, out_file = run_dir / "probes.txt", run_dir / "plugin-result.json"
-    config = plugin_config(plan.config, plugin_args(library, probes=probe_file, out=out_file),
+    config = plugin_config(plan.config, plugin_args(library, probes=probe_file, out=out_file) + hooks.plugins(),
                            halted=hooks.writes_guest)      # its breakpoints go in before the guest runs
     machine = Machine(config, run_dir=run_dir, own_dir=True)
     dbg = None

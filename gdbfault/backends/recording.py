@@ -23,7 +23,7 @@ from pathlib import Path
 from gdbfault.base.errors import GdbfaultError, GuestError, TimedOut
 from gdbfault.base.lifecycle import shielded
 from gdbfault.kernels.banner import read_banner, stop_at_entry
-from gdbfault.machine.config import record_config
+from gdbfault.machine.config import plugin_config, record_config
 from gdbfault.machine.gdbmi import Debugger
 from gdbfault.machine.qemu import ENDED_AFTER_RESULT, EXIT_CLEAN, Machine, describe_exit
 from gdbfault.model.result import Record
@@ -64,15 +64,19 @@ def timed_out(spec, machine, where=""):
                     f"serial log tail: {serial_tail(machine.serial_output())!r}")
 
 
-def record(plan, attendant=None):
+def record(plan, attendant=None, plugins=()):
     """Run the guest once, recording it for replay (see the module docstring); a Recording.
+    `plugins`: -plugin arguments of TCG plugins the recording carries (RunHooks.plugins).
 
     result.record (a model.result.Record) says how the recording ended, also when it failed.
     """
     spec, result = plan.spec, plan.result
     rec_dir = plan.temp_dir("gdbfault-rec-")
     record_file = rec_dir / "guest.rr"
-    rec = Machine(record_config(plan.config, record_file, halted=attendant is not None), run_dir=rec_dir)
+    config = record_config(plan.config, record_file, halted=attendant is not None)
+    if plugins:
+        config = plugin_config(config, plugins, halted=config.halted)
+    rec = Machine(config, run_dir=rec_dir)
     t0 = time.monotonic()
     result.run.phase = "record"
     status, serial, counts = None, "", None
