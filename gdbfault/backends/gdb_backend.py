@@ -28,8 +28,8 @@ from gdbfault.machine.config import plugin_config, replay_config
 from gdbfault.machine.gdbmi import Debugger
 from gdbfault.machine.qemu import ENDED_AFTER_RESULT, EXIT_CLEAN, Machine, describe_exit
 from gdbfault.model.truth import parse_guest_output
-from gdbfault.probing.gdb_session import (connect, load_probe_engine, measured, prepare_debugger, read_counts,
-                                          start_tracer)
+from gdbfault.probing.gdb_session import (REPLAY_ICOUNT, connect, load_probe_engine, measured, prepare_debugger,
+                                          read_counts, start_tracer)
 from gdbfault.probing.measure import fill_result, open_path_label
 
 __all__ = ["run_with_gdb"]
@@ -151,7 +151,8 @@ def _start_counting(plan, hooks, session, recording, from_entry):
         connect(dbg, str(machine.gdb_socket))
         load_probe_engine(dbg, plan.probes, plan.arm, replay=recording is not None)
     if spec.trace:
-        start_tracer(dbg, plan.probes, machine.probe_qmp_socket if spec.icount else None, spec.cost_sample)
+        start_tracer(dbg, plan.probes, REPLAY_ICOUNT if recording is not None else
+                     machine.probe_qmp_socket if spec.icount else None, spec.cost_sample)
     hooks.on_debugger(dbg, machine, recording=False)
     if plan.boot and not (recording is not None and recording.entry_checked):
         # stops once at the workload's entry: is the map right?

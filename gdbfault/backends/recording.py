@@ -27,7 +27,7 @@ from gdbfault.machine.config import plugin_config, record_config
 from gdbfault.machine.gdbmi import Debugger
 from gdbfault.machine.qemu import ENDED_AFTER_RESULT, EXIT_CLEAN, Machine, describe_exit
 from gdbfault.model.result import Record
-from gdbfault.probing.gdb_session import connect, lend_qmp, load_probe_engine, prepare_debugger, read_counts
+from gdbfault.probing.gdb_session import connect, load_probe_engine, prepare_debugger, read_counts
 
 __all__ = ["Recording", "record", "EntrySnapshot", "HookedDebugger", "ENTRY_SNAPSHOT", "RESULT_LINE",
            "RESULT_POLL_S", "timed_out", "serial_tail"]
@@ -215,7 +215,6 @@ class HookedDebugger:
         prepare_debugger(dbg, self.plan.kernel)
         connect(dbg, str(rec.gdb_socket))
         load_probe_engine(dbg, [], None)
-        lend_qmp(dbg)
         self.hooks.on_debugger(dbg, rec, recording=True)
         dbg.mi("-exec-continue")
 

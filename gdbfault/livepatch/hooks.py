@@ -33,7 +33,7 @@ from gdbfault.livepatch.phases import (check_consistency, fill_live_patch, live_
 from gdbfault.machine.gdbmi import GdbCommandError, mi_quote
 from gdbfault.model.paths import summarise_paths, user_fault_searches
 from gdbfault.model.result import Phase
-from gdbfault.probing.gdb_session import lend_qmp, read_counts
+from gdbfault.probing.gdb_session import read_counts
 
 __all__ = ["live_patch_hooks", "PatchAtMark", "PatchAtMarkUnderPlugin", "PatchNow", "ReplayWatch", "arm",
            "apply_now"]
@@ -97,8 +97,6 @@ class PatchAtMark(_AtMark):
     def on_debugger(self, dbg, machine, recording=False):
         spec = self.plan.spec
         qmp = machine.probe_qmp_socket if spec.icount else None
-        if qmp is not None:
-            lend_qmp(dbg)
         arm(dbg, self._plan_file(), self.points, qmp, timing=not recording)
         if recording:
             return
