@@ -74,17 +74,20 @@ class Ratio:
     target: str = None            # "≤ 1.1", "≥ 1.0", or None (for information)
 
     def verdict(self):
+        """ok or MISSED, for the ratio as the summary shows it (two decimals: the
+        repeats of one ratio differ by more than that on a shared machine)."""
         if self.ratio is None or not self.target:
             return "-"
         op, bound = self.target.split()
-        ok = self.ratio <= float(bound) if op == "≤" else self.ratio >= float(bound)
+        shown = round(self.ratio, 2)
+        ok = shown <= float(bound) if op == "≤" else shown >= float(bound)
         return "ok" if ok else "MISSED"
 
 
 def print_summary(rows):
     """Every part's ratios side by side."""
-    print(f"\nsummary (load average {_load()}; medians of the repeats; wall ratios swing with the machine's "
-          "load, CPU ratios much less)")
+    print(f"\nsummary (load average {_load()}; medians of the repeats, to two decimals; wall ratios swing with "
+          "the machine's load, CPU ratios much less)")
     print(tabulate([[r.what, r.measured, r.against, "-" if r.ratio is None else f"{r.ratio:.2f}",
                      r.target or "-", r.verdict()] for r in rows],
                    headers=["what", "measured", "against", "ratio", "target", ""], disable_numparse=True))
@@ -335,13 +338,18 @@ def bench_profile(variant, workload, iterations, repeat):
 def bench_seed(iterations, repeat):
     """The seed's whole study, `compare --backend plugin --profile` (two kernels, counts, path
     costs and the profile, one QEMU per kernel carrying both plugins, both at once), against one
-    uninstrumented run of one kernel: wall time, interleaved."""
+    uninstrumented run of one kernel: wall time, interleaved. The yardstick of each round is the
+    mean of the plain runs just before and just after the study (the machine's load drifts)."""
+
+    def plain_run():
+        c0 = _child_cpu()
+        wall = run_uninstrumented("vanilla", "mprotect", iterations)
+        return wall, _child_cpu() - c0
     rows, walls, cpus = [], [], []
+    after = plain_run()
     for i in range(repeat):
         load = _load()
-        c0 = _child_cpu()
-        plain = run_uninstrumented("vanilla", "mprotect", iterations)
-        plain_cpu = _child_cpu() - c0
+        before = after
         c0, t0 = _child_cpu(), time.monotonic()
         done = subprocess.run([sys.executable, "-m", "gdbfault", "compare", "--backend", "plugin", "--profile",
                                "--iterations", str(iterations), "--format", "json"], capture_output=True,
@@ -349,6 +357,8 @@ def bench_seed(iterations, repeat):
         wall, cpu = time.monotonic() - t0, _child_cpu() - c0
         if done.returncode != 0:
             raise RuntimeError(f"compare failed: {done.stderr.strip()[-300:]}")
+        after = plain_run()
+        plain, plain_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
         cmp = json.loads(done.stdout)
         top = cmp["profile_changes"]["rows"][0]
         walls.append(wall / plain)
@@ -361,8 +371,9 @@ def bench_seed(iterations, repeat):
           "the vanilla kernel")
     print(tabulate(rows, headers=["run", "load", "plain wall", "compare wall", "ratio", "plain CPU",
                                   "compare CPU", "CPU per kernel", "biggest change"]))
-    print("compare: the whole command (Python, both QEMUs, the reports); CPU per kernel: its CPU ÷ 2 ÷ the "
-          "plain run's, the wall ratio a machine with two idle cores would see")
+    print("plain: the mean of the uninstrumented runs just before and after; compare: the whole command "
+          "(Python, both QEMUs, the reports); CPU per kernel: its CPU ÷ 2 ÷ the plain run's, about the wall ratio "
+          "a machine with two idle cores would see")
     return [Ratio("seed study (compare --backend plugin --profile)", f"wall, 2 kernels × {iterations:,}",
                   "one uninstrumented run of one kernel", statistics.median(walls), "≤ 2.0"),
             Ratio("seed study, CPU per kernel", "CPU ÷ 2", "one uninstrumented run, CPU",
