@@ -44,7 +44,8 @@ class ProfileAlong(RunHooks):
     def finish(self, result, counts=None, plugin_counts=None):
         plan = self.plan
         meta = profile_meta(plan, self.system_map)
-        meta["mode"]["backend"] = f"kprofile plugin, in the counting run ({plan.spec.backend} backend)"
+        meta["mode"].update(backend=f"kprofile plugin, in the counting run ({plan.spec.backend} backend)",
+                            icount_shift=result.mode.icount_shift or 0 if plan.spec.icount else None)
         profile = build_profile(read_kprofile_result(self.out), result.guest, meta, self.funcs)
         # the guest's rdtsc counts one cycle per instruction only under -icount shift=0
         one_per_insn = plan.spec.icount and not result.mode.icount_shift

@@ -21,8 +21,8 @@ __all__ = ["FORMATS", "render_profile", "plot_kernel_profile", "profile_changes"
 FORMATS = ("table", "json", "csv", "markdown", "folded")
 CSV_FIELDS = ("symbol", "address", "size", "instructions", "percent_kernel", "per_iteration",
               "entries", "load", "inclusive", "inclusive_per_iteration")
-ICOUNT_NOTE = ("(guest instructions under -icount shift=0, one instruction = one cycle: exact, not timer "
-               "samples; readprofile, 1997: 204 page_fault 12.75 · 439 ret_with_reschedule 9.34)")
+ICOUNT_NOTE = ("(guest instructions under -icount shift={shift}{cycles}: exact, not timer samples; "
+               "readprofile, 1997: 204 page_fault 12.75 · 439 ret_with_reschedule 9.34)")
 
 
 def save_kernel_profile(profile, path):
@@ -89,7 +89,9 @@ def _summary_lines(profile):
         lines.append(f"shadow call stack: {st.get('ret_mismatch', 0)} unmatched returns, "
                      f"{st.get('iret_mismatch', 0)} unmatched irets, {st.get('overflow', 0)} frames beyond "
                      f"depth {st.get('limit')}: call chains near them may be off")
-    lines.append(ICOUNT_NOTE)
+    shift = (profile.get("mode") or {}).get("icount_shift") or 0
+    lines.append(ICOUNT_NOTE.format(shift=shift, cycles=", one instruction = one cycle" if not shift else
+                                    f", {2 ** shift} cycles of the guest's rdtsc per instruction"))
     return lines
 
 
@@ -157,8 +159,7 @@ def plot_kernel_profile(profile, path, top=15):
     bars = ax.barh(names, values, color="#4c72b0")
     for bar, value in zip(bars, values):
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:,.1f}", va="center", fontsize=8)
-    ax.set_xlabel("guest instructions per iteration (exclusive, -icount shift=0)" if per_iter
-                  else "guest instructions (exclusive, -icount shift=0)")
+    ax.set_xlabel("guest instructions per iteration (exclusive)" if per_iter else "guest instructions (exclusive)")
     ax.set_title(f"{_label(profile)}: {profile['workload']['name']} × {per_iter or '?'}, "
                  f"top {len(rows)} kernel functions", fontsize=10)
     ax.margins(x=0.15)

@@ -18,6 +18,7 @@ import time
 from gdbfault import __version__
 from gdbfault.backends.plan import resolve_run
 from gdbfault.base.errors import GdbfaultError, GuestError
+from gdbfault.kernels.boot import icount_shift
 from gdbfault.kprofile.ranges import (kernel_base, kernel_functions, plugin_options, uaccess_sites,
                                       workload_marks, write_ranges)
 from gdbfault.kprofile.result import build_profile, read_kprofile_result
@@ -69,7 +70,9 @@ def run_profile(spec):
             raise
         profile = build_profile(read_kprofile_result(out), guest, meta, funcs)
         profile["run"] = {"wall_s": round(wall, 3), "exit_status": status, "exit": describe_exit(status)}
-        return profile if spec.icount else without_guest_cycles(profile)
+        # the guest's rdtsc counts one cycle per instruction only under -icount shift=0
+        one_per_insn = spec.icount and not meta["mode"]["icount_shift"]
+        return profile if one_per_insn else without_guest_cycles(profile)
     finally:
         if machine is not None:
             machine.close(keep_dir=spec.keep_run_dir)
@@ -104,5 +107,7 @@ def profile_meta(plan, system_map):
                        "boot": boot.describe() if boot else None},
             "workload": {"name": spec.workload, "iterations": spec.iterations,
                          "command_line": spec.command_line()},
-            "mode": {"backend": "kprofile plugin", "accel": "tcg", "icount": spec.icount},
+            "mode": {"backend": "kprofile plugin", "accel": "tcg", "icount": spec.icount,
+                     # an old kernel's boot runs under a larger shift (kernels/boot.py)
+                     "icount_shift": icount_shift(plan.config.icount_options) if spec.icount else None},
             "iterations": spec.iterations}
