@@ -1,81 +1,128 @@
-"""`make bench`: gdbfault's counting throughput against bare GDB.
+"""`make bench`: what gdbfault costs against what it measures, every ratio in one run.
 
-Runs ../shared/anchors/bare_gdb_count.py (plain `gdb -batch` with counting
-breakpoints, the fastest stock GDB offers) and `gdbfault attach --qemu` on the
-same lab kernel, workload and probes, alternating them, and prints hits/s and
-the ratio gdbfault/anchor (1.0 = no per-hit cost added over bare GDB).
-Timings are wall clock on a shared machine: trust the ratio, not the seconds.
-Each run's CPU seconds (QEMU, GDB and our own Python, all of them) are
-measured too: on a loaded machine hits per CPU second is the steadier figure.
+Each part measures one cost against its yardstick and gives summary rows
+(`Ratio`: what, measured, against what, ratio, target); `main` prints the
+parts' own tables as they go and all rows side by side at the end:
 
-    python3 scripts/bench.py [--iterations N] [--repeat K] [--variant V] [--workload W]
-                             [--part anchor|plugin|profile|old-kernel|x86_64|soak|all] [--plugin-iterations N]
-                             [--profile-iterations N] [--image BZIMAGE --system-map MAP] [--soak-runs N]
-                             [--x86-image IMAGE --x86-system-map MAP] [--x86-iterations N] [--workload-abi ABI]
-                             [--anchor PATH] [--count-only]
+- old-kernel: the first run of an old kernel (`gdbfault attach --qemu --kernel
+  IMAGE --system-map MAP`, image → report: GRUB image or initrd, recording,
+  replay under GDB) against one plain boot-to-power-off of the same image under
+  `-icount shift=5,sleep=off` with nothing attached (issue 20's yardstick), on
+  both old-kernel fixtures (`oldboot-24`, booted by QEMU -kernel like a real
+  2.4, and `oldboot`, booted by GRUB like a 2.2), or on `--image`. The row of
+  a second, identical run (`second_run_rows`) is the slot of the recording
+  cache ("record once, count many").
+- profile: `gdbfault profile` (the kernel-profile plugin), flat (the default)
+  and with call chains, against an uninstrumented run of the same guest at
+  1,000,000 iterations: QEMU's CPU time, each pair started together so that
+  both see the same load (targets 1.1 and 1.3).
+- seed: the seed's whole study, `gdbfault compare --backend plugin --profile
+  --iterations 1000000` (both lab kernels: counts, path costs, the profile),
+  against one uninstrumented 1M run of one kernel, by wall time (target 2.0).
+- plugin: the zero-stop backend against an uninstrumented run (CPU, paired).
+- anchor: the GDB backend's counting throughput against bare GDB
+  (../shared/anchors/bare_gdb_count.py: plain `gdb -batch` with counting
+  breakpoints, the fastest stock GDB offers) on the same kernel, workload and
+  probes, alternating: count-only (target ≥ 1.0) and with path costs.
+- x86_64: the zero-stop backend on an x86_64 kernel (Debian's amd64 6.1
+  from the cache, or --x86-image) against an uninstrumented run of the same
+  guest, mprotect × 200,000 with the native x86_64 workload, three alternating
+  pairs at least: QEMU's wall and CPU seconds (target 1.1).
+- soak (last in `all`; alone with `--part soak`): 100 short runs in a row,
+  half of them stopped by a signal or by killing QEMU or GDB, then 12 `attach
+  --socket --live-patch` runs on a QEMU of its own (started as README.md tells
+  a user to) with GDB, gdbfault itself (SIGKILL) or QEMU killed ~4 s in,
+  checking after each that the guest runs on unpatched; then a count of what
+  is left: processes, file descriptors, temp entries.
 
-The plugin part runs the zero-stop backend against an uninstrumented run of
-the same guest (100,000 iterations by default) and puts the GDB backend's
-time beside it. The profile part runs `gdbfault profile` (the kernel-profile
-plugin) against an uninstrumented run of the same guest at 1,000,000
-iterations (target: at most 1.5× its time).
+The machine these run on is shared: wall times swing with other jobs, CPU
+times much less, so each part gives both and the load average it ran under.
 
-The old-kernel part times a kernel brought as an image: from the image to
-the report (`gdbfault attach --qemu --kernel IMAGE --system-map MAP`, all
-of it: GRUB image, initrd, record, replay under GDB) against one plain
-uninstrumented boot-to-power-off of the same image with the same workload
-(QEMU's life only, plain TCG, no icount, no debugger). The image is the
-lab kernel packaged as a 2.2-style bzImage (qemu/kernel/variants/oldboot),
-or any image given with --image. Each row also splits gdbfault's time into
-the recording, the counting replay and the rest (set-up and teardown).
-
-The x86_64 part runs the zero-stop backend on an x86_64 kernel (Debian's
-amd64 6.1 from the cache, or --x86-image) against an uninstrumented run of
-the same guest, mprotect × 200,000 with the native x86_64 workload, three
-alternating pairs at least, and prints the ratios of QEMU's wall and CPU
-seconds (target: at most 1.1).
-
-The soak part (last in `all`; alone with `--part soak`) runs 100 short
-runs in a row, half of them stopped by a signal or by killing QEMU or GDB,
-then 12 `attach --socket --live-patch` runs on a QEMU of its own (started as
-README.md tells a user to) with GDB, gdbfault itself (SIGKILL) or QEMU
-killed ~4 s in, checking after each that the guest runs on unpatched, and
-counts what is left at the end: processes, file descriptors, temp entries.
+    python3 scripts/bench.py [--part old-kernel|profile|seed|plugin|x86_64|anchor|soak|all] [--repeat K]
+                             [--variant V] [--workload W] [--iterations N] [--plugin-iterations N]
+                             [--profile-iterations N] [--seed-iterations N] [--image BZIMAGE --system-map MAP]
+                             [--old-iterations N] [--x86-image IMAGE --x86-system-map MAP]
+                             [--x86-iterations N] [--workload-abi ABI] [--soak-runs N]
+                             [--soak-attach-runs N] [--anchor PATH] [--count-only]
 """
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tabulate import tabulate
 
-# The checkout this script sits in is the one measured (not another gdbfault on the path: an
-# editable install of another checkout would otherwise be imported, and its `python -m gdbfault` run).
+# Measure the checkout this script is in, not another installed copy of gdbfault.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gdbfault.base.locations import REPO, lab_kernel, workload_binary  # noqa: E402
-from gdbfault.runs.booted import run_qemu
-from gdbfault.model.spec import RunSpec
+from gdbfault.runs.booted import run_qemu  # noqa: E402
+from gdbfault.model.spec import RunSpec  # noqa: E402
 
-__all__ = ["anchor_script", "run_anchor", "run_gdbfault", "plain_run", "plain_boot", "bench_old_kernel",
-           "bench_x86_64", "cached_x86_64_kernel", "main"]
+__all__ = ["Ratio", "print_summary", "anchor_script", "run_anchor", "run_gdbfault", "run_uninstrumented",
+           "plain_boot", "old_kernel_fixtures", "bench_old_kernel", "second_run_rows", "bench_profile",
+           "bench_seed", "bench_plugin", "plain_run", "cached_x86_64_kernel", "bench_x86_64", "bench_anchor", "soak_attach",
+           "soak", "main"]
 
 SYMBOLS = ("do_page_fault", "search_exception_table", "force_sig", "handle_mm_fault")
 
 
-def anchor_script(path=None):
-    """The bare-GDB anchor script: `path`, or ../shared/anchors/ beside the checkout."""
-    path = Path(path) if path else REPO.parent / "shared" / "anchors" / "bare_gdb_count.py"
-    return path if path.is_file() else None
+@dataclass
+class Ratio:
+    """One row of the final summary: a cost measured against its yardstick."""
+
+    what: str
+    measured: str                 # what was timed
+    against: str                  # the yardstick
+    ratio: float                  # median of the repeats; None: not measured
+    target: str = None            # "≤ 1.1", "≥ 1.0", or None (for information)
+
+    def verdict(self):
+        """ok or MISSED, for the ratio as the summary shows it (two decimals: the
+        repeats of one ratio differ by more than that on a shared machine)."""
+        if self.ratio is None or not self.target:
+            return "-"
+        op, bound = self.target.split()
+        shown = round(self.ratio, 2)
+        ok = shown <= float(bound) if op == "≤" else shown >= float(bound)
+        return "ok" if ok else "MISSED"
+
+
+def print_summary(rows):
+    """Every part's ratios side by side."""
+    print(f"\nsummary (load average {_load()}; medians of the repeats, to two decimals; wall ratios swing with "
+          "the machine's load, CPU ratios much less)")
+    print(tabulate([[r.what, r.measured, r.against, "-" if r.ratio is None else f"{r.ratio:.2f}",
+                     r.target or "-", r.verdict()] for r in rows],
+                   headers=["what", "measured", "against", "ratio", "target", ""], disable_numparse=True))
+
+
+def _load():
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def _cpu_seconds():
     """CPU seconds used so far by this process and every child it has waited for."""
     return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def _child_cpu():
+    """CPU seconds (user + system) of this process's waited-for children."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def anchor_script(path=None):
+    """The bare-GDB anchor script: `path`, or ../shared/anchors/ beside the checkout."""
+    path = Path(path) if path else REPO.parent / "shared" / "anchors" / "bare_gdb_count.py"
+    return path if path.is_file() else None
 
 
 def run_anchor(variant, workload, iterations, icount=True, script=None):
@@ -107,7 +154,6 @@ def run_gdbfault(variant, workload, iterations, icount=True, trace=False):
 
 def run_uninstrumented(variant, workload, iterations, icount=True):
     """Wall time of the same guest with nothing attached (icount like the others, or not)."""
-    import time
     from gdbfault.machine.config import machine_config
     from gdbfault.machine.qemu import Machine
     kernel, _ = lab_kernel(variant)
@@ -122,59 +168,257 @@ def run_uninstrumented(variant, workload, iterations, icount=True):
     return wall
 
 
-def bench_plugin(variant, workload, iterations, gdb_iterations, repeat, icount=True):
-    """Zero-stop backend vs no instrumentation, with the GDB backend beside it."""
-    import time
-    rows, ratios = [], []
-    for i in range(repeat):
-        plain = run_uninstrumented(variant, workload, iterations, icount)
-        res = run_qemu(RunSpec(variant=variant, workload=workload, iterations=iterations,
-                               backend="plugin", icount=icount))
-        plugin = res.run.wall_s             # QEMU start to exit, plugin loaded
-        ratios.append(plugin / plain)
-        rows.append([i + 1, f"{plain:.2f}", f"{plugin:.2f}", f"{plugin / plain:.2f}", res.run.hits,
-                     "yes" if res.checks_ok else "NO"])
-    t0 = time.monotonic()
-    gdb = run_qemu(RunSpec(variant=variant, workload=workload, iterations=gdb_iterations))
-    gdb_wall = time.monotonic() - t0
-    print(f"\nzero-stop backend: lab kernel ({variant}), {workload} × {iterations}, "
-          f"{'-icount shift=0' if icount else 'plain TCG'}, "
-          "wall seconds of the QEMU process (boot included, gdbfault's own set-up not)")
-    print(tabulate(rows, headers=["run", "uninstrumented s", "plugin s", "ratio", "plugin hits", "exact"]))
-    print(f"median ratio plugin/uninstrumented: {statistics.median(ratios):.2f} (target ≤ 1.3)")
-    per_iter = gdb_wall / gdb_iterations
-    print(f"GDB backend (record + replay under breakpoints), {workload} × {gdb_iterations}: {gdb_wall:.1f} s "
-          f"({gdb.run.hits_per_s:.0f} hits/s); at {iterations} iterations that is about "
-          f"{per_iter * iterations:.0f} s, {per_iter * iterations / statistics.median([float(r[2]) for r in rows]):.0f}× "
-          "the plugin")
+# -- one QEMU measured in a process of its own, two at a time (paired) -----------------------
+
+# What `--measure KIND` runs: the uninstrumented guest, or gdbfault's run of it.
+MEASURE_KINDS = ("plain", "flat", "chains", "plugin")
 
 
-def plain_run(spec):
-    """Seconds of one uninstrumented run of what `spec` boots (QEMU's life only): the same
-    machine a run of it gets (kernels.boot's boot of an image, emulator, -cpu, memory),
-    no plugin, no debugger."""
-    import time
+def measure_one(kind, variant, workload, iterations):
+    """{wall, cpu, extra}: one run of KIND in this process; cpu is its children's (QEMU's) CPU seconds."""
+    c0 = _child_cpu()
+    extra = {}
+    if kind == "plain":
+        wall = run_uninstrumented(variant, workload, iterations)
+    elif kind in ("flat", "chains"):
+        from gdbfault.kprofile.run import run_profile
+        prof = run_profile(RunSpec(variant=variant, workload=workload, iterations=iterations, timeout_s=1800,
+                                   call_chains=kind == "chains"))
+        wall = prof["run"]["wall_s"]        # QEMU start to exit, plugin loaded
+        acc = prof["accounting"]
+        extra = {"kernel": prof["total"]["kernel"], "unexplained": acc["unexplained"]}
+    else:
+        res = run_qemu(RunSpec(variant=variant, workload=workload, iterations=iterations, backend="plugin",
+                               timeout_s=1800))
+        wall = res.run.wall_s
+        extra = {"hits": res.run.hits, "exact": res.checks_ok}
+    return {"wall": wall, "cpu": _child_cpu() - c0, **extra}
+
+
+def _paired(kind, variant, workload, iterations):
+    """(plain, KIND) measured at the same moment, each in a process of its own: both see the same
+    load, so their CPU ratio does not swing with it as back-to-back runs do."""
+    def start(k):
+        return subprocess.Popen([sys.executable, __file__, "--measure", k, "--variant", variant,
+                                 "--workload", workload, "--profile-iterations", str(iterations)],
+                                stdout=subprocess.PIPE, text=True)
+    procs = [start("plain"), start(kind)]
+    out = []
+    for p in procs:
+        text, _ = p.communicate(timeout=3600)
+        if p.returncode != 0:
+            raise RuntimeError(f"bench --measure failed (exit {p.returncode})")
+        out.append(json.loads(text.strip().splitlines()[-1]))
+    return out
+
+
+# Issue 20's yardstick for an old kernel: one plain boot-to-power-off of the same
+# image under -icount shift=5,sleep=off (the options gdbfault itself booted old
+# kernels with before, and what a user runs), with no debugger, no recording and
+# none of gdbfault's own machine options (its shift, its -rtc).
+PLAIN_BOOT_ICOUNT = "shift=5,sleep=off"
+
+
+def _without(args, part):
+    """argv list `args` without the consecutive words `part`."""
+    n = len(part)
+    for i in range(len(args) - n + 1):
+        if args[i:i + n] == part:
+            return args[:i] + args[i + n:]
+    return list(args)
+
+
+def plain_run(spec, options=None):
+    """(wall s, CPU s) of one uninstrumented run of what `spec` boots (QEMU's life only): the
+    machine a run of it gets (kernels.boot's boot of an image, emulator, -cpu, memory), no
+    plugin, no debugger; `options(config, boot)` may change its MachineConfig."""
     from gdbfault.backends.plan import resolve_run
     from gdbfault.machine.qemu import Machine
     plan = resolve_run(spec, probes=False)
     try:
         plan.prepare_machine(role="plain")
-        with Machine(plan.config) as m:
+        config = options(plan.config, plan.boot) if options else plan.config
+        with Machine(config) as m:
+            c0 = _child_cpu()
             t0 = time.monotonic()
             m.start()
             status = m.wait(1800)
             wall = time.monotonic() - t0
+        cpu = _child_cpu() - c0
     finally:
         plan.close()
     if status != 0:
         raise RuntimeError(f"plain run of {spec.kernel} failed: status {status}")
-    return wall
+    return wall, cpu
 
 
-def plain_boot(image, system_map, workload, iterations):
-    """Seconds of one plain boot-to-power-off of a kernel image (QEMU's life only, plain TCG)."""
+def plain_boot(image, system_map, workload, iterations, same_options=False):
+    """(wall s, CPU s) of one plain boot-to-power-off of a kernel image (QEMU's life only).
+
+    Under PLAIN_BOOT_ICOUNT, or with `same_options` under gdbfault's own machine
+    options for the image (its -icount shift and -rtc), still with nothing attached."""
+    import dataclasses
+    from gdbfault.kernels.boot import OLD_KERNEL_RTC
+
+    def options(config, boot):
+        if same_options:
+            return dataclasses.replace(config, icount_options=boot.rr_icount, halted=False)
+        return dataclasses.replace(config, icount_options=PLAIN_BOOT_ICOUNT, halted=False,
+                                   extra_args=_without(config.extra_args, OLD_KERNEL_RTC))
     return plain_run(RunSpec(kernel=str(image), system_map=str(system_map) if system_map else None,
-                             workload=workload, iterations=iterations, icount=False))
+                             workload=workload, iterations=iterations), options)
+
+
+def old_kernel_fixtures():
+    """(name, bzImage, System.map) of the old-kernel fixtures: 2.4-style by QEMU -kernel, 2.2-style by GRUB."""
+    build = REPO / "qemu" / "kernel" / "build"
+    return [(name, build / name / "bzImage", build / name / "System.map") for name in ("oldboot-24", "oldboot")]
+
+
+def bench_old_kernel(image, system_map, workload, iterations, repeat, name=None):
+    """A first run of an old kernel (image → report) against its plain boot, interleaved.
+
+    Returns the summary rows (Ratio): the first run against the plain boot by
+    wall time (issue 20's measure) and by CPU time (gdbfault's processes: QEMU
+    twice, GDB twice, our own Python), and `second_run_rows`' slot."""
+    name = name or Path(image).name
+    rows, walls, cpus = [], [], []
+    for i in range(repeat):
+        plain, plain_cpu = plain_boot(image, system_map, workload, iterations)
+        same, _ = plain_boot(image, system_map, workload, iterations, same_options=True)
+        cpu0 = _cpu_seconds()
+        t0 = time.monotonic()
+        res = run_qemu(RunSpec(kernel=str(image), system_map=str(system_map) if system_map else None,
+                               workload=workload, iterations=iterations))
+        full = time.monotonic() - t0
+        cpu = _cpu_seconds() - cpu0
+        walls.append(full / plain)
+        cpus.append(cpu / plain_cpu)
+        record, replay = res.record.wall_s, res.run.wall_s
+        rows.append([i + 1, f"{plain:.2f}", f"{same:.2f}", f"{full:.2f}", f"{full / plain:.2f}",
+                     f"{plain_cpu:.2f}", f"{cpu:.2f}", f"{cpu / plain_cpu:.2f}", f"{record:.2f}",
+                     f"{replay:.2f}", f"{full - record - replay:.2f}", res.run.hits,
+                     "yes" if res.checks and res.checks_ok else "NO"])
+    boot = res.kernel.boot
+    print(f"\nold kernel {name}: {image} ({boot['format']}, protocol {boot['boot_protocol']}, "
+          f"{boot['boot_path']}, {res.kernel.profile} profile), {workload} × {iterations}; "
+          f"gdbfault under -icount {boot['icount']}, replay from {res.mode.replay_start}; "
+          f"the run: {res.run.exit}; load {_load()}")
+    print(tabulate(rows, headers=["run", "plain boot s", "same options s", "first run s", "ratio", "plain CPU s",
+                                  "first run CPU s", "CPU ratio", "record s", "replay s", "rest s", "hits",
+                                  "exact"]))
+    print(f"plain boot: boot to power-off under -icount {PLAIN_BOOT_ICOUNT}, nothing attached (same options: "
+          "under gdbfault's own shift and -rtc); first run: image → report (record: boot + workload, recorded, "
+          "one stop at the workload's entry; replay: the counting replay under GDB; rest: set-up and teardown)")
+    out = [Ratio(f"first run of an old kernel ({name})", "image → report, wall",
+                 f"plain boot ({PLAIN_BOOT_ICOUNT})", statistics.median(walls), "≤ 1.0"),
+           Ratio(f"first run of an old kernel ({name})", "image → report, CPU", "plain boot, CPU",
+                 statistics.median(cpus), None)]
+    return out + second_run_rows(image, system_map, workload, iterations, repeat, name)
+
+
+def second_run_rows(image, system_map, workload, iterations, repeat, name):
+    """The second identical run of an old kernel against its plain boot: the slot
+    for "record once, count many" (issue 20), which this bench does not measure
+    yet; until then its row says so."""
+    return [Ratio(f"second run of an old kernel ({name})", "image → report, wall",
+                  f"plain boot ({PLAIN_BOOT_ICOUNT})", None, "≤ 0.3")]
+
+
+def bench_profile(variant, workload, iterations, repeat):
+    """The kernel-profile plugin, flat (the default) and with call chains, against the
+    uninstrumented guest: paired runs, alternating the two modes; QEMU's CPU time decides."""
+    rows, ratios = [], {"flat": [], "chains": []}
+    for i in range(repeat):
+        for mode in ("flat", "chains"):
+            load = _load()
+            plain, prof = _paired(mode, variant, workload, iterations)
+            ratios[mode].append(prof["cpu"] / plain["cpu"])
+            rows.append([i + 1, mode, load, f"{plain['wall']:.2f}", f"{prof['wall']:.2f}", f"{plain['cpu']:.2f}",
+                         f"{prof['cpu']:.2f}", f"{prof['cpu'] / plain['cpu']:.2f}", f"{prof['kernel']:,}",
+                         f"{prof['unexplained']:+,}" if prof["unexplained"] is not None else "-"])
+    print(f"\nkernel profile (gdbfault profile): lab kernel ({variant}), {workload} × {iterations:,}, "
+          "-icount shift=0; each pair (uninstrumented, profile) started together; seconds of each QEMU "
+          "(boot included)")
+    print(tabulate(rows, headers=["pair", "profile", "load", "plain wall", "profile wall", "plain CPU",
+                                  "profile CPU", "CPU ratio", "kernel insns", "vs guest cycles"]))
+    print("vs guest cycles: kernel + user − guest cycles − faulting blocks (0 = exact; +1 when a "
+          "fault hits a block's last instruction)")
+    return [Ratio("kernel profile, flat (default)", "QEMU CPU, mprotect × 1M", "uninstrumented run, paired",
+                  statistics.median(ratios["flat"]), "≤ 1.1"),
+            Ratio("kernel profile, call chains (--chains)", "QEMU CPU, mprotect × 1M",
+                  "uninstrumented run, paired", statistics.median(ratios["chains"]), "≤ 1.3")]
+
+
+def bench_seed(iterations, repeat):
+    """The seed's whole study, `compare --backend plugin --profile` (two kernels, counts, path
+    costs and the profile, one QEMU per kernel carrying both plugins, both at once), against one
+    uninstrumented run of one kernel: wall time, interleaved. The yardstick of each round is the
+    mean of the plain runs just before and just after the study (the machine's load drifts)."""
+
+    def plain_run():
+        c0 = _child_cpu()
+        wall = run_uninstrumented("vanilla", "mprotect", iterations)
+        return wall, _child_cpu() - c0
+    rows, walls, cpus = [], [], []
+    after = plain_run()
+    for i in range(repeat):
+        load = _load()
+        before = after
+        c0, t0 = _child_cpu(), time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "gdbfault", "compare", "--backend", "plugin", "--profile",
+                               "--iterations", str(iterations), "--format", "json"], capture_output=True,
+                              text=True, timeout=3600, cwd=REPO)
+        wall, cpu = time.monotonic() - t0, _child_cpu() - c0
+        if done.returncode != 0:
+            raise RuntimeError(f"compare failed: {done.stderr.strip()[-300:]}")
+        after = plain_run()
+        plain, plain_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
+        cmp = json.loads(done.stdout)
+        top = cmp["profile_changes"]["rows"][0]
+        walls.append(wall / plain)
+        cpus.append(cpu / 2 / plain_cpu)
+        rows.append([i + 1, load, f"{plain:.2f}", f"{wall:.2f}", f"{wall / plain:.2f}", f"{plain_cpu:.2f}",
+                     f"{cpu:.2f}", f"{cpu / 2 / plain_cpu:.2f}",
+                     f"{top['symbol']} {top['before']:g} → {top['after']:g}"])
+    print(f"\nthe seed's study: gdbfault compare --backend plugin --profile --iterations {iterations:,} "
+          "(vanilla and patched at once, each QEMU with both plugins) against one uninstrumented run of "
+          "the vanilla kernel")
+    print(tabulate(rows, headers=["run", "load", "plain wall", "compare wall", "ratio", "plain CPU",
+                                  "compare CPU", "CPU per kernel", "biggest change"]))
+    print("plain: the mean of the uninstrumented runs just before and after; compare: the whole command "
+          "(Python, both QEMUs, the reports); CPU per kernel: its CPU ÷ 2 ÷ the plain run's, about the wall ratio "
+          "a machine with two idle cores would see")
+    return [Ratio("seed study (compare --backend plugin --profile)", f"wall, 2 kernels × {iterations:,}",
+                  "one uninstrumented run of one kernel", statistics.median(walls), "≤ 2.0"),
+            Ratio("seed study, CPU per kernel", "CPU ÷ 2", "one uninstrumented run, CPU",
+                  statistics.median(cpus), None)]
+
+
+def bench_plugin(variant, workload, iterations, gdb_iterations, repeat):
+    """The zero-stop backend against the uninstrumented guest (paired, CPU), the GDB backend's time beside it."""
+    rows, ratios = [], []
+    for i in range(repeat):
+        load = _load()
+        plain, plugin = _paired("plugin", variant, workload, iterations)
+        ratios.append(plugin["cpu"] / plain["cpu"])
+        rows.append([i + 1, load, f"{plain['wall']:.2f}", f"{plugin['wall']:.2f}", f"{plain['cpu']:.2f}",
+                     f"{plugin['cpu']:.2f}", f"{plugin['cpu'] / plain['cpu']:.2f}", plugin["hits"],
+                     "yes" if plugin["exact"] else "NO"])
+    t0 = time.monotonic()
+    gdb = run_qemu(RunSpec(variant=variant, workload=workload, iterations=gdb_iterations))
+    gdb_wall = time.monotonic() - t0
+    print(f"\nzero-stop backend: lab kernel ({variant}), {workload} × {iterations:,}, -icount shift=0; each pair "
+          "(uninstrumented, plugin) started together; seconds of each QEMU (boot included, gdbfault's set-up not)")
+    print(tabulate(rows, headers=["pair", "load", "plain wall", "plugin wall", "plain CPU", "plugin CPU",
+                                  "CPU ratio", "plugin hits", "exact"]))
+    per_iter = gdb_wall / gdb_iterations
+    plugin_wall = statistics.median(float(r[3]) for r in rows)
+    print(f"GDB backend (record + replay under breakpoints), {workload} × {gdb_iterations}: {gdb_wall:.1f} s "
+          f"({gdb.run.hits_per_s:.0f} hits/s); at {iterations:,} iterations that is about "
+          f"{per_iter * iterations:.0f} s, {per_iter * iterations / plugin_wall:.0f}× the plugin")
+    return [Ratio("zero-stop backend (--backend plugin)", f"QEMU CPU, {workload} × {iterations:,}",
+                  "uninstrumented run, paired", statistics.median(ratios), "≤ 1.3")]
 
 
 def cached_x86_64_kernel():
@@ -188,13 +432,13 @@ def cached_x86_64_kernel():
 def bench_x86_64(image, system_map, workload, abi, iterations, repeat):
     """The zero-stop backend on an x86_64 kernel against an uninstrumented run of the same guest
     (same boot, emulator, -cpu, memory, -icount shift=0), alternating; QEMU's wall and CPU
-    seconds. Returns the median CPU ratio."""
+    seconds. Returns the summary rows (Ratio)."""
     rows, walls, cpus = [], [], []
     spec = RunSpec(kernel=str(image), system_map=str(system_map), workload=workload, workload_abi=abi,
                    iterations=iterations, backend="plugin")
     for i in range(repeat):
         c0 = _child_cpu()
-        plain = plain_run(spec)
+        plain, _ = plain_run(spec)
         c1 = _child_cpu()
         res = run_qemu(spec)
         c2 = _child_cpu()
@@ -212,80 +456,45 @@ def bench_x86_64(image, system_map, workload, abi, iterations, repeat):
                                   "plugin hits", "exact"]))
     print(f"median ratio plugin/uninstrumented: wall {statistics.median(walls):.2f}, "
           f"CPU {statistics.median(cpus):.2f} (target ≤ 1.1)")
-    return statistics.median(cpus)
+    return [Ratio("zero-stop backend on x86_64", f"QEMU CPU, {workload} × {iterations:,}",
+                  "uninstrumented run, alternating", statistics.median(cpus), "≤ 1.1")]
 
 
-def bench_old_kernel(image, system_map, workload, iterations, repeat):
-    """Image → report against one plain boot of the same image; returns the median ratio."""
-    import time
-    rows, ratios = [], []
-    for i in range(repeat):
-        plain = plain_boot(image, system_map, workload, iterations)
-        t0 = time.monotonic()
-        res = run_qemu(RunSpec(kernel=str(image), system_map=str(system_map), workload=workload,
-                               iterations=iterations))
-        full = time.monotonic() - t0
-        ratios.append(full / plain)
-        record, replay = res.record.wall_s, res.run.wall_s
-        rows.append([i + 1, f"{plain:.2f}", f"{full:.2f}", f"{full / plain:.2f}", f"{record:.2f}",
-                     f"{replay:.2f}", f"{full - record - replay:.2f}", res.run.hits,
-                     "yes" if res.checks and res.checks_ok else "NO"])
-    boot = res.kernel.boot
-    print(f"\nold kernel: {image} ({boot['format']}, protocol {boot['boot_protocol']}, "
-          f"{boot['boot_path']}, {res.kernel.profile} profile), {workload} × {iterations}; "
-          f"gdbfault under -icount {boot['icount']}, replay from {res.mode.replay_start}; "
-          f"the run: {res.run.exit}")
-    print(tabulate(rows, headers=["run", "plain boot s", "image→report s", "ratio", "record s",
-                                  "replay s", "rest s", "hits", "exact"]))
-    print("record: boot + workload, recorded (one stop at the workload's entry when the replay starts "
-          "there); replay: the counting replay under GDB; rest: set-up (GRUB image, initrd, GDB) and "
-          "teardown")
-    median = statistics.median(ratios)
-    print(f"median ratio image→report / plain boot-to-power-off: {median:.2f} (target ≤ 1.0)")
-    return median
-
-
-def _child_cpu():
-    """CPU seconds (user + system) of this process's waited-for children."""
-    import resource
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def bench_profile(variant, workload, iterations, repeat):
-    """The kernel-profile plugin vs no instrumentation, same guest, alternating.
-
-    Both wall time and QEMU's CPU time (user + system, from the children's
-    rusage: QEMU is the only child that does real work here) are shown; on a
-    machine shared with other jobs the wall ratio swings widely, the CPU
-    ratio much less, so the verdict uses the CPU ratio.
-    """
-    from gdbfault.kprofile.run import run_profile
-    rows, walls, cpus = [], [], []
-    for i in range(repeat):
-        c0 = _child_cpu()
-        plain = run_uninstrumented(variant, workload, iterations)
-        c1 = _child_cpu()
-        prof = run_profile(RunSpec(variant=variant, workload=workload, iterations=iterations, timeout_s=1800))
-        c2 = _child_cpu()
-        wall = prof["run"]["wall_s"]        # QEMU start to exit, plugin loaded
-        plain_cpu, prof_cpu = c1 - c0, c2 - c1
-        walls.append(wall / plain)
-        cpus.append(prof_cpu / plain_cpu)
-        acc = prof["accounting"]
-        rows.append([i + 1, f"{plain:.2f}", f"{wall:.2f}", f"{wall / plain:.2f}",
-                     f"{plain_cpu:.2f}", f"{prof_cpu:.2f}", f"{prof_cpu / plain_cpu:.2f}",
-                     f"{prof['total']['kernel']:,}",
-                     f"{acc['unexplained']:+,}" if acc["unexplained"] is not None else "-"])
-    print(f"\nkernel profile (gdbfault profile): lab kernel ({variant}), {workload} × {iterations:,}, "
-          "-icount shift=0, seconds of the QEMU process (boot included)")
-    print(tabulate(rows, headers=["run", "plain wall", "profile wall", "ratio", "plain CPU", "profile CPU",
-                                  "ratio", "kernel insns", "vs guest cycles"]))
-    print(f"median ratio profile/uninstrumented: CPU {statistics.median(cpus):.2f} (target ≤ 1.5), "
-          f"wall {statistics.median(walls):.2f} (shared machine: wall time swings with other jobs)")
-    print("vs guest cycles: kernel + user − guest cycles − faulting blocks (0 = exact; +1 when a "
-          "fault hits a block's last instruction)")
-    return statistics.median(cpus)
+def bench_anchor(a, script):
+    """GDB backend hits per second against bare GDB's, alternating; count-only (and with path costs)."""
+    rows = []
+    modes = ("count",) if a.count_only else ("count", "trace")
+    ratios = {(m, unit): [] for m in modes for unit in ("wall", "cpu")}
+    exact = True
+    for i in range(a.repeat):
+        # Alternate them so machine noise hits them alike; ratios are taken per round.
+        an = run_anchor(a.variant, a.workload, a.iterations, a.icount, script)
+        row = [i + 1, _load(), an["hits"], an["hits_per_s"], an["hits_per_cpu_s"]]
+        for mode in modes:
+            got = run_gdbfault(a.variant, a.workload, a.iterations, a.icount, trace=mode == "trace")
+            exact = exact and got["checks_ok"] and got["hits"] == an["hits"]
+            wall, cpu = got["hits_per_s"] / an["hits_per_s"], got["hits_per_cpu_s"] / an["hits_per_cpu_s"]
+            ratios[mode, "wall"].append(wall)
+            ratios[mode, "cpu"].append(cpu)
+            row += [got["hits"], got["hits_per_s"], f"{wall:.2f}", got["hits_per_cpu_s"], f"{cpu:.2f}"]
+        rows.append(row)
+    print(f"\nGDB backend against bare GDB: lab kernel ({a.variant}), workload {a.workload} × {a.iterations}, "
+          f"probes {', '.join(SYMBOLS)}, {'-icount shift=0' if a.icount else 'plain TCG'}")
+    headers = ["run", "load", "anchor hits", "hits/s", "hits/CPU s"]
+    for mode in modes:
+        headers += [f"{mode} hits", "hits/s", "ratio", "hits/CPU s", "CPU ratio"]
+    print(tabulate(rows, headers=headers))
+    print(f"counts exact (equal to the anchor's and to the guest's own summary): {'yes' if exact else 'NO'}")
+    print("gdbfault counts in a replay of a recording (zero observer effect); the anchor counts live. "
+          "trace: counting + path costs (a stop at each fault's return too)")
+    out = []
+    for mode, what, target in (("count", "GDB backend, count-only (--no-trace)", "≥ 1.0"),
+                               ("trace", "GDB backend, with path costs (default)", None)):
+        if mode in modes:
+            out += [Ratio(what, "hits/s", "bare GDB (anchor)", statistics.median(ratios[mode, "wall"]), target),
+                    Ratio(what, "hits per CPU s", "bare GDB (anchor)", statistics.median(ratios[mode, "cpu"]),
+                          None)]
+    return out
 
 
 # One soak round: how each run ends, and the exit code that says so.
@@ -311,7 +520,6 @@ def _soak_cli_run(how, iterations, env):
     """A `python -m gdbfault attach --qemu` that gets a signal or loses QEMU or GDB mid-replay."""
     import os
     import signal
-    import time
     import psutil
     proc = subprocess.Popen([sys.executable, "-m", "gdbfault", "attach", "--qemu", "--quiet",
                              "--iterations", str(iterations), "--format", "json"],
@@ -545,18 +753,20 @@ def soak(runs=100, iterations=20, kill_iterations=2000, variant="vanilla", attac
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iterations", type=int, default=2000)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--iterations", type=int, default=2000, help="anchor part: workload iterations")
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--variant", default="vanilla")
     ap.add_argument("--workload", default="mprotect")
-    ap.add_argument("--no-icount", dest="icount", action="store_false")
-    ap.add_argument("--part", choices=("anchor", "plugin", "profile", "old-kernel", "x86_64", "soak", "all"),
-                    default="all", help="anchor: GDB throughput; plugin: zero-stop backend; profile: kernel "
-                    "profile overhead; old-kernel: image to report vs a plain boot; x86_64: the zero-stop "
-                    "backend on an x86_64 kernel; soak: reliability; all: each")
+    ap.add_argument("--no-icount", dest="icount", action="store_false", help="anchor part: plain TCG")
+    ap.add_argument("--part", choices=("old-kernel", "profile", "seed", "plugin", "x86_64", "anchor", "soak", "all"),
+                    default="all", help="old-kernel: first run vs plain boot; profile: kernel profile overhead; "
+                    "seed: the seed's study vs one plain run; plugin: zero-stop backend; x86_64: the zero-stop backend "
+                    "on an x86_64 kernel; anchor: GDB throughput "
+                    "vs bare GDB; soak: reliability; all: each, then the summary")
     ap.add_argument("--plugin-iterations", type=int, default=100000)
     ap.add_argument("--profile-iterations", type=int, default=1000000)
-    ap.add_argument("--image", help="old-kernel part: a kernel image (default: the oldboot fixture)")
+    ap.add_argument("--seed-iterations", type=int, default=1000000)
+    ap.add_argument("--image", help="old-kernel part: a kernel image (default: the oldboot fixtures)")
     ap.add_argument("--system-map", help="old-kernel part: the image's System.map")
     ap.add_argument("--old-iterations", type=int, default=50,
                     help="old-kernel part: workload iterations (default 50: the boot is what is timed)")
@@ -570,88 +780,56 @@ def main(argv=None):
     ap.add_argument("--soak-attach-runs", type=int, default=12,
                     help="soak: attach runs on a QEMU of its own with GDB, gdbfault or QEMU killed (default 12)")
     ap.add_argument("--count-only", action="store_true",
-                    help="skip the path-tracing runs of the anchor part")
+                    help="anchor part: skip the path-tracing runs")
     ap.add_argument("--anchor", metavar="PATH",
                     help="bare_gdb_count.py (default: ../shared/anchors/ beside the checkout)")
+    ap.add_argument("--measure", choices=MEASURE_KINDS, help=argparse.SUPPRESS)   # one run, for _paired
     a = ap.parse_args(argv)
+    if a.measure:
+        print(json.dumps(measure_one(a.measure, a.variant, a.workload, a.profile_iterations)))
+        return 0
     if a.part == "soak":
         return soak(a.soak_runs, variant=a.variant, attach_rounds=a.soak_attach_runs)
-    if a.part in ("old-kernel", "all"):
-        image = a.image or REPO / "qemu" / "kernel" / "build" / "oldboot" / "bzImage"
-        system_map = a.system_map or (None if a.image else image.parent / "System.map")
-        bench_old_kernel(image, system_map, a.workload, a.old_iterations, a.repeat)
-        if a.part == "old-kernel":
-            return 0
-    if a.part in ("x86_64", "all"):
-        kernel = (a.x86_image, a.x86_system_map) if a.x86_image else cached_x86_64_kernel()
-        if kernel is None:
-            print("x86_64: skipped (no x86_64 kernel: give --x86-image/--x86-system-map, or fetch one with "
-                  "scripts/fetch-debian-kernel.sh --flavour amd64)")
-        else:
-            from gdbfault.machine.plugins import PluginUnavailable, plugin_library
-            try:
+    from gdbfault.machine.plugins import PluginUnavailable, plugin_library
+    parts = ("old-kernel", "profile", "seed", "plugin", "x86_64", "anchor") if a.part == "all" else (a.part,)
+    summary = []
+    for part in parts:
+        try:
+            if part == "old-kernel":
+                images = [(None, Path(a.image), Path(a.system_map) if a.system_map else None)] if a.image \
+                    else old_kernel_fixtures()
+                for name, image, system_map in images:
+                    summary += bench_old_kernel(image, system_map, a.workload, a.old_iterations, a.repeat, name)
+            elif part == "profile":
+                plugin_library("kprofile")
+                summary += bench_profile(a.variant, a.workload, a.profile_iterations, a.repeat)
+            elif part == "seed":
+                plugin_library("kprofile")
                 plugin_library("faultcount")
-                bench_x86_64(*kernel, a.workload, a.workload_abi, a.x86_iterations, max(a.repeat, 3))
-            except PluginUnavailable as exc:
-                print(f"x86_64: skipped ({exc})")
-        if a.part == "x86_64":
-            return 0
-    if a.part in ("profile", "all"):
-        from gdbfault.machine.plugins import PluginUnavailable, plugin_library
-        try:
-            plugin_library("kprofile")
-            bench_profile(a.variant, a.workload, a.profile_iterations, a.repeat)
+                summary += bench_seed(a.seed_iterations, a.repeat)
+            elif part == "plugin":
+                plugin_library("faultcount")
+                summary += bench_plugin(a.variant, a.workload, a.plugin_iterations, a.iterations, a.repeat)
+            elif part == "x86_64":
+                kernel = (a.x86_image, a.x86_system_map) if a.x86_image else cached_x86_64_kernel()
+                if kernel is None:
+                    print("\nx86_64: skipped (no x86_64 kernel: give --x86-image/--x86-system-map, or fetch one "
+                          "with scripts/fetch-debian-kernel.sh --flavour amd64)")
+                    continue
+                plugin_library("faultcount")
+                summary += bench_x86_64(*kernel, a.workload, a.workload_abi, a.x86_iterations, max(a.repeat, 3))
+            else:
+                script = anchor_script(a.anchor)
+                if script is None:
+                    print(f"bench: anchor script {a.anchor or '../shared/anchors/bare_gdb_count.py'} not found "
+                          "(give it with --anchor PATH)", file=sys.stderr)
+                    if a.part == "anchor":
+                        return 2
+                    continue
+                summary += bench_anchor(a, script)
         except PluginUnavailable as exc:
-            print(f"kernel profile: skipped ({exc})")
-        if a.part == "profile":
-            return 0
-    if a.part in ("plugin", "all"):
-        from gdbfault.machine.plugins import PluginUnavailable, plugin_library
-        try:
-            plugin_library("faultcount")
-            bench_plugin(a.variant, a.workload, a.plugin_iterations, a.iterations, a.repeat, a.icount)
-        except PluginUnavailable as exc:
-            print(f"zero-stop backend: skipped ({exc})")
-        if a.part == "plugin":
-            return 0
-    script = anchor_script(a.anchor)
-    if script is None:
-        print(f"bench: anchor script {a.anchor or '../shared/anchors/bare_gdb_count.py'} not found "
-              "(give it with --anchor PATH)", file=sys.stderr)
-        if a.part == "all":
-            soak(a.soak_runs, variant=a.variant, attach_rounds=a.soak_attach_runs)
-        return 2
-    rows = []
-    modes = ("count",) if a.count_only else ("count", "trace")
-    ratios = {(m, unit): [] for m in modes for unit in ("wall", "cpu")}
-    exact = True
-    for i in range(a.repeat):
-        # Alternate them so machine noise hits them alike; ratios are taken per round.
-        an = run_anchor(a.variant, a.workload, a.iterations, a.icount, script)
-        row = [i + 1, an["hits"], an["hits_per_s"], an["hits_per_cpu_s"]]
-        for mode in modes:
-            got = run_gdbfault(a.variant, a.workload, a.iterations, a.icount, trace=mode == "trace")
-            exact = exact and got["checks_ok"] and got["hits"] == an["hits"]
-            wall, cpu = got["hits_per_s"] / an["hits_per_s"], got["hits_per_cpu_s"] / an["hits_per_cpu_s"]
-            ratios[mode, "wall"].append(wall)
-            ratios[mode, "cpu"].append(cpu)
-            row += [got["hits"], got["hits_per_s"], f"{wall:.2f}", got["hits_per_cpu_s"], f"{cpu:.2f}"]
-        rows.append(row)
-    print(f"lab kernel ({a.variant}), workload {a.workload} × {a.iterations}, "
-          f"probes {', '.join(SYMBOLS)}, {'-icount shift=0' if a.icount else 'plain TCG'}")
-    headers = ["run", "anchor hits", "hits/s", "hits/CPU s"]
-    for mode in modes:
-        headers += [f"{mode} hits", "hits/s", "ratio", "hits/CPU s", "CPU ratio"]
-    print(tabulate(rows, headers=headers))
-    print(f"counts exact (equal to the anchor's and to the guest's own summary): {'yes' if exact else 'NO'}")
-    for mode, what in (("count", "counting only (--no-trace)"),
-                       ("trace", "counting + path tracing (default; adds a stop at each fault's return)")):
-        if mode in modes:
-            print(f"median ratio gdbfault/anchor, {what}: "
-                  f"{statistics.median(ratios[mode, 'wall']):.2f} by hits/s, "
-                  f"{statistics.median(ratios[mode, 'cpu']):.2f} by hits per CPU second"
-                  + (" (≥ 1.0: no per-hit cost over bare GDB)" if mode == "count" else ""))
-    print("gdbfault counts in a replay of a recording (zero observer effect); the anchor counts live.")
+            print(f"\n{part}: skipped ({exc})")
+    print_summary(summary)
     return soak(a.soak_runs, variant=a.variant, attach_rounds=a.soak_attach_runs) if a.part == "all" else 0
 
 

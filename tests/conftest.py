@@ -94,15 +94,21 @@ def no_leaks(monkeypatch):
     assert not names, f"processes left behind: {names}"
 
 
-def gdb_on_lab(script, variant="vanilla", iterations=3):
+def gdb_on_lab(script, variant="vanilla", iterations=3, record=False):
     """Boot a lab kernel halted with the mprotect workload, run a Python script
-    in a plain `gdb -batch` attached to it, and return GDB's (stdout, stderr)."""
+    in a plain `gdb -batch` attached to it, and return GDB's (stdout, stderr).
+    `script` may name `%(qmp)s`, QEMU's QMP socket; record=True: QEMU records (rr=record)."""
+    import dataclasses
     from gdbfault.base.locations import lab_kernel, workload_binary
     from gdbfault.machine.qemu import Machine, MachineConfig
     kernel, _ = lab_kernel(variant)
-    with Machine(MachineConfig(kernel=kernel, initrd=[workload_binary("mprotect")],
-                               append=f"iterations={iterations}")) as m:
+    config = MachineConfig(kernel=kernel, initrd=[workload_binary("mprotect")], append=f"iterations={iterations}")
+    with Machine(config) as m:
+        if record:
+            m.config = dataclasses.replace(config, icount_options=f"shift=0,rr=record,rrfile={m.run_dir / 'g.rr'}",
+                                           extra_args=["-net", "none"])
         m.start()
+        script = script.replace("%(qmp)s", str(m.probe_qmp_socket))
         out = subprocess.run(["gdb", "-batch", "-nx", "-ex", "set architecture i386",
                               "-ex", f"file {kernel}", "-ex", f"target remote {m.gdb_socket}",
                               "-ex", f"python exec({script!r})"],

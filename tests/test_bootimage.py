@@ -99,6 +99,33 @@ def test_command_line_and_root_for_a_modern_kernel(tmp_path):
     assert "console=ttyS0" not in boot.append and "nokaslr" not in boot.append
 
 
+def test_machine_options_of_old_and_modern_kernels(tmp_path):
+    """Old kernels (an ext2 initrd, or GRUB) boot under -icount shift=7 with the RTC on the
+    virtual clock from a fixed date (no host-clock reads to record, the same boot every run);
+    a modern kernel keeps shift=0 and QEMU's own RTC."""
+    from pathlib import Path
+    from gdbfault.kernels.boot import OLD_KERNEL_RTC
+    from gdbfault.kernels.grub import grub_available
+    from gdbfault.kernels.symbols import load_symbols
+    build = Path(__file__).resolve().parent.parent / "qemu" / "kernel" / "build"
+    init = tmp_path / "w.elf"
+    init.write_bytes(b"\x7fELF")
+    img = tmp_path / "vmlinuz"
+    img.write_bytes(synthetic_header((2, 15), "6.1.0-50-686 (x@y) #1 SMP", relocatable=True))
+    modern = prepare_boot(img, SymbolTable(tmp_path / "m", "System.map", {"unpack_to_rootfs": 1}), init, "", 64)
+    shutil.rmtree(modern.work_dir)
+    assert modern.rr_icount == "shift=0,sleep=off" and "-rtc" not in modern.extra_args
+    for variant, icount in (("oldboot-24", "shift=7,sleep=off"), ("oldboot", "shift=7")):
+        image, system_map = build / variant / "bzImage", build / variant / "System.map"
+        if not image.is_file() or not shutil.which("genext2fs") or (variant == "oldboot" and not grub_available()):
+            pytest.skip("the old-kernel fixture (or genext2fs, GRUB) is not there")
+        boot = prepare_boot(image, load_symbols(image, system_map), init, "iterations=3", 64)
+        shutil.rmtree(boot.work_dir)
+        assert boot.rr_icount == icount and boot.describe()["icount"] == icount
+        at = boot.extra_args.index("-rtc")
+        assert boot.extra_args[at:at + 2] == OLD_KERNEL_RTC == ["-rtc", "base=2000-01-01T00:00:00,clock=vm"]
+
+
 def test_old_kernels_get_an_ext2_initrd():
     image = parse_image(synthetic_header((2, 1), V22))
     assert root_kind(image, SymbolTable("m", "System.map", {"do_page_fault": 1})) == "ext2"

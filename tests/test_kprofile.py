@@ -17,7 +17,7 @@ import pytest
 from gdbfault.kprofile.ranges import kernel_functions
 from gdbfault.kprofile.result import build_profile, read_kprofile_result
 from gdbfault.kprofile.run import run_profile
-from gdbfault.model.spec import RunSpec
+from gdbfault.model.spec import LivePatchSpec, RunSpec, validate_spec
 from gdbfault.kprofile.report import profile_changes, render_changes, render_profile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -142,6 +142,32 @@ def test_kernel_functions_from_system_map_only(tmp_path):
     assert starts == sorted(starts) and all(a["end"] <= b["address"] for a, b in zip(funcs, funcs[1:]))
 
 
+def test_recorded_flat_result_has_no_chains():
+    """A flat-mode result (the default: no call chains) has no folded stacks
+    and no inclusive costs; its table shows own instructions per entry, not a
+    made-up inclusive column, and folded output and profile changes are refused."""
+    data = json.loads((DATA / "kprofile-vanilla-20.json").read_text())
+    flat = dict(data["plugin"], mode="flat", nodes=[], stack=None)
+    meta = {"kernel": {"path": "kernel.elf", "lab": True, "variant": "vanilla"},
+            "workload": {"name": "mprotect", "iterations": 20}, "mode": {"icount": True}, "iterations": 20}
+    profile = build_profile(flat, data["guest"], meta, [])
+    chained = recorded("vanilla")
+    assert profile["chains"] is False and chained["chains"] is True
+    assert profile["folded"] == [] and all(f["inclusive"] is None for f in profile["functions"])
+    assert [(f["symbol"], f["instructions"], f["entries"]) for f in profile["functions"]] == \
+        [(f["symbol"], f["instructions"], f["entries"]) for f in chained["functions"]]
+    assert profile["accounting"] == chained["accounting"]
+    text = render_profile(profile, "table", top=40)
+    header = text.splitlines()[3]
+    assert "per entry" in header and "incl./iter" not in text
+    row = next(line.split() for line in text.splitlines() if line.startswith("search_one_table "))
+    assert row[-1] == "44.25"            # 177 own instructions per iteration ÷ its 4 calls
+    with pytest.raises(Exception, match="call chains"):
+        render_profile(profile, "folded")
+    with pytest.raises(Exception, match="call chains"):
+        profile_changes(profile, recorded("patched"))
+
+
 def test_read_result_rejects_garbage(tmp_path):
     from gdbfault.machine.plugins import PluginResultError
     bad = tmp_path / "r.json"
@@ -169,7 +195,8 @@ def _need_plugin():
 @pytest.fixture(scope="module")
 def profiles(lab_built):
     _need_plugin()
-    return {v: run_profile(RunSpec(variant=v, iterations=ITERATIONS)) for v in ("vanilla", "patched")}
+    return {v: run_profile(RunSpec(variant=v, iterations=ITERATIONS, call_chains=True))
+            for v in ("vanilla", "patched")}
 
 
 @pytest.mark.qemu
@@ -231,7 +258,7 @@ def test_profile_with_system_map_only(lab_built, tmp_path, no_leaks):
     with pytest.raises(Exception, match="System.map"):
         kernel_functions(stripped)
     p = run_profile(RunSpec(kernel=str(stripped), system_map=str(KERNELS / "vanilla" / "System.map"),
-                                iterations=50))
+                            iterations=50, call_chains=True))
     by_name = {f["symbol"]: f for f in p["functions"]}
     assert by_name["search_exception_table"]["inclusive"] == SEARCH_PER_ITERATION * 50
     assert p["accounting"]["exact"]
@@ -249,14 +276,30 @@ def test_profile_on_running_qemu_exits_2(no_leaks):
 
 
 @pytest.mark.qemu
-def test_compare_profile_puts_the_search_on_top(lab_built, no_leaks):
+@pytest.mark.parametrize("backend", ["plugin", "gdb"])
+def test_compare_profile_puts_the_search_on_top(lab_built, no_leaks, backend):
+    """compare --profile: each kernel's profile comes from its counting run (the plugin
+    backend's QEMU, or the GDB backend's recording), with call chains."""
     _need_plugin()
-    r = subprocess.run([sys.executable, "-m", "gdbfault", "compare", "--profile", "--backend", "plugin",
+    r = subprocess.run([sys.executable, "-m", "gdbfault", "compare", "--profile", "--backend", backend,
                         "--iterations", "50", "--format", "json"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    rows = json.loads(r.stdout)["profile_changes"]["rows"]
+    cmp = json.loads(r.stdout)
+    rows = cmp["profile_changes"]["rows"]
     assert rows[0]["symbol"] == "search_exception_table"
     assert rows[0]["before"] == SEARCH_PER_ITERATION and rows[0]["after"] == 0
+    for side in ("before", "after"):
+        run = cmp[side]
+        profile = run["kernel_profile"]
+        assert profile["chains"] and "in the counting run" in profile["mode"]["backend"]
+        assert profile["guest"] == run["guest"] and profile["accounting"]["exact"]
+        # the profile's window is the guest's measured loop of that same run
+        assert profile["accounting"]["guest_cycles"] == run["guest"]["cycles"]
+
+
+def test_kernel_profile_refuses_a_live_patch():
+    with pytest.raises(Exception, match="kernel profile"):
+        validate_spec(RunSpec(kernel_profile=True, iterations=10, live_patch=LivePatchSpec("x.patch")))
 
 
 @pytest.mark.qemu
@@ -275,15 +318,33 @@ def test_profile_guest_oops_exits_3_and_saves_counts(lab_built, tmp_path, no_lea
 
 
 @pytest.mark.qemu
-def test_profile_chains_change_nothing(profiles, no_leaks):
-    """Straight-line code attributed without a callback (the plugin's chains)
+def test_profile_runs_change_nothing(profiles, no_leaks):
+    """Straight-line code attributed without a callback (the plugin's runs)
     gives exactly what a callback on every block gives."""
-    every_block = run_profile(RunSpec(variant="vanilla", iterations=ITERATIONS, call_chains=False))
+    every_block = run_profile(RunSpec(variant="vanilla", iterations=ITERATIONS, call_chains=True,
+                                      profile_every_block=True))
     fast = profiles["vanilla"]
     assert every_block["folded"] == fast["folded"]
     assert every_block["functions"] == fast["functions"]
     assert every_block["total"]["kernel"] == fast["total"]["kernel"]
     assert every_block["accounting"] == fast["accounting"]
+
+
+@pytest.mark.qemu
+def test_profile_flat_equals_chains(profiles, no_leaks):
+    """The default flat profile (inline counters, no call stack) gives the
+    same instructions and entries per function, totals and accounting as the
+    call-chain profile; only the boot's user count may differ (firmware)."""
+    for variant in ("vanilla", "patched"):
+        flat = run_profile(RunSpec(variant=variant, iterations=ITERATIONS))
+        chained = profiles[variant]
+        assert flat["chains"] is False and chained["chains"] is True and flat["folded"] == []
+        assert [(f["symbol"], f["instructions"], f["entries"]) for f in flat["functions"]] == \
+            [(f["symbol"], f["instructions"], f["entries"]) for f in chained["functions"]], variant
+        assert all(f["inclusive"] is None for f in flat["functions"])
+        assert {k: v for k, v in flat["total"].items() if k != "boot"} == \
+            {k: v for k, v in chained["total"].items() if k != "boot"}
+        assert flat["accounting"] == chained["accounting"] and flat["accounting"]["exact"]
 
 
 def test_compare_profile_option_alone_or_with_a_probe_profile():

@@ -95,3 +95,42 @@ def test_the_duplicate_filter_can_be_turned_off(lab_built, no_leaks):
     line = next((l for l in out.splitlines() if l.startswith("RESULT")), err[-500:])
     assert line == "RESULT (1, 1) (3, 1) False", line
     assert "ERROR usage: faultprobe dedup on|off" in out
+
+
+ICOUNT = r'''
+import gdb
+gdb.execute("source %(script)s")
+gdb.execute("break do_page_fault", to_string=True)
+gdb.execute("continue", to_string=True)
+readers = [icount_reader("monitor"), icount_reader("%(qmp)s")]
+before = [read() for read in readers]
+gdb.execute("stepi 5", to_string=True)
+after = [read() for read in readers]
+print("RESULT", before[0] == before[1] > 0, [b - a for a, b in zip(before, after)])
+'''
+
+
+def test_icount_through_the_gdbstub_equals_qmp(lab_built, no_leaks):
+    """In record/replay, the tracer reads the instruction count through the
+    gdbstub (`monitor info replay`, ten times cheaper than QMP): the same count."""
+    out, err = gdb_on_lab(ICOUNT.replace("%(script)s", str(GDBSCRIPTS / "faultprobe.py")), record=True)
+    line = next((l for l in out.splitlines() if l.startswith("RESULT")), err[-500:])
+    assert line == "RESULT True [5, 5]", line
+
+
+NO_RR = r'''
+import gdb
+gdb.execute("source %(script)s")
+print("QMP", icount_reader("%(qmp)s")() >= 0)
+try:
+    icount_reader("monitor")()
+except gdb.GdbError as exc:
+    print("ERROR", exc)
+'''
+
+
+def test_icount_through_the_gdbstub_needs_record_replay(lab_built, no_leaks):
+    """Without record/replay QEMU's monitor gives no count: QMP reads it (one line says why otherwise)."""
+    out, err = gdb_on_lab(NO_RR.replace("%(script)s", str(GDBSCRIPTS / "faultprobe.py")))
+    assert "QMP True" in out, err[-500:]
+    assert "needs QEMU under rr=record or rr=replay" in out

@@ -234,10 +234,13 @@ def for_plot(result):
 
 
 def profile_changes(before, after, labels, top=10):
-    """Profile both kernels with the kprofile plugin; their biggest per-function changes."""
-    from gdbfault.kprofile.run import run_profile
+    """The biggest per-function changes between the kernel profiles two runs carried
+    (RunSpec.kernel_profile with call_chains: each kernel's profile came from its counting run)."""
     from gdbfault.kprofile.report import profile_changes as biggest_changes
-    b, a = run_profile(before), run_profile(after)
+    b, a = as_result(before).kernel_profile, as_result(after).kernel_profile
+    if b is None or a is None:
+        raise GdbfaultError("a run of the comparison carried no kernel profile",
+                            "run both with kernel_profile (compare --profile)")
     return {"labels": labels, "rows": biggest_changes(b, a, top),
             "totals": {side: {**p["total"], "iterations": p["iterations"]} for side, p in (("before", b),
                                                                                             ("after", a))}}

@@ -12,7 +12,9 @@
 - without icount or with --live it counts live, in one run.
 Counts are snapshotted about once a second, so whatever ends the run early
 leaves its counts in the result. A feature (RunHooks) gets the counting
-GDB before the guest runs, and the recording's too when it writes guest memory.
+GDB before the guest runs, and the recording's too when it writes guest memory;
+the TCG plugins it asks for (RunHooks.plugins) go into the recording, which
+runs unobserved (into the live run when there is no recording).
 """
 import threading
 import time
@@ -22,19 +24,21 @@ from gdbfault.base.lifecycle import check_stop, shielded
 from gdbfault.backends.recording import (ENTRY_SNAPSHOT, RESULT_LINE, RESULT_POLL_S, EntrySnapshot,
                                          HookedDebugger, record, timed_out)
 from gdbfault.kernels.banner import check_banner
-from gdbfault.machine.config import replay_config
+from gdbfault.machine.config import plugin_config, replay_config
 from gdbfault.machine.gdbmi import Debugger
 from gdbfault.machine.qemu import ENDED_AFTER_RESULT, EXIT_CLEAN, Machine, describe_exit
 from gdbfault.model.truth import parse_guest_output
-from gdbfault.probing.gdb_session import (connect, load_probe_engine, measured, prepare_debugger, read_counts,
-                                          start_tracer)
+from gdbfault.probing.gdb_session import (REPLAY_ICOUNT, connect, load_probe_engine, measured, prepare_debugger,
+                                          read_counts, start_tracer)
 from gdbfault.probing.measure import fill_result, open_path_label
 
 __all__ = ["run_with_gdb"]
 
 SNAPSHOT_EVERY_S = 1.0
-# A replay started from a snapshot must execute its first instruction within this.
-SNAPSHOT_START_S = 5.0
+# A replay started from a snapshot must execute its first instruction within this
+# (one that can runs it within milliseconds; one that stands still costs this
+# much before the power-on replay, in about one old-kernel run in 20-30).
+SNAPSHOT_START_S = 2.0
 
 
 class _Session:
@@ -107,12 +111,12 @@ def _record(plan, hooks, session):
     (one stop, at the workload's entry) and the replay's, which gets its
     probes while the guest is recorded."""
     if hooks.writes_guest:               # its writes must be part of the recording too
-        return record(plan, HookedDebugger(plan, hooks)), False
+        return record(plan, HookedDebugger(plan, hooks), hooks.plugins()), False
     if plan.arm is None or plan.boot is None or not plan.boot.replay_from_entry:
-        return record(plan), False
+        return record(plan, plugins=hooks.plugins()), False
     session.debugger = Debugger(plan.spec.gdb)
     session.ready = _Background(lambda: _ready_replay_debugger(session.debugger, plan))
-    recording = record(plan, EntrySnapshot(plan))
+    recording = record(plan, EntrySnapshot(plan), hooks.plugins())
     return recording, recording.snapshot
 
 
@@ -133,6 +137,8 @@ def _start_counting(plan, hooks, session, recording, from_entry):
         # the instruction count on a QMP socket of their own)
         config = replay_config(plan.config, recording.file, ENTRY_SNAPSHOT if from_entry else None,
                                watch_qmp=hooks.writes_guest or from_entry)
+    elif hooks.plugins():                # no recording: the live run carries them
+        config = plugin_config(config, hooks.plugins(), halted=config.halted)
     result.run.phase = "replay" if recording is not None else "live"
     session.machine = machine = Machine(config)
     machine.start(timeout=plan.left(at_most=20.0))
@@ -149,7 +155,8 @@ def _start_counting(plan, hooks, session, recording, from_entry):
         connect(dbg, str(machine.gdb_socket))
         load_probe_engine(dbg, plan.probes, plan.arm, replay=recording is not None, arch=plan.arch)
     if spec.trace:
-        start_tracer(dbg, plan.probes, machine.probe_qmp_socket if spec.icount else None, spec.cost_sample)
+        start_tracer(dbg, plan.probes, REPLAY_ICOUNT if recording is not None else
+                     machine.probe_qmp_socket if spec.icount else None, spec.cost_sample)
     hooks.on_debugger(dbg, machine, recording=False)
     if plan.boot and not (recording is not None and recording.entry_checked):
         # stops once at the workload's entry: is the map right?

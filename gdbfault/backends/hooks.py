@@ -7,6 +7,9 @@ it needs. Every default does nothing, so `RunHooks()` is a plain run.
 
 The moments, in order:
 - `plugin_probes()` — the counting plugin's extra probes (plugin backend);
+- `plugins()` — more TCG plugins (`-plugin` arguments) for the QEMU that runs
+  the guest unobserved: the plugin backend's, the GDB backend's recording
+  (or its live run, with no recording);
 - `on_debugger(dbg, machine, recording)` — a GDB is attached with its probes
   loaded and the guest stopped before its first instruction (or, attached to
   a running QEMU, wherever it was stopped). `recording` is True in the
@@ -38,6 +41,10 @@ class RunHooks:
 
     def plugin_probes(self):
         """[(address, kind, name)] for the counting plugin besides the run's probes."""
+        return []
+
+    def plugins(self):
+        """QEMU arguments that load more TCG plugins into the run's unobserved QEMU (see above)."""
         return []
 
     def on_debugger(self, dbg, machine, recording=False):

@@ -23,11 +23,11 @@ from pathlib import Path
 from gdbfault.base.errors import GdbfaultError, GuestError, TimedOut
 from gdbfault.base.lifecycle import shielded
 from gdbfault.kernels.banner import read_banner, stop_at_entry
-from gdbfault.machine.config import record_config
+from gdbfault.machine.config import plugin_config, record_config
 from gdbfault.machine.gdbmi import Debugger
 from gdbfault.machine.qemu import ENDED_AFTER_RESULT, EXIT_CLEAN, Machine, describe_exit
 from gdbfault.model.result import Record
-from gdbfault.probing.gdb_session import connect, lend_qmp, load_probe_engine, prepare_debugger, read_counts
+from gdbfault.probing.gdb_session import connect, load_probe_engine, prepare_debugger, read_counts
 
 __all__ = ["Recording", "record", "EntrySnapshot", "HookedDebugger", "ENTRY_SNAPSHOT", "RESULT_LINE",
            "RESULT_POLL_S", "timed_out", "serial_tail"]
@@ -64,15 +64,19 @@ def timed_out(spec, machine, where=""):
                     f"serial log tail: {serial_tail(machine.serial_output())!r}")
 
 
-def record(plan, attendant=None):
+def record(plan, attendant=None, plugins=()):
     """Run the guest once, recording it for replay (see the module docstring); a Recording.
+    `plugins`: -plugin arguments of TCG plugins the recording carries (RunHooks.plugins).
 
     result.record (a model.result.Record) says how the recording ended, also when it failed.
     """
     spec, result = plan.spec, plan.result
     rec_dir = plan.temp_dir("gdbfault-rec-")
     record_file = rec_dir / "guest.rr"
-    rec = Machine(record_config(plan.config, record_file, halted=attendant is not None), run_dir=rec_dir)
+    config = record_config(plan.config, record_file, halted=attendant is not None)
+    if plugins:
+        config = plugin_config(config, plugins, halted=config.halted)
+    rec = Machine(config, run_dir=rec_dir)
     t0 = time.monotonic()
     result.run.phase = "record"
     status, serial, counts = None, "", None
@@ -211,7 +215,6 @@ class HookedDebugger:
         prepare_debugger(dbg, self.plan.kernel, self.plan.arch)
         connect(dbg, str(rec.gdb_socket))
         load_probe_engine(dbg, [], None, arch=self.plan.arch)
-        lend_qmp(dbg)
         self.hooks.on_debugger(dbg, rec, recording=True)
         dbg.mi("-exec-continue")
 

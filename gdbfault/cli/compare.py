@@ -1,4 +1,5 @@
 """`gdbfault compare`: two kernels, the same workload, side by side (and their kernel profiles with --profile)."""
+import dataclasses
 import os
 import sys
 
@@ -32,8 +33,9 @@ def add_parser(sub, epilog, formatter):
     # Alone, --profile adds the kernel profile's biggest per-function changes;
     # with a value it is still the probe profile (NAME|FILE).
     p.add_argument("--profile", nargs="?", const=KERNEL_PROFILE, metavar="NAME|FILE",
-                   help="alone: also profile both kernels (gdbfault profile) and list the functions whose "
-                        "instructions per iteration changed most; with a value: the probe profile")
+                   help="alone: also profile both kernels (the kernel-profile plugin, in the same runs as the "
+                        "counts) and list the functions whose instructions per iteration changed most; with a "
+                        "value: the probe profile")
     p.add_argument("--format", default="table", choices=COMPARE_FORMATS, help="output format (default: table)")
     p.add_argument("--output", "-o", metavar="FILE", help="save the comparison (both runs) as JSON")
     p.add_argument("--sequential", action="store_true", help="run one kernel after the other")
@@ -50,6 +52,8 @@ def cmd_compare(args):
         args.profile = None
     check_outputs(args)
     base = spec_from_args(args)
+    if want_profile:          # each counting run carries the profile (with call chains: ranked inclusive)
+        base = dataclasses.replace(base, kernel_profile=True, call_chains=True)
     before = spec_for_kernel(base, args.before, args.before_map)
     after = spec_for_kernel(base, args.after, args.after_map)
     if sys.stderr.isatty():
@@ -64,7 +68,7 @@ def cmd_compare(args):
             exc.args = (f"{exc} (what was measured is saved to {args.output})",)
         raise
     if want_profile:
-        cmp["profile_changes"] = profile_changes(before, after, cmp["labels"])
+        cmp["profile_changes"] = profile_changes(cmp["before"], cmp["after"], cmp["labels"])
         if args.format == "csv":
             cmp["rows"] += [{"metric": f"{r['symbol']} instructions / iter", "before": r["before"],
                              "after": r["after"], "delta": r["delta"],

@@ -27,7 +27,7 @@ from gdbfault.machine.guardian import watch_dir
 from gdbfault.machine.qemu import snapshot_store, snapshot_store_available
 
 __all__ = ["BootSetup", "prepare_boot", "root_kind", "truth_model", "icount_shift", "guest_memory_mb",
-           "MIN_MEMORY_MB", "LAB_MEMORY_MB", "OLD_KERNEL_SHIFT"]
+           "MIN_MEMORY_MB", "LAB_MEMORY_MB", "OLD_KERNEL_SHIFT", "OLD_KERNEL_RTC"]
 
 MIN_MEMORY_MB = 256        # a modern distribution kernel wants >= 128 MB; 256 leaves room
 LAB_MEMORY_MB = 64         # the lab kernel (and a multiboot kernel) by default
@@ -37,15 +37,30 @@ LAB_MEMORY_MB = 64         # the lab kernel (and a multiboot kernel) by default
 # -m 80 it panics ("System is deadlocked on memory"), with -m 96 it runs.
 MEMORY_HEADROOM_MB = 16
 _MIB = 1 << 20
-# -icount shift for pre-2.6 kernels and the GRUB path: 2**5 = 32 ns of guest
-# time per instruction (a ~31 MHz CPU, as 2.x kernels ran on). Old boots
-# busy-wait on time (GRUB's TSC calibration against the PIT, BogoMIPS-
-# calibrated udelay, IDE probe timeouts), and at shift=0 every guest
-# nanosecond of waiting is one emulated instruction: GRUB + the oldboot
-# fixture to power-off took 4.7 s of host CPU at shift=0, 1.6 at shift=5
-# (1.2 with no icount). Path costs stay in instructions (query-replay counts
-# instructions whatever the shift); the guest's rdtsc counts 32 per one.
-OLD_KERNEL_SHIFT = 5
+# -icount shift for pre-2.6 kernels and the GRUB path: 2**7 = 128 ns of guest
+# time per instruction (a ~7.8 MHz CPU). Old boots busy-wait on time (GRUB's
+# TSC calibration against the PIT, BogoMIPS-calibrated udelay, IDE probe
+# timeouts of empty interfaces), and every guest nanosecond of such waiting is
+# emulated instructions: at shift=0 one per ns (the oldboot fixture's boot to
+# power-off took 53 s), at shift=5 one per 32 ns (3.3 s), at shift=7 one per
+# 128 ns (1.1 s), with the same counts, path shapes and minimum and median
+# path costs. Path costs stay in instructions (query-replay counts
+# instructions whatever the shift); the guest's rdtsc counts 128 per one, and
+# a 100 Hz tick comes every 78k instructions, so a path's maximum holds one
+# more often. (Shift 7 was first seen to stall the GRUB path 35-50 s in
+# SeaBIOS's disk reads now and then, in boots under sleep=off, where an idle
+# guest's clock jumps ahead of a disk read the host has not finished; the
+# GRUB path records under sleep=on, and 84 runs of it under load showed none.)
+OLD_KERNEL_SHIFT = 7
+# Old kernels' RTC follows the virtual clock from a fixed date. With the host
+# clock (QEMU's default) every read of the CMOS clock (2.x's get_cmos_time
+# polls its update-in-progress bit up to a million times) is a host-clock
+# event that a recording logs and its replay stops for: 0.4-2 M events and a
+# 5-23 MB log on the oldboot fixture, a power-on replay 3x slower; and the
+# wait's length followed the host. With the virtual clock a boot under
+# sleep=off (the -kernel path) is the same, instruction for instruction, every
+# run (the guest's date is 2000-01-01).
+OLD_KERNEL_RTC = ["-rtc", "base=2000-01-01T00:00:00,clock=vm"]
 
 
 @dataclass
@@ -185,13 +200,15 @@ def _fill_setup(setup, symbols, workload_elf, command_line, memory_mb, root):
         grub, disk = build_grub_image(kernel, setup.initrd[0] if setup.initrd else None,
                                       setup.append, work)
         overlay = snapshot_store(work / "boot.qcow2", disk) if setup.replay_from_entry else None
-        setup.kernel, setup.initrd, setup.extra_args = grub, [], disk_args(disk, overlay)
+        setup.kernel, setup.initrd = grub, []
+        setup.extra_args = disk_args(disk, overlay) + OLD_KERNEL_RTC
         setup.rr_icount = f"shift={OLD_KERNEL_SHIFT}"
     elif kind == "ext2":
         setup.rr_icount = f"shift={OLD_KERNEL_SHIFT},sleep=off"
+        setup.extra_args = list(OLD_KERNEL_RTC)
         if setup.replay_from_entry:
             state = snapshot_store(work / "state.qcow2")
-            setup.extra_args = ["-drive", f"file={state},format=qcow2,if=none,id=gdbfault-state"]
+            setup.extra_args += ["-drive", f"file={state},format=qcow2,if=none,id=gdbfault-state"]
     return setup
 
 

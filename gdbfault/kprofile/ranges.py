@@ -16,7 +16,8 @@ from gdbfault.base.errors import GdbfaultError
 from gdbfault.base.userfiles import open_input
 from gdbfault.kernels.symbols import CODE_LETTERS, is_elf, symbol_rows
 
-__all__ = ["ENTRY_NAME", "kernel_functions", "kernel_base", "workload_marks", "uaccess_sites", "write_ranges"]
+__all__ = ["ENTRY_NAME", "kernel_functions", "kernel_base", "workload_marks", "uaccess_sites", "write_ranges",
+           "plugin_options"]
 
 # Trap, interrupt and system-call vectors: a block starting one of these that
 # no direct call or jump led to is an exception/interrupt entry (a new frame
@@ -137,3 +138,16 @@ def workload_marks(points):
     measured loop: cycles = c1 - c0, each reading counting itself)."""
     loop = points.require("loop", "two rdtsc in rt_main: the profile's window is the guest's measured loop")
     return [(points.entry, "before"), (loop[0], "after"), (loop[1], "after")]
+
+
+def plugin_options(chains=False, every_block=False):
+    """The plugin's mode options (beside ranges= and out=), as a dict for machine.plugins.plugin_args.
+
+    Flat (no option: per-function instructions and entries from inline
+    counters only, ~1.05x an uninstrumented run), `chains=on` (a shadow call
+    stack: inclusive costs and folded stacks, ~1.3x), and for checks
+    `runs=off` (chains with a callback on every block: same results, slower).
+    """
+    if every_block:
+        return {"chains": "on", "runs": "off"}
+    return {"chains": "on"} if chains else {}

@@ -21,8 +21,8 @@ __all__ = ["FORMATS", "render_profile", "plot_kernel_profile", "profile_changes"
 FORMATS = ("table", "json", "csv", "markdown", "folded")
 CSV_FIELDS = ("symbol", "address", "size", "instructions", "percent_kernel", "per_iteration",
               "entries", "load", "inclusive", "inclusive_per_iteration")
-ICOUNT_NOTE = ("(guest instructions under -icount shift=0, one instruction = one cycle: exact, not timer "
-               "samples; readprofile, 1997: 204 page_fault 12.75 · 439 ret_with_reschedule 9.34)")
+ICOUNT_NOTE = ("(guest instructions under -icount shift={shift}{cycles}: exact, not timer samples; "
+               "readprofile, 1997: 204 page_fault 12.75 · 439 ret_with_reschedule 9.34)")
 
 
 def save_kernel_profile(profile, path):
@@ -109,7 +109,9 @@ def _summary_lines(profile):
                      f"depth {st.get('limit')}: call chains near them may be off"
                      + (" (expected with the kernel's retpoline thunks, __x86_indirect_thunk_*, which return to "
                         "the call's target)" if thunks else ""))
-    lines.append(ICOUNT_NOTE)
+    shift = (profile.get("mode") or {}).get("icount_shift") or 0
+    lines.append(ICOUNT_NOTE.format(shift=shift, cycles=", one instruction = one cycle" if not shift else
+                                    f", {2 ** shift} cycles of the guest's rdtsc per instruction"))
     return lines
 
 
@@ -118,6 +120,9 @@ def render_profile(profile, fmt="table", top=20):
     if fmt == "json":
         return json.dumps(profile, indent=1) + "\n"
     if fmt == "folded":
+        if not profile.get("chains", True):
+            raise GdbfaultError("folded stacks need call chains: this profile was made without them",
+                                "run `gdbfault profile --chains` (or --format folded)")
         return "".join(f"{stack} {count}\n" for stack, count in profile["folded"])
     rows = _rows(profile, top)
     if fmt == "csv":
@@ -132,16 +137,22 @@ def render_profile(profile, fmt="table", top=20):
     head = (f"kernel profile: {_label(profile)}{_machine(profile)}, workload {profile['workload']['name']}"
             f" × {_n(profile.get('iterations'))}{_abi(profile)}, the guest's measured loop"
             f" · top {len(rows)} of {len(profile['functions'])} functions")
+    chains = profile.get("chains", True)
+    # the last column: with call chains the inclusive cost per iteration; without, own
+    # instructions per entry (what a flat profile can say exactly, nothing made up)
     table = [[r["symbol"], _n(r["instructions"]), f"{r['percent_kernel']:.1f}%", _f(r["per_iteration"]),
-              _n(r["entries"]), _f(r["load"], 2), _f(r["inclusive_per_iteration"])] for r in rows]
+              _n(r["entries"]), _f(r["load"], 2),
+              _f(r["inclusive_per_iteration"]) if chains else
+              _f(r["instructions"] / r["entries"] if r["entries"] else None)] for r in rows]
     text = tabulate(table, headers=["function", "instructions", "% kernel", "per iter", "entries", "load",
-                                    "incl./iter"],
+                                    "incl./iter" if chains else "per entry"],
                     tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True,
                     colalign=("left",) + ("right",) * 6)
     lines = [head, _totals_line(profile), "", text, ""]
     lines += _summary_lines(profile)
     lines.append("load = instructions ÷ function length in bytes (readprofile's column); "
-                 "incl./iter = with everything it calls")
+                 + ("incl./iter = with everything it calls" if chains else
+                    "per entry = own instructions ÷ entries (with what it calls, and call chains: --chains)"))
     if g.get("cycles_per_iteration") is not None:
         lines.append(f"guest's own summary: {g.get('cycles_per_iteration')} cycles per iteration, "
                      f"{g.get('sigsegv')} SIGSEGV, {g.get('efault')} EFAULT")
@@ -168,8 +179,7 @@ def plot_kernel_profile(profile, path, top=15):
     bars = ax.barh(names, values, color="#4c72b0")
     for bar, value in zip(bars, values):
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:,.1f}", va="center", fontsize=8)
-    ax.set_xlabel("guest instructions per iteration (exclusive, -icount shift=0)" if per_iter
-                  else "guest instructions (exclusive, -icount shift=0)")
+    ax.set_xlabel("guest instructions per iteration (exclusive)" if per_iter else "guest instructions (exclusive)")
     ax.set_title(f"{_label(profile)}: {profile['workload']['name']} × {per_iter or '?'}, "
                  f"top {len(rows)} kernel functions", fontsize=10)
     ax.margins(x=0.15)
@@ -200,6 +210,10 @@ def profile_changes(before, after, top=10):
     caller is a listed row is folded into it as a helper (search_one_table).
     [{symbol, helpers, before, after, delta, before_self, after_self}], per iteration.
     """
+    if not (before.get("chains", True) and after.get("chains", True)):
+        raise GdbfaultError("the profile's changes rank functions with what they call: they need call chains",
+                            "profile with call chains (`gdbfault profile --chains`)")
+
     def per_iter(profile):
         n = profile.get("iterations") or 1
         return {f["symbol"]: (f["instructions"] / n, (f.get("inclusive") or f["instructions"]) / n)

@@ -13,6 +13,8 @@ The dict's keys:
               workload window (kernel, user), before the workload's first
               instruction (boot), and in the workload outside its measured
               loop (setup: entry to the first rdtsc; exit: after the second)
+  chains      whether call chains were kept (the plugin's chains=on): without
+              them `folded` is [] and each function's `inclusive` is None
   folded      [[stack "a;b;c", instructions]] kernel call chains in the window
   boot_functions   the boot's top functions, [{symbol, instructions}]
   accounting  kernel + user against the guest's own cycle count
@@ -113,6 +115,7 @@ def build_profile(data, guest, meta, funcs, top_boot=15):
     by_start = {f["address"]: f for f in funcs}
     names = {f["id"]: f["name"] for f in data["functions"]}
     iterations = (guest or {}).get("iterations") or meta.get("iterations")
+    chains = data.get("mode", "chains") == "chains"     # results from before the flat mode had chains
     folded = _folded(data, w, names)
     inclusive = {}
     for stack, count in folded:
@@ -131,7 +134,7 @@ def build_profile(data, guest, meta, funcs, top_boot=15):
                      "instructions": n, "entries": f["entries"][w],
                      "load": round(n / size, 4) if size else None,
                      "per_iteration": round(n / iterations, 3) if iterations else None,
-                     "inclusive": inclusive.get(f["name"], n),
+                     "inclusive": inclusive.get(f["name"], n) if chains else None,
                      "aliases": info.get("aliases", [])})
     rows.sort(key=lambda r: (-r["instructions"], r["symbol"]))
     user = data["user"]
@@ -145,7 +148,7 @@ def build_profile(data, guest, meta, funcs, top_boot=15):
              "setup": phase_total(1), "exit": phase_total(3)}
     accounting = _accounting(kernel_total + user[w], (guest or {}).get("cycles"),
                              data["left_early"][w], data.get("inexact_left_early", [0] * 4)[w])
-    return {"schema": SCHEMA, **meta, "guest": guest, "iterations": iterations,
+    return {"schema": SCHEMA, **meta, "guest": guest, "iterations": iterations, "chains": chains,
             "functions": rows, "total": total, "folded": [list(r) for r in folded],
             "boot_functions": boot_rows, "accounting": accounting,
             "phase_reached": data.get("phase_at_exit"),

@@ -20,14 +20,16 @@ from gdbfault import __version__
 from gdbfault.backends.plan import resolve_run
 from gdbfault.base.errors import GdbfaultError, GuestError
 from gdbfault.base.lifecycle import Stopped, shielded
-from gdbfault.kprofile.ranges import kernel_base, kernel_functions, uaccess_sites, workload_marks, write_ranges
+from gdbfault.kernels.boot import icount_shift
+from gdbfault.kprofile.ranges import (kernel_base, kernel_functions, plugin_options, uaccess_sites,
+                                      workload_marks, write_ranges)
 from gdbfault.kprofile.result import build_profile, read_kprofile_result
 from gdbfault.machine.config import plugin_config
 from gdbfault.machine.plugins import plugin_args, plugin_library
 from gdbfault.machine.qemu import Machine, describe_exit, private_dir, qemu_version
 from gdbfault.model.truth import parse_guest_output
 
-__all__ = ["run_profile", "NOT_ON_RUNNING_QEMU"]
+__all__ = ["run_profile", "profile_meta", "without_guest_cycles", "NOT_ON_RUNNING_QEMU"]
 
 NOT_ON_RUNNING_QEMU = ("a kernel profile needs the TCG plugin loaded when QEMU starts; "
                        "it cannot be added to a running QEMU: use `gdbfault profile --qemu`")
@@ -47,14 +49,13 @@ def run_profile(spec):
     machine = meta = out = kept_in = None
     try:
         plan.prepare_machine(role="kprofile")
-        meta = _meta(plan, system_map)
+        meta = profile_meta(plan, system_map)
         run_dir = private_dir()
         ranges, out = run_dir / "ranges.txt", run_dir / "kprofile.json"
         # user-access sites from the kernel's code: its ELF, or the vmlinux of an x86_64 bzImage's PVH boot
         uaccess = uaccess_sites(plan.code_file, funcs) if plan.code_file else []
         write_ranges(ranges, funcs, kernel_base(funcs), marks, uaccess)
-        options = {"ranges": ranges, "out": out} if spec.call_chains else \
-            {"ranges": ranges, "out": out, "chains": "off"}
+        options = {"ranges": ranges, "out": out, **plugin_options(spec.call_chains, spec.profile_every_block)}
         machine = Machine(plugin_config(plan.config, plugin_args(library, **options)), run_dir=run_dir,
                           own_dir=True)
         t0 = time.monotonic()
@@ -70,10 +71,9 @@ def run_profile(spec):
         profile = build_profile(read_kprofile_result(out), guest, meta, funcs)
         profile["run"] = {"wall_s": round(wall, 3), "exit_status": status, "exit": describe_exit(status)}
         kept_in = profile["run"]
-        if not spec.icount:          # the guest's rdtsc is then host time, not instructions
-            profile["accounting"] = dict(profile["accounting"], guest_cycles=None, difference=None,
-                                         unexplained=None, exact=None, agree=None)
-        return profile
+        # the guest's rdtsc counts one cycle per instruction only under -icount shift=0
+        one_per_insn = spec.icount and not meta["mode"]["icount_shift"]
+        return profile if one_per_insn else without_guest_cycles(profile)
     except (GdbfaultError, KeyboardInterrupt) as exc:
         # Like every run: a signal or the timeout keeps what was counted (the plugin writes its
         # counts when QEMU quits in order), as a profile marked incomplete, for --output.
@@ -123,7 +123,15 @@ def _partial(error, machine, out, meta, funcs):
                 note="nothing was counted: the guest had not started")
 
 
-def _meta(plan, system_map):
+def without_guest_cycles(profile):
+    """The profile with no accounting against the guest's cycles: its rdtsc was not
+    one cycle per instruction (host time without -icount, 2**shift per instruction)."""
+    profile["accounting"] = dict(profile["accounting"], guest_cycles=None, difference=None,
+                                 unexplained=None, exact=None, agree=None)
+    return profile
+
+
+def profile_meta(plan, system_map):
     """What was run, as a RunResult says it."""
     spec, kernel, boot, arch = plan.spec, plan.kernel, plan.boot, plan.arch
     return {"tool": {"gdbfault": __version__, "qemu": qemu_version(spec.qemu), "emulator": Path(spec.qemu).name},
@@ -133,5 +141,7 @@ def _meta(plan, system_map):
             "workload": {"name": spec.workload, "iterations": spec.iterations,
                          "command_line": spec.command_line(), "abi": arch.workload,
                          "ia32_emulation": arch.ia32_emulation},
-            "mode": {"backend": "kprofile plugin", "accel": "tcg", "icount": spec.icount, "cpu": arch.cpu},
+            "mode": {"backend": "kprofile plugin", "accel": "tcg", "icount": spec.icount, "cpu": arch.cpu,
+                     # an old kernel's boot runs under a larger shift (kernels/boot.py)
+                     "icount_shift": icount_shift(plan.config.icount_options) if spec.icount else None},
             "iterations": spec.iterations}

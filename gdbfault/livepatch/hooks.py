@@ -34,7 +34,7 @@ from gdbfault.machine.gdbmi import GdbCommandError, mi_quote
 from gdbfault.model.paths import summarise_paths, user_fault_searches
 from gdbfault.model.result import Phase
 from gdbfault.kernels.banner import read_guest_bytes
-from gdbfault.probing.gdb_session import lend_qmp, read_counts
+from gdbfault.probing.gdb_session import read_counts
 
 __all__ = ["live_patch_hooks", "PatchAtMark", "PatchAtMarkUnderPlugin", "PatchNow", "ReplayWatch", "arm",
            "apply_now"]
@@ -98,8 +98,6 @@ class PatchAtMark(_AtMark):
     def on_debugger(self, dbg, machine, recording=False):
         spec = self.plan.spec
         qmp = machine.probe_qmp_socket if spec.icount else None
-        if qmp is not None:
-            lend_qmp(dbg)
         arm(dbg, self._plan_file(), self.points, qmp, timing=not recording)
         if recording:
             return

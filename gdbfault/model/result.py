@@ -33,6 +33,8 @@ keys are stable: tests and users read them.
                         per_iteration, paths*, user_fault_searches*, checks*}, consistency*,
                         timing*, kept*}
   verify*   CrossCheck {backend, agree, differences, gdb_duplicates_filtered, gdb_wall_s, inexact_costs*}
+  kernel_profile*  the kernel profile the run carried (RunSpec.kernel_profile): kprofile/result.py's
+            dict, schema "gdbfault.profile/1", as `gdbfault profile` gives it
 
 A starred key is written only once something set it (a field assigned None is
 written as null); a file read back is written back with exactly its keys, and
@@ -424,6 +426,7 @@ class RunResult(_Part):
     trace: Trace = _part(Trace, optional=True)
     live_patch: LivePatch = _part(LivePatch, optional=True)
     verify: CrossCheck = _part(CrossCheck, optional=True)
+    kernel_profile: dict = _optional()
     schema: str = SCHEMA
 
     def to_dict(self):

@@ -59,7 +59,13 @@ class RunSpec:
     cost_sample: int = 1                 # cost every Nth fault only
     live_patch: object = None            # LivePatchSpec: patch the kernel mid-run
     timeline: bool = False               # keep each traced path's instruction count (--plot of a live patch)
-    call_chains: bool = True             # the kernel profile keeps call chains (a shadow call stack)
+    # The kernel profile (kprofile/): `gdbfault profile` is one; with kernel_profile any run
+    # carries the profile plugin beside its counting (compare --profile: counts and profile in
+    # one run). call_chains: also a shadow call stack (inclusive costs, folded stacks, ~1.3x
+    # instead of ~1.05x); profile_every_block: checks only, chains with a callback on every block.
+    kernel_profile: bool = False
+    call_chains: bool = False
+    profile_every_block: bool = False
 
     @classmethod
     def from_mapping(cls, mapping, where=None):
@@ -275,6 +281,8 @@ def _problems(spec):
         yield "variant", f"must be a lab kernel variant ({', '.join(VARIANTS)}), not '{spec.variant}'"
     if spec.backend not in BACKENDS:
         yield "backend", f"must be {' or '.join(BACKENDS)}, not '{spec.backend}'"
+    if spec.kernel_profile and spec.live_patch is not None:
+        yield "live_patch", "does not go with the kernel profile (one kernel changing in one run)"
     yield from _live_patch_problems(spec)
 
 

@@ -19,8 +19,14 @@ from gdbfault.model.roles import ENTRY
 from gdbfault.model.result import CostStats, Trace
 from gdbfault.kernels.symbols import is_elf
 
-__all__ = ["prepare_debugger", "connect", "load_probe_engine", "lend_qmp", "start_tracer", "read_counts",
-           "measured", "GDB_ARCHITECTURES"]
+__all__ = ["prepare_debugger", "connect", "load_probe_engine", "start_tracer", "read_counts", "measured",
+           "GDB_ARCHITECTURES", "REPLAY_ICOUNT"]
+
+# How the in-GDB engine reads the guest's instruction count in a record/replay
+# run: through the gdbstub (`monitor info replay`, one round trip on GDB's own
+# connection), ten times cheaper than a QMP query-replay; any other QEMU under
+# -icount is read over its QMP socket (faultprobe.py's icount_reader).
+REPLAY_ICOUNT = "monitor"
 
 
 # GDB's architecture for each QEMU target: the width of the registers its gdbstub
@@ -66,20 +72,12 @@ def load_probe_engine(dbg, probes, arm_address, replay=False, arch=None):
         dbg.console(f"faultprobe arm *{arm_address:#x}")
 
 
-def lend_qmp(dbg):
-    """GDB's Python gets qemu.qmp from our own environment (to read instruction counts)."""
-    import qemu.qmp
-    site = Path(qemu.qmp.__file__).resolve().parents[2]
-    dbg.console(f"python import sys; sys.path.append({str(site)!r})")
-
-
-def start_tracer(dbg, probes, qmp_socket, sample):
-    """Path tracing inside GDB (needs a fault-entry probe); False when there is none."""
+def start_tracer(dbg, probes, icount, sample):
+    """Path tracing inside GDB (needs a fault-entry probe); False when there is none.
+    `icount`: how costs are read, REPLAY_ICOUNT or a QMP socket (None: no costs, shapes only)."""
     if not any(p.role == ENTRY for p in probes):
         return False
-    if qmp_socket is not None:
-        lend_qmp(dbg)
-    dbg.console(f"faultprobe trace {mi_quote(str(qmp_socket)) if qmp_socket else '-'} {int(sample)}")
+    dbg.console(f"faultprobe trace {mi_quote(str(icount)) if icount else '-'} {int(sample)}")
     return True
 
 

@@ -2,7 +2,8 @@
 
 `run_qemu(spec)` resolves the run (backends/plan.py: kernel, symbols, probe
 profile, probes, workload — checked before anything boots), plugs the
-features it asks for into the backend (a live patch: livepatch/hooks.py),
+features it asks for into the backend (a live patch: livepatch/hooks.py; the
+kernel profile carried beside the counts: kprofile/hooks.py),
 prepares the machine (the boot of a kernel the user brings, the QEMU
 config, the RunResult skeleton) and hands it to the GDB backend or the
 plugin backend. Whatever happens — a guest that oopses or hangs, QEMU or
@@ -18,6 +19,7 @@ from gdbfault.backends.plan import resolve_run
 from gdbfault.backends.plugin_backend import run_with_plugin
 from gdbfault.base.errors import GdbfaultError, RunFailed
 from gdbfault.base.lifecycle import Stopped
+from gdbfault.kprofile.hooks import ProfileAlong
 from gdbfault.livepatch.hooks import live_patch_hooks
 from gdbfault.probing.measure import end_label
 
@@ -34,8 +36,9 @@ def run_qemu(spec, progress=None):
     progress(done, total, hits) is called about once a second when given.
     """
     plan = resolve_run(spec, progress)
-    hooks = live_patch_hooks(plan) if spec.live_patch is not None else RunHooks()
+    hooks = RunHooks()
     try:
+        hooks = _hooks(plan)
         plan.prepare_machine()
         try:
             return BACKEND_RUNS[spec.backend](plan, hooks)
@@ -44,6 +47,15 @@ def run_qemu(spec, progress=None):
     finally:
         hooks.close()
         plan.close()
+
+
+def _hooks(plan):
+    """The feature the run asks for, plugged into its backend (at most one: model.spec refuses both)."""
+    if plan.spec.live_patch is not None:
+        return live_patch_hooks(plan)
+    if plan.spec.kernel_profile:
+        return ProfileAlong(plan)
+    return RunHooks()
 
 
 def _failed(result, exc):
