@@ -5,7 +5,7 @@
  * and keeps a shadow call stack for inclusive call chains.
  *
  * Usage:
- *   qemu-system-i386 ... -plugin build/libkprofile.so,ranges=FILE,out=FILE[,chains=off]
+ *   qemu-system-i386 ... -plugin build/libkprofile.so,ranges=FILE,out=FILE[,chains=off][,node_calls=on]
  *
  * Ranges file (written by gdbfault/kprofile/ranges.py), one item a line:
  *   base <hex>                      addresses below it are user mode; a base
@@ -51,6 +51,13 @@
  *     Frames index a call tree (a trie of function ids); each TB's
  *     instructions go to the tree node of the current stack plus the TB's
  *     own function as leaf, giving folded "a;b;c count" lines.
+ *
+ * node_calls=on (opt-in, for `gdbfault inspect`'s per-fault call tree): also
+ * count how often each call-tree node was entered (each push: a call, or a
+ * trap frame), written as an extra top-level key "node_calls": [[node id,
+ * [count per phase]], ...] (nodes entered at least once).  Nothing else in
+ * the output or the counting changes; without the option the output is
+ * byte-for-byte what it was.
  *
  * Output: JSON written to "out" at exit, via a temporary file renamed into
  * place.  KPROFILE_DEBUG=N in QEMU's environment prints the first N block
@@ -167,6 +174,11 @@ static uint64_t ret_mismatch[NPHASES], iret_mismatch[NPHASES], overflow_drops[NP
     unbalanced_to_user[NPHASES];
 static int max_depth_seen;
 static int debug_left;
+/* node_calls=on: entries per call-tree node and phase, indexed by node id,
+ * grown on demand (see note_node_call) */
+static int want_node_calls;
+static uint64_t (*node_calls)[NPHASES];
+static uint32_t node_calls_cap;
 
 static struct frame stack[MAX_DEPTH];
 static int depth;
@@ -230,6 +242,44 @@ static uint32_t child(uint32_t parent, uint32_t func)
         node_hash[h] = ix + 1;
     }
     return ix;
+}
+
+/* node_calls=on: one more entry into call-tree node `node` */
+static void note_node_call(uint32_t node)
+{
+    if (node >= node_calls_cap) {
+        uint32_t cap = node_calls_cap ? node_calls_cap : 1024;
+        while (cap <= node) {
+            cap *= 2;
+        }
+        node_calls = realloc(node_calls, cap * sizeof(*node_calls));
+        memset(node_calls + node_calls_cap, 0, (cap - node_calls_cap) * sizeof(*node_calls));
+        node_calls_cap = cap;
+    }
+    node_calls[node][phase]++;
+}
+
+/* node_calls=on: the extra "node_calls" key (written after "nodes") */
+static void write_node_calls(FILE *f)
+{
+    int first = 1;
+    fprintf(f, ",\n\"node_calls\":[");
+    for (uint32_t i = 1; i < node_calls_cap && i < nnodes; i++) {
+        uint64_t any_calls = 0;
+        for (int ph = 0; ph < NPHASES; ph++) {
+            any_calls |= node_calls[i][ph];
+        }
+        if (!any_calls) {
+            continue;
+        }
+        fprintf(f, "%s\n[%u,[", first ? "" : ",", i);
+        first = 0;
+        for (int ph = 0; ph < NPHASES; ph++) {
+            fprintf(f, "%s%" PRIu64, ph ? "," : "", node_calls[i][ph]);
+        }
+        fprintf(f, "]]");
+    }
+    fputc(']', f);
 }
 
 /* ------------------------------------------------------------ functions */
@@ -478,6 +528,9 @@ static void push(uint32_t func, uint64_t ret, int trap, uint32_t caller, struct 
             from->call_func = func;
             from->call_node = node;
         }
+    }
+    if (want_node_calls) {
+        note_node_call(node);
     }
     stack[depth].node = node;
     stack[depth].ret = ret;
@@ -938,7 +991,11 @@ static void write_output(qemu_plugin_id_t id, void *udata)
         json_phases(f, nodes[i].insns);
         fputc(']', f);
     }
-    fprintf(f, "]}\n");
+    fputc(']', f);
+    if (want_node_calls) {
+        write_node_calls(f);
+    }
+    fprintf(f, "}\n");
     if (fclose(f) != 0 || rename(tmp, out_path) != 0) {
         fprintf(stderr, "kprofile: cannot write %s: %s\n", out_path, strerror(errno));
     }
@@ -959,6 +1016,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             out_path = strdup(argv[i] + 4);
         } else if (strcmp(argv[i], "chains=off") == 0) {
             use_chains = 0;             /* a callback for every TB (for checking) */
+        } else if (strcmp(argv[i], "node_calls=on") == 0) {
+            want_node_calls = 1;        /* also count entries per call-tree node */
         } else {
             fprintf(stderr, "kprofile: unknown argument '%s' (known: ranges=FILE, out=FILE)\n",
                     argv[i]);
