@@ -20,7 +20,7 @@ from gdbfault.machine.plugins import plugin_args, plugin_library
 from gdbfault.machine.qemu import EXIT_CLEAN, Machine, describe_exit, private_dir
 from gdbfault.model.paths import cost_stats
 from gdbfault.model.result import CostStats, Trace
-from gdbfault.probing.gdb_session import connect, lend_qmp, load_probe_engine, prepare_debugger, read_counts
+from gdbfault.probing.gdb_session import connect, load_probe_engine, prepare_debugger, read_counts
 from gdbfault.probing.measure import Measured, ProbeCount, end_label, fill_result, open_path_label
 from gdbfault.probing.plugin_probes import needs_learned_returns, plugin_probe_list, read_plugin_result, \
     write_probe_file
@@ -99,8 +99,6 @@ def _attach_debugger(plan, hooks, machine):
     prepare_debugger(dbg, plan.kernel, plan.arch)
     connect(dbg, str(machine.gdb_socket))
     load_probe_engine(dbg, [], None, arch=plan.arch)
-    if plan.spec.icount:
-        lend_qmp(dbg)
     hooks.on_debugger(dbg, machine, recording=False)
     dbg.mi("-exec-continue")
     return dbg

@@ -18,7 +18,7 @@ from gdbfault.model.roles import ENTRY
 from gdbfault.model.result import CostStats, Trace
 from gdbfault.kernels.symbols import is_elf
 
-__all__ = ["prepare_debugger", "connect", "load_probe_engine", "lend_qmp", "start_tracer", "read_counts",
+__all__ = ["prepare_debugger", "connect", "load_probe_engine", "start_tracer", "read_counts",
            "measured", "GDB_ARCHITECTURES"]
 
 
@@ -65,19 +65,10 @@ def load_probe_engine(dbg, probes, arm_address, replay=False, arch=None):
         dbg.console(f"faultprobe arm *{arm_address:#x}")
 
 
-def lend_qmp(dbg):
-    """GDB's Python gets qemu.qmp from our own environment (to read instruction counts)."""
-    import qemu.qmp
-    site = Path(qemu.qmp.__file__).resolve().parents[2]
-    dbg.console(f"python import sys; sys.path.append({str(site)!r})")
-
-
 def start_tracer(dbg, probes, qmp_socket, sample):
     """Path tracing inside GDB (needs a fault-entry probe); False when there is none."""
     if not any(p.role == ENTRY for p in probes):
         return False
-    if qmp_socket is not None:
-        lend_qmp(dbg)
     dbg.console(f"faultprobe trace {mi_quote(str(qmp_socket)) if qmp_socket else '-'} {int(sample)}")
     return True
 
