@@ -8,7 +8,9 @@ config, the RunResult skeleton) and hands it to the GDB backend or the
 plugin backend. Whatever happens — a guest that oopses or hangs, QEMU or
 GDB killed, Ctrl-C — the counts measured so far are kept in the result
 attached to the raised RunFailed, and no QEMU, GDB or temporary folder is
-left behind.
+left behind. A run whose recording is kept beside its --output gets its
+outliers explained from it (inspect/outliers.py): the report names each
+path's slowest fault and what it ran that a typical one did not.
 """
 import signal
 
@@ -18,6 +20,7 @@ from gdbfault.backends.plan import resolve_run
 from gdbfault.backends.plugin_backend import run_with_plugin
 from gdbfault.base.errors import GdbfaultError, RunFailed
 from gdbfault.base.lifecycle import Stopped
+from gdbfault.inspect.outliers import explain_outliers
 from gdbfault.livepatch.hooks import live_patch_hooks
 from gdbfault.probing.measure import end_label
 
@@ -38,12 +41,26 @@ def run_qemu(spec, progress=None):
     try:
         plan.prepare_machine()
         try:
-            return BACKEND_RUNS[spec.backend](plan, hooks)
+            result = BACKEND_RUNS[spec.backend](plan, hooks)
         except (GdbfaultError, KeyboardInterrupt) as exc:
             raise _failed(plan.result, exc) from None
+        _explain(plan, result)
+        return result
     finally:
         hooks.close()
         plan.close()
+
+
+def _explain(plan, result):
+    """The outlier lines, from the recording kept beside --output (a problem there is a note, never
+    a failed run: the counts are what the run is for)."""
+    rec = result.recording
+    if rec is None or not rec.dir or not rec.shapes:
+        return
+    try:
+        rec.outliers = explain_outliers(plan.spec.keep_recording, result, plan.deadline)
+    except GdbfaultError as exc:
+        rec.note = f"its outliers were not explained: {exc}"
 
 
 def _failed(result, exc):
