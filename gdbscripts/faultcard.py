@@ -71,10 +71,10 @@ def instruction(address):
     return text.split(":", 1)[1].strip().replace("\t", " ") if ":" in text else text.strip()
 
 
-def cr2():
+def cr2(word):
     """CR2 from the gdbstub's system registers, else from the monitor's `info registers`."""
     try:
-        return _reg("cr2")
+        return _reg("cr2") & ((1 << 8 * word) - 1)
     except gdb.error:
         text = gdb.execute("monitor info registers", to_string=True)
         m = re.search(r"CR2=([0-9a-fA-F]+)", text)
@@ -144,7 +144,7 @@ def card(args="stack"):
     if not bits["user"]:
         chain.append("[interrupted] " + symbol(saved["ip"]))
         chain += _kernel_callers(saved, word)
-    return {"pc": pc, "entry": symbol(pc), "error_code": error_code, **bits, "cr2": cr2(),
+    return {"pc": pc, "entry": symbol(pc), "error_code": error_code, **bits, "cr2": cr2(word),
             "ip": saved["ip"], "ip_symbol": symbol(saved["ip"]), "instruction": instruction(saved["ip"]),
             "cs": saved["cs"], "flags": saved["flags"], "regs_at": regs_at, "layout": layout, "chain": chain}
 

@@ -53,8 +53,12 @@ def cmd_inspect(args):
                       iteration=args.iteration)
     data = open_fault(args.run, result, chooser, commands=args.ex, interactive=args.gdb, tree=args.tree,
                       timeout=args.timeout)
-    sys.stdout.write(render_fault(data, args.format))
-    if args.gdb:
-        sys.stdout.flush()
-        data["interactive"]()
+    try:
+        sys.stdout.write(render_fault(data, args.format))
+        if args.gdb:
+            sys.stdout.flush()
+            data["interactive"]()
+    finally:
+        if args.gdb:
+            data["close"]()
     return 0

@@ -33,11 +33,13 @@ def cmd_report(args):
 
 
 def _explain(run_file, result):
-    from gdbfault.inspect.outliers import explain_outliers
+    from gdbfault.inspect.outliers import OUTLIERS_NOT_EXPLAINED, explain_outliers
     rec = result.recording
     if rec is None or not rec.dir or not rec.shapes:
         raise GdbfaultError(f"{run_file} has no kept recording with a fault index to explain its outliers from",
                             "run it again with --output")
     folder = Path(rec.dir) if Path(rec.dir).is_absolute() else Path(run_file).resolve().parent / rec.dir
     rec.outliers = explain_outliers(folder, result, time.monotonic() + 600)
+    if rec.note and rec.note.startswith(OUTLIERS_NOT_EXPLAINED):
+        rec.note = None
     save_run(result, run_file)

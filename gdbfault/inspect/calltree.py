@@ -35,6 +35,8 @@ class CallTree:
     """A fault's call tree: rows in call order, depth first (module docstring)."""
 
     def __init__(self, rows, user=0, left_early=0):
+        # left_early: blocks left at an instruction that then ran again (a fault, or an I/O instruction
+        # QEMU re-runs alone under -icount): each is counted once more than -icount counts it
         self.rows, self.user, self.left_early = rows, user, left_early
 
     @property
@@ -104,7 +106,7 @@ def _read(data):
             walk(child, depth + 1)
     for root in children.get(0, []):
         walk(root, 0)
-    return CallTree(rows, sum(data["user"]), sum(data["left_early"]))
+    return CallTree(rows, sum(data["user"]), sum(data["left_early"]) + sum(data.get("inexact_left_early", [])))
 
 
 def kernel_ranges(path, kernel, system_map=None, replacements=()):
@@ -112,7 +114,7 @@ def kernel_ranges(path, kernel, system_map=None, replacements=()):
     replacement functions ([{name, new, size}]) named as such; the function list."""
     funcs = kernel_functions(kernel, system_map)
     for r in replacements:
-        funcs.append({"symbol": f"{r['name']} (live patch)", "address": r["new"], "end": r["new"] + r["size"],
+        funcs.append({"symbol": f"{r['name']}.livepatch", "address": r["new"], "end": r["new"] + r["size"],
                       "aliases": [], "entry": False})
     funcs.sort(key=lambda f: f["address"])
     uaccess = uaccess_sites(kernel, funcs) if system_map is None else []

@@ -96,7 +96,7 @@ def choose(index, fault=None, path=None, how=None, nth=None, iteration=None):
         faults = index.of_iteration(iteration)
         if path is None:
             return faults[0]
-        shape = index.resolve_shape(path)
+        shape = index.resolve_shape(path, faults)
         mine = [f for f in faults if f.shape == shape]
         if not mine:
             raise GdbfaultError(f"iteration {iteration} took no {shape!r} fault; its faults: "
@@ -199,9 +199,10 @@ def open_fault(run_file, result, chooser, commands=(), interactive=False, tree=T
         timings["gdb_s"] = round(time.monotonic() - t1, 3)
         out = _summary(run, fault, card, calls, ex, near, notes)
         out["timings"] = {**timings, "total_s": round(time.monotonic() - t0, 3)}
-        if interactive:
-            out["interactive"] = lambda: _interactive(run, scratch, at)
-            out["close"] = scratch.close
+        if interactive:       # (the scratch copy is the caller's to close now)
+            kept_scratch = scratch
+            out["interactive"] = lambda: _interactive(run, kept_scratch, at)
+            out["close"] = kept_scratch.close
             scratch = None
         return out
     finally:
@@ -230,7 +231,6 @@ def _interactive(run, scratch, at):
         return run_interactive(script, run.convention)
     finally:
         replay.close()
-        scratch.close()
 
 
 def _summary(run, fault, card, calls, ex, near, notes):

@@ -21,7 +21,10 @@ from gdbfault.inspect.calltree import fault_tree
 from gdbfault.inspect.fault import KeptRun, reach
 from gdbfault.inspect.replay import Scratch
 
-__all__ = ["explain_outliers", "compare_trees", "outlier_text"]
+__all__ = ["explain_outliers", "compare_trees", "outlier_text", "OUTLIERS_NOT_EXPLAINED"]
+
+# How a run's recording note begins when its outliers could not be explained.
+OUTLIERS_NOT_EXPLAINED = "its outliers were not explained"
 
 
 def compare_trees(slow, typical, top=2):
@@ -53,10 +56,17 @@ def _heaviest_chain(tree, start):
         chain = list(max(children, key=lambda c: c[1]["instructions"])[0])
 
 
+def _chain_text(path, most=5):
+    """A call chain as the report shows it: at most `most` names (its head, an ellipsis, its end)."""
+    if len(path) > most:
+        path = path[:most - 2] + ["…"] + path[-1:]
+    return " → ".join(path)
+
+
 def outlier_text(o):
     """The report's line for one explained outlier."""
     where = f"iteration {o['iteration']} (fault {o['fault']})" if o["iteration"] is not None else f"fault {o['fault']}"
-    what = " · ".join(f"{' → '.join(g['path'])} {g['instructions']:,}" for g in o["groups"]) or "no difference found"
+    what = " · ".join(f"{_chain_text(g['path'])} {g['instructions']:,}" for g in o["groups"]) or "no difference found"
     return f"slowest {o['shape']}: {o['cost']:,} at {where}, median {o['median']:,}: {what}"
 
 

@@ -151,6 +151,11 @@ class Replay:
     def run_to(self, icount, resume=True, deadline=None):
         """Run to guest instruction `icount` exactly (QMP replay-break). `resume`: True, QMP cont;
         a function, what resumes the guest instead (GDB's continue, when GDB is attached)."""
+        now = self.icount()
+        if now == icount:               # (a snapshot taken right there: QEMU would not stop again)
+            return now
+        if now > icount:
+            raise GdbfaultError(f"the replay is past guest instruction {icount:,} already (at {now:,})")
         self.qmp.cmd("replay-break", icount=icount)
         if callable(resume):
             resume()

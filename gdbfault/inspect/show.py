@@ -46,9 +46,11 @@ def _tree(data):
     lines += [f"{n:<{width}}{c['instructions']:>12,}{c['own']:>9,}{c['calls']:>7,}" for n, c in zip(names, calls)]
     total, cost = data["tree_total"], data["fault"]["cost"]
     if total != cost:
-        lines.append(f"(the tree counts {total:,}: {data['left_early'] or 0} faulting instruction(s) counted at "
-                     "their attempt, which -icount does not count)" if total - cost == (data["left_early"] or 0)
-                     else f"(the tree counts {total:,} instructions, the tracer {cost:,})")
+        early = data["left_early"] or 0
+        lines.append(f"(the tree counts {total:,}: {early} instruction(s) that ran again — a fault's attempt, "
+                     "or an I/O instruction QEMU re-runs alone — counted twice, as -icount does not)"
+                     if total - cost == early else f"(the tree counts {total:,} instructions, the tracer {cost:,}; "
+                     f"{early} block(s) were left early)")
     return lines
 
 

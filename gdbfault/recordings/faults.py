@@ -9,11 +9,13 @@ is named three ways, as `gdbfault inspect` takes them:
   order; faults during the boot are left out, as the report leaves them out);
 - its path: the shape as the report names it, or an alias (`user-signal`,
   `resolved`, `kernel-fixup`), then the slowest, the fastest or the K-th;
-- its iteration: iteration K runs from the K-th fault of the shape that occurs
-  once per iteration (the first such shape the workload hits: the mprotect
-  loop's signal fault) to the next one; faults before the first belong to
-  iteration 0 (the workload's set-up). With no shape counted once per
-  iteration, iterations are not known and the index says so.
+- its iteration: iteration K runs from the K-th fault that occurs once per
+  iteration to the next one: a fault that raised a signal, when there are as
+  many as iterations (the mprotect loop's, as the tracer's per-iteration
+  cost counts them: also across a live patch, which changes their shape),
+  else the first shape the workload hits as many times as it has iterations;
+  faults before the first belong to iteration 0 (the workload's set-up). With
+  neither, iterations are not known and the index says so.
 """
 import gzip
 import json
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.model.paths import SHAPE_ALIASES, classify, cost_stats
+from gdbfault.model.roles import SIGNAL
 
 __all__ = ["Fault", "FaultIndex", "INDEX_FILE"]
 
@@ -71,15 +74,16 @@ class FaultIndex:
     def _number_iterations(self, iterations):
         counts, first = {}, {}
         for f in self.faults:
-            counts[f.shape] = counts.get(f.shape, 0) + 1
-            first.setdefault(f.shape, f.number)
+            for key in (f.shape, SIGNAL) if SIGNAL in f.events else (f.shape,):
+                counts[key] = counts.get(key, 0) + 1
+                first.setdefault(key, f.number)
         once = [s for s in counts if counts[s] == iterations]
         if not once:
             return
-        self.iteration_shape = min(once, key=lambda s: first[s])
+        self.iteration_shape = SIGNAL if SIGNAL in once else min(once, key=lambda s: first[s])
         k, numbered = 0, []
         for f in self.faults:
-            if f.shape == self.iteration_shape:
+            if f.shape == self.iteration_shape or self.iteration_shape == SIGNAL and SIGNAL in f.events:
                 k += 1
             numbered.append(Fault(f.number, f.icount, f.shape, f.events, f.cost, k))
         self.faults = numbered
@@ -94,9 +98,10 @@ class FaultIndex:
             counts[f.shape] = counts.get(f.shape, 0) + 1
         return sorted(counts, key=lambda s: -counts[s])
 
-    def resolve_shape(self, name):
-        """The shape a user named (in full or by alias); a one-line error naming the shapes there are."""
-        shapes = self.shape_names()
+    def resolve_shape(self, name, among=None):
+        """The shape a user named (in full or by alias: of the faults `among`, default all); a one-line
+        error naming the shapes there are."""
+        shapes = self.shape_names() if among is None else list(dict.fromkeys(f.shape for f in among))
         if name in shapes:
             return name
         for candidate in SHAPE_ALIASES.get(name, ()):

@@ -109,15 +109,21 @@ def folder_size(folder):
 
 
 def _check_file(folder, entry, what):
+    """`what` (a phrase: "the replay log", "the guest's file") in `folder` is the one in the manifest."""
     path = Path(folder) / entry["name"]
     if not path.is_file():
-        raise RecordingProblem(f"{what} {path.name} is missing from {folder}")
+        raise RecordingProblem(f"{what} {path.name} is missing")
+    guest = what.startswith("the guest's")
     size = path.stat().st_size
     if size != entry["size"]:
-        raise RecordingProblem(f"{what} {path.name} in {folder} is {size:,} bytes, the recording's "
-                               f"{entry['size']:,} (truncated or replaced)")
-    if sha256_file(path) != entry["sha256"]:
-        raise RecordingProblem(f"{what} {path.name} in {folder} is not the recording's (sha256 differs)")
+        raise RecordingProblem(f"{what} {path.name} " + (f"changed since the recording ({size:,} bytes, made with "
+                                                         f"{entry['size']:,}: rebuilt?)" if guest else
+                                                         f"is {size:,} bytes, not {entry['size']:,} (truncated?)"))
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise RecordingProblem(f"{what} {path.name} " + (f"changed since the recording (sha256 {digest[:12]}…, "
+                                                         f"made with {entry['sha256'][:12]}…)" if guest else
+                                                         "is damaged (its sha256 is not the recording's)"))
 
 
 def verify(folder, manifest, inputs=True, current=None):

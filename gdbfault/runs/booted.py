@@ -20,7 +20,7 @@ from gdbfault.backends.plan import resolve_run
 from gdbfault.backends.plugin_backend import run_with_plugin
 from gdbfault.base.errors import GdbfaultError, RunFailed
 from gdbfault.base.lifecycle import Stopped
-from gdbfault.inspect.outliers import explain_outliers
+from gdbfault.inspect.outliers import OUTLIERS_NOT_EXPLAINED, explain_outliers
 from gdbfault.livepatch.hooks import live_patch_hooks
 from gdbfault.probing.measure import end_label
 
@@ -60,7 +60,7 @@ def _explain(plan, result):
     try:
         rec.outliers = explain_outliers(plan.spec.keep_recording, result, plan.deadline)
     except GdbfaultError as exc:
-        rec.note = f"its outliers were not explained: {exc}"
+        rec.note = f"{OUTLIERS_NOT_EXPLAINED}: {exc}"
 
 
 def _failed(result, exc):
