@@ -40,6 +40,7 @@ runs in a row, half of them stopped by a signal or by killing QEMU or GDB,
 and counts what is left at the end: processes, file descriptors, temp entries.
 """
 import argparse
+import dataclasses
 import json
 import resource
 import statistics
@@ -54,7 +55,7 @@ from gdbfault.runs.booted import run_qemu
 from gdbfault.model.spec import RunSpec
 
 __all__ = ["anchor_script", "run_anchor", "run_gdbfault", "plain_run", "plain_boot", "bench_old_kernel",
-           "bench_x86_64", "cached_x86_64_kernel", "main"]
+           "bench_x86_64", "cached_x86_64_kernel", "bench_second_run", "bench_open_fault", "main"]
 
 SYMBOLS = ("do_page_fault", "search_exception_table", "force_sig", "handle_mm_fault")
 
@@ -281,6 +282,124 @@ def bench_profile(variant, workload, iterations, repeat):
     return statistics.median(cpus)
 
 
+def _private_cache(folder):
+    """Point the recordings cache at `folder` (this process and its children); the old setting back."""
+    import os
+    old = os.environ.get("GDBFAULT_RECORDING_CACHE")
+    os.environ["GDBFAULT_RECORDING_CACHE"] = str(folder)
+    return old
+
+
+def _restore_cache(old):
+    import os
+    if old is None:
+        os.environ.pop("GDBFAULT_RECORDING_CACHE", None)
+    else:
+        os.environ["GDBFAULT_RECORDING_CACHE"] = old
+
+
+def bench_second_run(image, system_map, workload, iterations, repeat, plain_tcg=False):
+    """Record once, count many: a second identical run of a kernel image (it replays the recording the
+    first one cached, from the workload's entry snapshot on an old kernel) against one plain boot of the
+    same image under the run's own -icount options (and, with `plain_tcg`, a plain-TCG boot, the
+    old-kernel part's baseline). Wall seconds, the whole of each run; a cache of its own. Returns the
+    median ratio second run / plain boot (target ≤ 0.3)."""
+    import tempfile
+    import time
+    rows, ratios = [], []
+    spec = RunSpec(kernel=str(image), system_map=str(system_map) if system_map else None, workload=workload,
+                   iterations=iterations)
+    with tempfile.TemporaryDirectory(prefix="bench-recordings-") as folder:
+        old = _private_cache(folder)
+        try:
+            for i in range(repeat):
+                plain = plain_run(spec)
+                t0 = time.monotonic()
+                first = run_qemu(dataclasses.replace(spec, fresh_recording=True))
+                t1 = time.monotonic()
+                second = run_qemu(spec)
+                t2 = time.monotonic()
+                same = ([p.hits.workload for p in first.probes] == [p.hits.workload for p in second.probes]
+                        and [p.cost_hist for p in first.paths] == [p.cost_hist for p in second.paths])
+                ratios.append((t2 - t1) / plain)
+                rows.append([i + 1, f"{plain:.2f}", f"{t1 - t0:.2f}", f"{t2 - t1:.2f}", f"{(t2 - t1) / plain:.2f}",
+                             second.record.reused or "NO", second.mode.replay_start, "yes" if same else "NO"])
+            tcg = plain_boot(image, system_map, workload, iterations) if plain_tcg else None
+        finally:
+            _restore_cache(old)
+    boot = first.kernel.boot or {}
+    print(f"\nsecond identical run: {image} ({boot.get('boot_path', 'lab')}, -icount {boot.get('icount', 'shift=0')}), "
+          f"{workload} × {iterations}; a plain boot-to-power-off of the same image under the same -icount "
+          "against gdbfault's first run (it records, then counts in the replay) and a second identical run "
+          "(it replays the first one's cached recording)")
+    print(tabulate(rows, headers=["run", "plain boot s", "first run s", "second run s", "second/plain",
+                                  "replayed from", "replay starts at", "same counts and costs"]))
+    median = statistics.median(ratios)
+    second = statistics.median(float(r[3]) for r in rows)
+    print(f"median ratio second run / plain boot: {median:.2f} (target ≤ 0.3)"
+          + (f"; a plain-TCG boot (no -icount) took {tcg:.1f} s, the second run {second / tcg:.2f} of it"
+             if tcg else ""))
+    return median
+
+
+def bench_open_fault(iterations, repeat, folder=None):
+    """Opening the last fault of a long recording (`gdbfault inspect RUN --fault LAST`, all of it: the
+    checks, the replay to the fault from the nearest keyframe, its call tree, GDB and the card) against
+    replaying the same recording with no debugger (QEMU from its first instruction to the end).
+    The run is recorded once (kept in `folder`, reused when it is there). Returns the median ratio."""
+    import tempfile
+    import time
+    from gdbfault.inspect.fault import open_fault
+    from gdbfault.inspect.replay import KeptRecording, Scratch
+    from gdbfault.views.report import load_run, save_run
+    with tempfile.TemporaryDirectory(prefix="bench-inspect-") as scratch_home:
+        folder = Path(folder) if folder else Path(scratch_home)
+        folder.mkdir(parents=True, exist_ok=True)
+        run_file = folder / f"run-{iterations}.json"
+        old = _private_cache("off")
+        try:
+            if not run_file.is_file():
+                t0 = time.monotonic()
+                res = run_qemu(RunSpec(iterations=iterations, keep_recording=f"{run_file}.rr", timeout_s=4 * 3600))
+                res.recording.dir = Path(f"{run_file}.rr").name
+                save_run(res, run_file)
+                print(f"recorded and counted {iterations:,} iterations in {time.monotonic() - t0:.0f} s")
+        finally:
+            _restore_cache(old)
+        result = load_run(run_file)
+        rec = result.recording
+        rows, ratios = [], []
+        for i in range(repeat):
+            kept = KeptRecording(run_file, result)
+            scratch = Scratch(kept)
+            try:
+                c0, t0 = _child_cpu(), time.monotonic()
+                replay = scratch.start(kept.nearest_snapshot(0))
+                try:
+                    replay.qmp.cmd("cont")
+                    status = replay.machine.wait(3600)
+                finally:
+                    replay.close()
+                plain, plain_cpu = time.monotonic() - t0, _child_cpu() - c0
+            finally:
+                scratch.close()
+            c0, t0 = _child_cpu(), time.monotonic()
+            data = open_fault(run_file, result, lambda index: index.number(len(index)), commands=["reverse-stepi"])
+            opened, opened_cpu = time.monotonic() - t0, _child_cpu() - c0
+            ratios.append(opened / plain)
+            rows.append([i + 1, f"{plain:.2f}", f"{plain_cpu:.2f}", f"{opened:.2f}", f"{opened_cpu:.2f}",
+                         f"{opened / plain:.2f}", status,
+                         f"{data['fault']['index']:,} ({data['fault']['cost']} insns)"])
+    print(f"\nopening the last fault of a {iterations:,}-iteration recording (lab kernel, mprotect; kept: "
+          f"{rec.size_bytes / 1e6:.1f} MB, {rec.keyframes} keyframes): gdbfault inspect --fault LAST "
+          "against a replay of the same recording with no debugger, from its first instruction to its end")
+    print(tabulate(rows, headers=["run", "plain replay s", "its CPU s", "inspect s", "its CPU s",
+                                  "inspect/replay", "replay exit", "fault opened"]))
+    median = statistics.median(ratios)
+    print(f"median ratio inspect / plain replay: {median:.2f} (target ≤ 1.0)")
+    return median
+
+
 # One soak round: how each run ends, and the exit code that says so.
 SOAK_PATTERN = (("complete", 0), ("complete", 0), ("SIGTERM", 143), ("complete", 0), ("SIGINT", 130),
                 ("complete", 0), ("kill QEMU", 3), ("complete", 0), ("SIGHUP", 129), ("kill GDB", 2))
@@ -407,7 +526,8 @@ def main(argv=None):
     ap.add_argument("--variant", default="vanilla")
     ap.add_argument("--workload", default="mprotect")
     ap.add_argument("--no-icount", dest="icount", action="store_false")
-    ap.add_argument("--part", choices=("anchor", "plugin", "profile", "old-kernel", "x86_64", "soak", "all"),
+    ap.add_argument("--part", choices=("anchor", "plugin", "profile", "old-kernel", "x86_64", "second-run", "inspect",
+                                       "soak", "all"),
                     default="all", help="anchor: GDB throughput; plugin: zero-stop backend; profile: kernel "
                     "profile overhead; old-kernel: image to report vs a plain boot; x86_64: the zero-stop "
                     "backend on an x86_64 kernel; soak: reliability; all: each")
@@ -424,6 +544,11 @@ def main(argv=None):
     ap.add_argument("--workload-abi", choices=("i386", "x86_64"), default="x86_64",
                     help="x86_64 part: the workload's ABI (default: native x86_64)")
     ap.add_argument("--soak-runs", type=int, default=100)
+    ap.add_argument("--inspect-iterations", type=int, default=100000,
+                    help="inspect part: the recording whose last fault is opened (default 100,000 iterations)")
+    ap.add_argument("--inspect-folder", help="inspect part: keep (and reuse) its recording there")
+    ap.add_argument("--plain-tcg", action="store_true",
+                    help="second-run part: also time a plain-TCG boot (no -icount) of each image")
     ap.add_argument("--count-only", action="store_true",
                     help="skip the path-tracing runs of the anchor part")
     ap.add_argument("--anchor", metavar="PATH",
@@ -436,6 +561,23 @@ def main(argv=None):
         system_map = a.system_map or (None if a.image else image.parent / "System.map")
         bench_old_kernel(image, system_map, a.workload, a.old_iterations, a.repeat)
         if a.part == "old-kernel":
+            return 0
+    if a.part in ("second-run", "all"):
+        images = [Path(a.image)] if a.image else [REPO / "qemu" / "kernel" / "build" / v / "bzImage"
+                                                  for v in ("oldboot-24", "oldboot")]
+        for image in images:
+            system_map = a.system_map or (None if a.image else image.parent / "System.map")
+            bench_second_run(image, system_map, a.workload, a.old_iterations, a.repeat, a.plain_tcg)
+        if a.part == "second-run":
+            return 0
+    if a.part in ("inspect", "all"):
+        from gdbfault.machine.plugins import PluginUnavailable, plugin_library
+        try:
+            plugin_library("kprofile")
+            bench_open_fault(a.inspect_iterations, a.repeat, a.inspect_folder)
+        except PluginUnavailable as exc:
+            print(f"inspect: skipped ({exc})")
+        if a.part == "inspect":
             return 0
     if a.part in ("x86_64", "all"):
         kernel = (a.x86_image, a.x86_system_map) if a.x86_image else cached_x86_64_kernel()

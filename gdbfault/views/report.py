@@ -367,15 +367,20 @@ def recording_lines(result):
         return []
     lines = []
     if rec.replayed:
-        lines.append(f"replayed the recording of {rec.made} ({'kept beside the run file' if rec.replayed == 'kept' else 'from the recordings cache'}): "
-                     "no boot this time (--fresh-recording records anew)")
+        where = "kept beside the run file" if rec.replayed == "kept" else "from the recordings cache"
+        lines.append(f"replayed the recording of {rec.made} ({where}): no boot this time "
+                     "(--fresh-recording records anew)")
     if rec.note:
         lines.append(f"recording: {rec.note}")
     if rec.dir:
         run_file = rec.dir[:-3] if rec.dir.endswith(".rr") else "RUN.json"
         lines.append(f"recording kept: {rec.dir}/ ({size_text(rec.size_bytes or 0)}; remove it, or run with "
                      "--no-recording, to keep none)")
-        lines.append(f"open any fault: gdbfault inspect {run_file} {_suggestion(rec)}")
+        if rec.index and rec.sample == 1:
+            lines.append(f"open any fault: gdbfault inspect {run_file} {_suggestion(rec)}")
+        else:
+            lines.append("no fault index (a run with --no-trace or --cost-sample): gdbfault inspect needs every "
+                         "fault traced")
     elif rec.cache and not rec.note:
         lines.append("recording cached (a run of this very guest replays it); keep it beside the run with "
                      "--output FILE, then open any fault with gdbfault inspect FILE")
