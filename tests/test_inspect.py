@@ -11,6 +11,7 @@ replacement code in a later fault's tree; bad input is one line, exit 2, and
 nothing is left running.
 """
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -39,16 +40,17 @@ def _tree_plugin():
 needs_tree = pytest.mark.skipif(not _tree_plugin(), reason="the kernel-profile plugin is not built")
 
 
-def cli(*args, timeout=300, stdin=None):
+def cli(*args, timeout=300, stdin=None, cwd=None):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "gdbfault", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, input=stdin)
+                          timeout=timeout, input=stdin, cwd=cwd, env=env)
 
 
 def attach(folder, name, *args):
-    out = Path(folder) / f"{name}.json"
-    r = cli("attach", "--qemu", "--iterations", ITERATIONS, "-q", "--output", out, *args)
+    """A run saved as FOLDER/NAME.json, given as a relative --output (as `make demo` does)."""
+    r = cli("attach", "--qemu", "--iterations", ITERATIONS, "-q", "--output", f"{name}.json", *args, cwd=folder)
     assert r.returncode == 0, r.stderr
-    return out, r.stdout
+    return Path(folder) / f"{name}.json", r.stdout
 
 
 def inspect(run, *args):

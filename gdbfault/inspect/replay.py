@@ -51,7 +51,7 @@ class KeptRecording:
             raise GdbfaultError(f"{run_file} has no kept recording{why}",
                                 "run it again with --output (and without --no-recording)")
         if folder is not None:
-            self.folder = Path(folder)
+            self.folder = Path(folder).resolve()
         else:
             self.folder = Path(rec.dir) if Path(rec.dir).is_absolute() else Path(run_file).resolve().parent / rec.dir
         if not self.folder.is_dir():

@@ -190,9 +190,12 @@ def keep(source, manifest, target, inputs=True, extra=()):
 
 
 def pack_log(folder):
-    """Write the packed replay log (PACKED_LOG) from the one QEMU wrote in `folder`; its manifest entry."""
+    """Write the packed replay log (PACKED_LOG) from the one QEMU wrote in `folder`; its manifest entry.
+    A log put there by install() is packed already."""
     folder = Path(folder)
     raw = folder / RECORD_LOG
+    if (folder / PACKED_LOG).is_file():
+        return {**file_entry(folder / PACKED_LOG), "unpacked_size": raw.stat().st_size}
     with open(raw, "rb") as src, open(folder / PACKED_LOG, "wb") as dst:
         with gzip.GzipFile(filename="", mode="wb", fileobj=dst, compresslevel=1, mtime=0) as packed:
             shutil.copyfileobj(src, packed, 1 << 20)
@@ -223,3 +226,5 @@ def install(source, manifest, guest_folder):
         copy_file(Path(source) / manifest["store"]["name"], guest_folder / manifest["store"]["name"], link=False)
         _check_file(guest_folder, manifest["store"], "the snapshot store")
     unpack_log(source, manifest, guest_folder)
+    copy_file(Path(source) / manifest["log"]["name"], guest_folder / PACKED_LOG)   # (kept again as it is)
+    _check_file(guest_folder, {**manifest["log"], "name": PACKED_LOG}, "the replay log")
