@@ -173,3 +173,17 @@ def test_old_kernel_fixture_opens_a_fault_and_runs_backwards(lab_built, tmp_path
     assert back["icount"] == first["icount"] and "<do_page_fault>" in at_entry["output"]
     if _tree_plugin():
         assert "do_anonymous_page" in [c["symbol"] for c in got["calls"]]
+
+
+def test_an_x86_64_kernel_opens_with_64_bit_registers(debian_amd64_kernel, tmp_path, no_leaks):
+    """Debian's amd64 6.1 kernel (System.map only, PVH boot): the fault entry takes (regs, error_code)
+    in rdi, rsi; names from the map; reverse-stepi lands in the IDT stub that called exc_page_fault."""
+    vmlinuz, system_map = debian_amd64_kernel
+    run, report = attach(tmp_path, "amd64", "--kernel", vmlinuz, "--system-map", system_map)
+    assert "slowest user bad area → signal" in report            # the first iteration's, explained
+    got = inspect(run, "--path", "user-signal", "--nth", "3", "--no-tree", "--ex", "reverse-stepi")
+    fault = got["fault"]
+    assert got["arch"] == "x86_64" and fault["pt_regs"] == "x86_64" and fault["mode"] == "user"
+    assert fault["eip_symbol"].startswith("mprotect_cycle") and 0 < fault["cr2"] < 1 << 32   # an IA32 process
+    assert got["backtrace"][0] == "exc_page_fault" and got["backtrace"][1].startswith("asm_exc_page_fault")
+    assert "asm_exc_page_fault" in got["ex"][0]["output"] and got["ex"][0]["from_entry"] == -1
