@@ -149,7 +149,7 @@ def keep_recording(plan, hooks, recording, index_file=None):
         if recording.reused:
             info.replayed = recording.reused
         if not spec.recording:
-            info.note = "--no-recording: the recording was not kept"
+            info.note = "none kept (--no-recording)"
             return
         cache = recording_cache() if not hooks.writes_guest else None
         if cache is not None:
