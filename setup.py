@@ -42,12 +42,13 @@ def _make(directory, required):
 def _data_files():
     """{path inside gdbfault/_data: source file}. The layout is the checkout's
     own (gdbscripts/, qemu/*/build/), so gdbfault.locations finds both alike."""
-    wanted = [HERE / "gdbscripts" / "faultprobe.py"]
+    wanted = [HERE / "gdbscripts" / "faultprobe.py", HERE / "gdbscripts" / "faultcard.py"]   # (inspect's card)
     for elf in sorted((QEMU / "kernel" / "build").glob("*/kernel.elf")):
         wanted += [elf, elf.parent / "System.map"]
     wanted += sorted((QEMU / "workloads" / "build").glob("*.elf"))
     wanted += sorted((QEMU / "workloads" / "build" / "x86_64").glob("*.elf"))   # --workload-abi x86_64
-    wanted += [p for p in [QEMU / "plugin" / "build" / "libfaultcount.so"] if p.is_file()]
+    wanted += [p for p in [QEMU / "plugin" / "build" / "libfaultcount.so", QEMU / "plugin" / "build" / "libkprofile.so"]
+               if p.is_file()]
     return {str(path.relative_to(HERE)): path for path in wanted}
 
 

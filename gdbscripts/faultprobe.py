@@ -30,10 +30,12 @@ whichever register set the gdbstub sends.
 
 gdbfault drives these same commands over GDB/MI and reads `faultprobe json`.
 """
+import gzip
 import json
 import re
 import socket
 import time
+from array import array
 
 import gdb
 
@@ -287,50 +289,60 @@ class ProbeEngine:
 
 
 class QmpIcount:
-    """Reads the guest instruction count over QMP (`query-replay`, QEMU under -icount).
+    """Reads the guest instruction count over QMP (`query-replay`, QEMU under -icount), on a plain socket.
 
-    A plain JSON-lines client on the socket (no library): QMP's asynchronous
-    events (a STOP and a RESUME at every breakpoint stop) are read past. A
-    read costs 0.4-0.7 ms here, as QEMU hands the command from its monitor
-    thread to the main loop and back (the qemu.qmp library's client twice
-    that): in a replay, `MonitorIcount` is ten times cheaper."""
+    One JSON line out, lines in until the reply (QEMU's asynchronous events,
+    such as the STOP/RESUME of every breakpoint stop, are skipped). Not the
+    qemu.qmp library: inside GDB's Python each of its reads kept ~7.5 KB
+    (GDB grew to ~3 GB over 100,000 mprotect iterations, two reads a fault);
+    this reader stays flat and takes 0.3-0.7 ms a read, as QEMU hands the
+    command from its monitor thread to the main loop and back: in a replay,
+    `MonitorIcount` is ten times cheaper. `hmp(LINE)` runs a human monitor
+    command (the tracer's keyframes: `savevm`)."""
 
     def __init__(self, socket_path):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.sock.connect(socket_path)
-        except OSError as err:
+        except OSError as exc:
             self.sock.close()
-            raise gdb.GdbError(f"faultprobe: cannot connect to QMP at {socket_path}: {err}")
-        self.lines = self.sock.makefile("rb")
-        self._message()                                   # the greeting
-        self._command("qmp_capabilities")
+            raise gdb.GdbError(f"faultprobe: cannot connect to QMP at {socket_path}: {exc}")
+        self.file = self.sock.makefile("rwb")
+        self._reply(greeting=True)
+        self.command("qmp_capabilities")
 
-    def _message(self):
-        line = self.lines.readline()
-        if not line:
-            raise gdb.GdbError("faultprobe: QEMU closed its QMP socket")
-        return json.loads(line)
-
-    def _command(self, name):
-        self.sock.sendall(json.dumps({"execute": name}).encode() + b"\n")
+    def _reply(self, greeting=False):
         while True:
-            msg = self._message()
+            line = self.file.readline()
+            if not line:
+                raise gdb.GdbError("faultprobe: QMP closed (QEMU gone?)")
+            msg = json.loads(line)
+            if greeting and "QMP" in msg:
+                return msg
             if "return" in msg:
                 return msg["return"]
             if "error" in msg:
-                raise gdb.GdbError(f"faultprobe: QMP {name}: {msg['error'].get('desc')}")
-            # else an event: read past it
+                raise gdb.GdbError(f"faultprobe: QMP: {msg['error'].get('desc', msg['error'])}")
+
+    def command(self, name, **arguments):
+        msg = {"execute": name, **({"arguments": arguments} if arguments else {})}
+        self.file.write(json.dumps(msg).encode() + b"\n")
+        self.file.flush()
+        return self._reply()
 
     def __call__(self):
-        return self._command("query-replay")["icount"]
+        return self.command("query-replay")["icount"]
+
+    def hmp(self, line):
+        """What a human monitor command printed ("" for a savevm that worked)."""
+        return self.command("human-monitor-command", **{"command-line": line})
 
     def close(self):
-        try:
-            self.lines.close()
-            self.sock.close()
-        except OSError:
-            pass
+        for part in (self.file, self.sock):
+            try:
+                part.close()
+            except Exception:
+                pass
 
 
 class MonitorIcount:
@@ -391,6 +403,12 @@ class PathTracer:
     5.8+ the instruction after the direct `call exc_page_fault` in
     `asm_exc_page_fault`; on i386 6.1 the one after handle_exception's indirect
     call, shared by every exception: only the stack pointer tells them apart).
+
+    Each costed path also keeps its entry's instruction count, so that a
+    recording of the run can be opened at any fault later (`faultprobe index
+    FILE` writes them all); with `faultprobe keyframes`, QEMU saves a VM
+    snapshot at a fault entry every so many instructions (a replay can then
+    start near any fault instead of at the beginning).
     """
 
     def __init__(self, engine, entry_role, icount=None, sample=1):
@@ -400,6 +418,8 @@ class PathTracer:
         self.sample = max(1, int(sample))
         self.returns = {}       # return address -> ReturnBreakpoint
         self.timeline = None    # [(entry icount, events)] once `faultprobe timeline` ran
+        self.keyframe = None    # {"interval", "next", "most", "saved": [[icount, name]], ...} (keyframes)
+        self.monitor = None     # the QmpIcount that saves keyframes
         self.reset()
 
     def reset(self):
@@ -421,6 +441,9 @@ class PathTracer:
         if self.icount is not None and (self.entries - 1) % self.sample == 0:
             icount = self.icount()
             self.engine.note_icount(icount)
+            if self.keyframe is not None and icount >= self.keyframe["next"] \
+                    and self.engine.phase == "workload":
+                self._save_keyframe(icount)
         self.stack.append([sp, icount, [], self.engine.phase])
 
     def event(self, role):
@@ -443,10 +466,11 @@ class PathTracer:
             self.lost += 1
 
     def _record(self, phase, events, cost, entry_icount):
-        rec = self.paths.setdefault((phase, tuple(events)), {"count": 0, "costs": []})
+        rec = self.paths.setdefault((phase, tuple(events)), {"count": 0, "costs": [], "entries": array("Q")})
         rec["count"] += 1
         if cost is not None:
             rec["costs"].append(cost)
+            rec["entries"].append(entry_icount)
             if self.timeline is not None:
                 self.timeline.append((entry_icount, events))
         # One mprotect-loop iteration = one signal-raising fault to the next.
@@ -454,6 +478,54 @@ class PathTracer:
             if self.last_signal_entry is not None:
                 self.iteration_costs.append(entry_icount - self.last_signal_entry)
             self.last_signal_entry = entry_icount
+
+    def keyframes(self, interval, most, monitor):
+        """Save a VM snapshot at a workload fault's entry every `interval` instructions
+        (counted from now), at most `most` of them: past that, every other one is deleted
+        and the interval doubles, so they stay evenly spread over the whole run.
+        `monitor`: a QmpIcount, whose human monitor saves them."""
+        start = self.icount()
+        if self.monitor is not None and self.monitor is not self.icount:
+            self.monitor.close()
+        self.monitor = monitor
+        self.keyframe = {"interval": interval, "most": most, "next": start + interval, "saved": [],
+                         "refused": 0, "error": None}
+
+    def _save_keyframe(self, icount):
+        kf = self.keyframe
+        name = f"gdbfault-kf-{icount}"
+        said = self.monitor.hmp(f"savevm {name}").strip()
+        if said:
+            # e.g. "Record/replay does not allow making snapshot right now": at the next fault
+            kf["refused"] += 1
+            kf["error"] = said[:200]
+            return
+        kf["saved"].append([icount, name])
+        kf["next"] = icount + kf["interval"]
+        if len(kf["saved"]) > kf["most"]:
+            for _, dropped in kf["saved"][1::2]:
+                self.monitor.hmp(f"delvm {dropped}")
+            kf["saved"] = kf["saved"][0::2]
+            kf["interval"] *= 2
+            kf["next"] = kf["saved"][-1][0] + kf["interval"]
+
+    def write_index(self, path):
+        """Every costed path's entry instruction count, shape and cost, in entry order, as
+        gzip'd JSON: {"version": 1, "sample", "shapes": [{"phase", "events"}], "entry": [first,
+        then differences], "shape": [shape index], "cost": [instructions]}. Returns how many."""
+        shapes, faults = [], []
+        for (phase, events), rec in self.paths.items():
+            sid = len(shapes)
+            shapes.append({"phase": phase, "events": list(events)})
+            faults += [(e, sid, c) for e, c in zip(rec["entries"], rec["costs"])]
+        faults.sort()
+        entries = [e for e, _, _ in faults]
+        data = {"version": 1, "sample": self.sample, "shapes": shapes,
+                "entry": entries[:1] + [b - a for a, b in zip(entries, entries[1:])],
+                "shape": [sid for _, sid, _ in faults], "cost": [c for _, _, c in faults]}
+        with gzip.open(path, "wt", compresslevel=6) as f:
+            json.dump(data, f, separators=(",", ":"))
+        return len(faults)
 
     def snapshot(self):
         return {"entry_role": self.entry_role, "sample": self.sample,
@@ -465,7 +537,9 @@ class PathTracer:
                           for (ph, ev), r in self.paths.items()],
                 "iteration_costs": self.iteration_costs,
                 **({"timeline": [[ic, list(ev)] for ic, ev in self.timeline]}
-                   if self.timeline is not None else {})}
+                   if self.timeline is not None else {}),
+                **({"keyframes": {k: self.keyframe[k] for k in ("saved", "interval", "refused", "error")}}
+                   if self.keyframe is not None else {})}
 
     def close(self):
         for bp in self.returns.values():
@@ -474,6 +548,9 @@ class PathTracer:
         self.returns = {}
         if self.icount is not None:
             self.icount.close()
+        if self.monitor is not None and self.monitor is not self.icount:
+            self.monitor.close()
+        self.monitor = None
 
 
 def _apply_plan(engine, plan, record):
@@ -639,6 +716,8 @@ Usage: faultprobe add ROLE LOCATION [SYMBOL]  -- count hits at LOCATION (a symbo
        faultprobe livepatch-now PLAN           -- write PLAN now if no replaced function runs, then mark
        faultprobe unpatch                      -- put back the bytes the patch's jmps overwrote
        faultprobe timeline                     -- keep each traced path's instruction count (for plots)
+       faultprobe index FILE                   -- write every costed fault's entry count, shape, cost
+       faultprobe keyframes INTERVAL [MOST [QMP]] -- savevm at a fault entry every INTERVAL instructions
        faultprobe dedup on|off                -- filter duplicate stop reports (default on)
        faultprobe wordsize 4|8                -- the kernel's address size (default: GDB's pointer size)
        faultprobe reset | enable | disable | clear
@@ -751,6 +830,47 @@ class TimelineCommand(_Sub):
         if ENGINE.tracer is None or ENGINE.tracer.icount is None:
             raise gdb.GdbError("faultprobe: a timeline needs `faultprobe trace ICOUNT` first")
         ENGINE.tracer.timeline = []
+
+
+class IndexCommand(_Sub):
+    """Write every costed fault's entry instruction count, shape and cost to FILE (gzip'd JSON):
+faultprobe index FILE."""
+
+    def __init__(self):
+        super().__init__("index")
+
+    def invoke(self, arg, from_tty):
+        argv = gdb.string_to_argv(arg)
+        if len(argv) != 1:
+            raise gdb.GdbError("usage: faultprobe index FILE")
+        if ENGINE.tracer is None or ENGINE.tracer.icount is None:
+            raise gdb.GdbError("faultprobe: an index needs `faultprobe trace ICOUNT` first")
+        print(f"faultprobe: {ENGINE.tracer.write_index(argv[0])} faults indexed")
+
+
+class KeyframesCommand(_Sub):
+    """Save a VM snapshot (QEMU savevm, over QMP) at a workload fault's entry every INTERVAL
+guest instructions, at most MOST of them (default 16): faultprobe keyframes INTERVAL [MOST [QMP]].
+QMP: the socket of QEMU's monitor (default: the tracer's, when it reads over QMP). For a
+replay whose recording is kept: reopening it later starts from the nearest one."""
+
+    def __init__(self):
+        super().__init__("keyframes")
+
+    def invoke(self, arg, from_tty):
+        argv = gdb.string_to_argv(arg)
+        if len(argv) not in (1, 2, 3):
+            raise gdb.GdbError("usage: faultprobe keyframes INTERVAL [MOST [QMP]]")
+        tracer = ENGINE.tracer
+        if tracer is None or tracer.icount is None:
+            raise gdb.GdbError("faultprobe: keyframes need `faultprobe trace ICOUNT` first")
+        if len(argv) > 2:
+            monitor = QmpIcount(argv[2])
+        elif isinstance(tracer.icount, QmpIcount):
+            monitor = tracer.icount
+        else:
+            raise gdb.GdbError("faultprobe: keyframes need a QMP socket (faultprobe keyframes INTERVAL MOST QMP)")
+        tracer.keyframes(int(argv[0]), int(argv[1]) if len(argv) > 1 else 16, monitor)
 
 
 class DedupCommand(_Sub):
@@ -910,5 +1030,6 @@ class UnpatchCommand(_Sub):
 FaultprobeCommand()
 for _cls in (AddCommand, ArmCommand, StatsCommand, JsonCommand, TraceCommand, DedupCommand,
              ResetCommand, EnableCommand, DisableCommand, ClearCommand, MarkCommand, LivePatchCommand,
-             IcountAtCommand, LivePatchNowCommand, UnpatchCommand, TimelineCommand, WordSizeCommand):
+             IcountAtCommand, LivePatchNowCommand, UnpatchCommand, TimelineCommand, WordSizeCommand,
+             IndexCommand, KeyframesCommand):
     _cls()

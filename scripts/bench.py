@@ -9,9 +9,13 @@ parts' own tables as they go and all rows side by side at the end:
   replay under GDB) against one plain boot-to-power-off of the same image under
   `-icount shift=5,sleep=off` with nothing attached (issue 20's yardstick), on
   both old-kernel fixtures (`oldboot-24`, booted by QEMU -kernel like a real
-  2.4, and `oldboot`, booted by GRUB like a 2.2), or on `--image`. The row of
-  a second, identical run (`second_run_rows`) is the slot of the recording
-  cache ("record once, count many").
+  2.4, and `oldboot`, booted by GRUB like a 2.2), or on `--image`; then a
+  second, identical run, which replays the first one's recording from a
+  recordings cache of the bench's own ("record once, count many").
+- inspect: opening the last fault of a 100,000-iteration recording (`gdbfault
+  inspect RUN --fault LAST`) against a replay of the same recording with no
+  debugger (target 1.0). The run is recorded once, ~10 min, and kept in
+  gdbfault's cache (bench/) or `--inspect-folder` for the next bench.
 - profile: `gdbfault profile` (the kernel-profile plugin), flat (the default)
   and with call chains, against an uninstrumented run of the same guest at
   1,000,000 iterations: QEMU's CPU time, each pair started together so that
@@ -38,10 +42,11 @@ parts' own tables as they go and all rows side by side at the end:
 The machine these run on is shared: wall times swing with other jobs, CPU
 times much less, so each part gives both and the load average it ran under.
 
-    python3 scripts/bench.py [--part old-kernel|profile|seed|plugin|x86_64|anchor|soak|all] [--repeat K]
+    python3 scripts/bench.py [--part old-kernel|inspect|profile|seed|plugin|x86_64|anchor|soak|all] [--repeat K]
                              [--variant V] [--workload W] [--iterations N] [--plugin-iterations N]
                              [--profile-iterations N] [--seed-iterations N] [--image BZIMAGE --system-map MAP]
-                             [--old-iterations N] [--x86-image IMAGE --x86-system-map MAP]
+                             [--old-iterations N] [--inspect-iterations N] [--inspect-folder DIR]
+                             [--x86-image IMAGE --x86-system-map MAP]
                              [--x86-iterations N] [--workload-abi ABI] [--soak-runs N]
                              [--soak-attach-runs N] [--anchor PATH] [--count-only]
 """
@@ -66,7 +71,7 @@ from gdbfault.runs.booted import run_qemu  # noqa: E402
 from gdbfault.model.spec import RunSpec  # noqa: E402
 
 __all__ = ["Ratio", "print_summary", "anchor_script", "run_anchor", "run_gdbfault", "run_uninstrumented",
-           "plain_boot", "old_kernel_fixtures", "bench_old_kernel", "second_run_rows", "bench_profile",
+           "plain_boot", "old_kernel_fixtures", "bench_old_kernel", "bench_open_fault", "bench_profile",
            "bench_seed", "bench_plugin", "plain_run", "cached_x86_64_kernel", "bench_x86_64", "bench_anchor", "soak_attach",
            "soak", "main"]
 
@@ -275,30 +280,62 @@ def old_kernel_fixtures():
     return [(name, build / name / "bzImage", build / name / "System.map") for name in ("oldboot-24", "oldboot")]
 
 
-def bench_old_kernel(image, system_map, workload, iterations, repeat, name=None):
-    """A first run of an old kernel (image → report) against its plain boot, interleaved.
+def _private_cache(folder):
+    """Point the recordings cache at `folder` (this process and its children); the old setting back."""
+    old = os.environ.get("GDBFAULT_RECORDING_CACHE")
+    os.environ["GDBFAULT_RECORDING_CACHE"] = str(folder)
+    return old
 
-    Returns the summary rows (Ratio): the first run against the plain boot by
-    wall time (issue 20's measure) and by CPU time (gdbfault's processes: QEMU
-    twice, GDB twice, our own Python), and `second_run_rows`' slot."""
+
+def _restore_cache(old):
+    if old is None:
+        os.environ.pop("GDBFAULT_RECORDING_CACHE", None)
+    else:
+        os.environ["GDBFAULT_RECORDING_CACHE"] = old
+
+
+def bench_old_kernel(image, system_map, workload, iterations, repeat, name=None):
+    """The first and the second identical run of an old kernel (image → report) against its plain
+    boot, interleaved, with a recordings cache of its own: the first run records afresh (and caches
+    its recording), the second replays that recording from the workload's entry snapshot.
+
+    Returns the summary rows (Ratio): each run against the plain boot by wall time (issue 20's
+    measure), and the first by CPU time too (gdbfault's processes: QEMU twice, GDB twice, our own
+    Python)."""
+    import dataclasses
+    import tempfile
     name = name or Path(image).name
-    rows, walls, cpus = [], [], []
-    for i in range(repeat):
-        plain, plain_cpu = plain_boot(image, system_map, workload, iterations)
-        same, _ = plain_boot(image, system_map, workload, iterations, same_options=True)
-        cpu0 = _cpu_seconds()
-        t0 = time.monotonic()
-        res = run_qemu(RunSpec(kernel=str(image), system_map=str(system_map) if system_map else None,
-                               workload=workload, iterations=iterations))
-        full = time.monotonic() - t0
-        cpu = _cpu_seconds() - cpu0
-        walls.append(full / plain)
-        cpus.append(cpu / plain_cpu)
-        record, replay = res.record.wall_s, res.run.wall_s
-        rows.append([i + 1, f"{plain:.2f}", f"{same:.2f}", f"{full:.2f}", f"{full / plain:.2f}",
-                     f"{plain_cpu:.2f}", f"{cpu:.2f}", f"{cpu / plain_cpu:.2f}", f"{record:.2f}",
-                     f"{replay:.2f}", f"{full - record - replay:.2f}", res.run.hits,
-                     "yes" if res.checks and res.checks_ok else "NO"])
+    rows, walls, cpus, seconds = [], [], [], []
+    spec = RunSpec(kernel=str(image), system_map=str(system_map) if system_map else None,
+                   workload=workload, iterations=iterations)
+    with tempfile.TemporaryDirectory(prefix="bench-recordings-") as folder:
+        old = _private_cache(folder)
+        try:
+            for i in range(repeat):
+                plain, plain_cpu = plain_boot(image, system_map, workload, iterations)
+                same, _ = plain_boot(image, system_map, workload, iterations, same_options=True)
+                cpu0 = _cpu_seconds()
+                t0 = time.monotonic()
+                res = run_qemu(dataclasses.replace(spec, fresh_recording=True))
+                full = time.monotonic() - t0
+                cpu = _cpu_seconds() - cpu0
+                t1 = time.monotonic()
+                again = run_qemu(spec)
+                second = time.monotonic() - t1
+                walls.append(full / plain)
+                cpus.append(cpu / plain_cpu)
+                seconds.append(second / plain)
+                record, replay = res.record.wall_s, res.run.wall_s
+                same_counts = ([p.hits.workload for p in res.probes] == [p.hits.workload for p in again.probes]
+                               and [p.cost_hist for p in res.paths] == [p.cost_hist for p in again.paths])
+                rows.append([i + 1, f"{plain:.2f}", f"{same:.2f}", f"{full:.2f}", f"{full / plain:.2f}",
+                             f"{plain_cpu:.2f}", f"{cpu:.2f}", f"{cpu / plain_cpu:.2f}", f"{record:.2f}",
+                             f"{replay:.2f}", f"{full - record - replay:.2f}", res.run.hits,
+                             "yes" if res.checks and res.checks_ok else "NO", f"{second:.2f}",
+                             f"{second / plain:.2f}", again.record.reused or "NO",
+                             "yes" if same_counts else "NO"])
+        finally:
+            _restore_cache(old)
     boot = res.kernel.boot
     print(f"\nold kernel {name}: {image} ({boot['format']}, protocol {boot['boot_protocol']}, "
           f"{boot['boot_path']}, {res.kernel.profile} profile), {workload} × {iterations}; "
@@ -306,23 +343,74 @@ def bench_old_kernel(image, system_map, workload, iterations, repeat, name=None)
           f"the run: {res.run.exit}; load {_load()}")
     print(tabulate(rows, headers=["run", "plain boot s", "same options s", "first run s", "ratio", "plain CPU s",
                                   "first run CPU s", "CPU ratio", "record s", "replay s", "rest s", "hits",
-                                  "exact"]))
+                                  "exact", "second run s", "ratio", "replayed from", "same counts"]))
     print(f"plain boot: boot to power-off under -icount {PLAIN_BOOT_ICOUNT}, nothing attached (same options: "
           "under gdbfault's own shift and -rtc); first run: image → report (record: boot + workload, recorded, "
-          "one stop at the workload's entry; replay: the counting replay under GDB; rest: set-up and teardown)")
-    out = [Ratio(f"first run of an old kernel ({name})", "image → report, wall",
-                 f"plain boot ({PLAIN_BOOT_ICOUNT})", statistics.median(walls), "≤ 1.0"),
-           Ratio(f"first run of an old kernel ({name})", "image → report, CPU", "plain boot, CPU",
-                 statistics.median(cpus), None)]
-    return out + second_run_rows(image, system_map, workload, iterations, repeat, name)
+          "one stop at the workload's entry; replay: the counting replay under GDB; rest: set-up and teardown); "
+          "second run: the same command again, which replays the first one's recording from the cache")
+    return [Ratio(f"first run of an old kernel ({name})", "image → report, wall",
+                  f"plain boot ({PLAIN_BOOT_ICOUNT})", statistics.median(walls), "≤ 1.0"),
+            Ratio(f"first run of an old kernel ({name})", "image → report, CPU", "plain boot, CPU",
+                  statistics.median(cpus), None),
+            Ratio(f"second run of an old kernel ({name})", "image → report, wall",
+                  f"plain boot ({PLAIN_BOOT_ICOUNT})", statistics.median(seconds), "≤ 0.3")]
 
 
-def second_run_rows(image, system_map, workload, iterations, repeat, name):
-    """The second identical run of an old kernel against its plain boot: the slot
-    for "record once, count many" (issue 20), which this bench does not measure
-    yet; until then its row says so."""
-    return [Ratio(f"second run of an old kernel ({name})", "image → report, wall",
-                  f"plain boot ({PLAIN_BOOT_ICOUNT})", None, "≤ 0.3")]
+def bench_open_fault(iterations, repeat, folder=None):
+    """Opening the last fault of a long recording (`gdbfault inspect RUN --fault LAST`, all of it: the
+    checks, the replay to the fault from the nearest keyframe, its call tree, GDB and the card) against
+    replaying the same recording with no debugger (QEMU from its first instruction to the end).
+    The run is recorded once and kept in `folder` (default: gdbfault's cache, bench/), reused when it
+    is there. Returns the summary rows (Ratio)."""
+    from gdbfault.base.locations import cache_dir
+    from gdbfault.inspect.fault import open_fault
+    from gdbfault.inspect.replay import KeptRecording, Scratch
+    from gdbfault.views.report import load_run, save_run
+    folder = Path(folder) if folder else cache_dir() / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    run_file = folder / f"run-{iterations}.json"
+    if not run_file.is_file():
+        old = _private_cache("off")
+        try:
+            t0 = time.monotonic()
+            print(f"\ninspect: recording and counting {iterations:,} iterations once (kept in {folder}) ...")
+            res = run_qemu(RunSpec(iterations=iterations, keep_recording=f"{run_file}.rr", timeout_s=4 * 3600))
+            res.recording.dir = Path(f"{run_file}.rr").name
+            save_run(res, run_file)
+            print(f"recorded and counted {iterations:,} iterations in {time.monotonic() - t0:.0f} s")
+        finally:
+            _restore_cache(old)
+    result = load_run(run_file)
+    rec = result.recording
+    rows, ratios = [], []
+    for i in range(repeat):
+        kept = KeptRecording(run_file, result)
+        scratch = Scratch(kept)
+        try:
+            c0, t0 = _child_cpu(), time.monotonic()
+            replay = scratch.start(kept.nearest_snapshot(0))
+            try:
+                replay.qmp.cmd("cont")
+                status = replay.machine.wait(3600)
+            finally:
+                replay.close()
+            plain, plain_cpu = time.monotonic() - t0, _child_cpu() - c0
+        finally:
+            scratch.close()
+        c0, t0 = _child_cpu(), time.monotonic()
+        data = open_fault(run_file, result, lambda index: index.number(len(index)), commands=["reverse-stepi"])
+        opened, opened_cpu = time.monotonic() - t0, _child_cpu() - c0
+        ratios.append(opened / plain)
+        rows.append([i + 1, f"{plain:.2f}", f"{plain_cpu:.2f}", f"{opened:.2f}", f"{opened_cpu:.2f}",
+                     f"{opened / plain:.2f}", status, f"{data['fault']['index']:,} ({data['fault']['cost']} insns)"])
+    print(f"\nopening the last fault of a {iterations:,}-iteration recording (lab kernel, mprotect; kept: "
+          f"{rec.size_bytes / 1e6:.1f} MB, {rec.keyframes} keyframes; {run_file}): gdbfault inspect --fault LAST "
+          f"against a replay of the same recording with no debugger, from its first instruction to its end; "
+          f"load {_load()}")
+    print(tabulate(rows, headers=["run", "plain replay s", "its CPU s", "inspect s", "its CPU s",
+                                  "inspect/replay", "replay exit", "fault opened"]))
+    return [Ratio(f"open the last fault of {iterations:,} iterations", "gdbfault inspect --fault LAST, wall",
+                  "plain replay of the recording", statistics.median(ratios), "≤ 1.0")]
 
 
 def bench_profile(variant, workload, iterations, repeat):
@@ -758,8 +846,9 @@ def main(argv=None):
     ap.add_argument("--variant", default="vanilla")
     ap.add_argument("--workload", default="mprotect")
     ap.add_argument("--no-icount", dest="icount", action="store_false", help="anchor part: plain TCG")
-    ap.add_argument("--part", choices=("old-kernel", "profile", "seed", "plugin", "x86_64", "anchor", "soak", "all"),
-                    default="all", help="old-kernel: first run vs plain boot; profile: kernel profile overhead; "
+    ap.add_argument("--part", choices=("old-kernel", "inspect", "profile", "seed", "plugin", "x86_64", "anchor", "soak", "all"),
+                    default="all", help="old-kernel: first and second run vs plain boot; inspect: open the last fault "
+                    "of a long recording vs a plain replay of it; profile: kernel profile overhead; "
                     "seed: the seed's study vs one plain run; plugin: zero-stop backend; x86_64: the zero-stop backend "
                     "on an x86_64 kernel; anchor: GDB throughput "
                     "vs bare GDB; soak: reliability; all: each, then the summary")
@@ -770,6 +859,10 @@ def main(argv=None):
     ap.add_argument("--system-map", help="old-kernel part: the image's System.map")
     ap.add_argument("--old-iterations", type=int, default=50,
                     help="old-kernel part: workload iterations (default 50: the boot is what is timed)")
+    ap.add_argument("--inspect-iterations", type=int, default=100000,
+                    help="inspect part: the recording whose last fault is opened (default 100,000 iterations)")
+    ap.add_argument("--inspect-folder", help="inspect part: keep (and reuse) its recording there "
+                                             "(default: gdbfault's cache, bench/)")
     ap.add_argument("--x86-image", help="x86_64 part: an x86_64 kernel image (default: Debian's amd64 kernel "
                                         "in the cache, from scripts/fetch-debian-kernel.sh --flavour amd64)")
     ap.add_argument("--x86-system-map", help="x86_64 part: the image's System.map")
@@ -791,7 +884,7 @@ def main(argv=None):
     if a.part == "soak":
         return soak(a.soak_runs, variant=a.variant, attach_rounds=a.soak_attach_runs)
     from gdbfault.machine.plugins import PluginUnavailable, plugin_library
-    parts = ("old-kernel", "profile", "seed", "plugin", "x86_64", "anchor") if a.part == "all" else (a.part,)
+    parts = ("old-kernel", "inspect", "profile", "seed", "plugin", "x86_64", "anchor") if a.part == "all" else (a.part,)
     summary = []
     for part in parts:
         try:
@@ -800,6 +893,9 @@ def main(argv=None):
                     else old_kernel_fixtures()
                 for name, image, system_map in images:
                     summary += bench_old_kernel(image, system_map, a.workload, a.old_iterations, a.repeat, name)
+            elif part == "inspect":
+                plugin_library("kprofile")
+                summary += bench_open_fault(a.inspect_iterations, a.repeat, a.inspect_folder)
             elif part == "profile":
                 plugin_library("kprofile")
                 summary += bench_profile(a.variant, a.workload, a.profile_iterations, a.repeat)

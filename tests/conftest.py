@@ -73,6 +73,22 @@ def no_temp_leaks():
         shutil.rmtree(private, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_shared_recordings_cache():
+    """No test replays another test's recording through the user's recordings cache: the cache is
+    off unless a test points it at a folder of its own (GDBFAULT_RECORDING_CACHE, as
+    tests/test_recordings.py does). A test about the recording run itself (a signal or a kill
+    while recording) must see a recording happen."""
+    import os
+    old = os.environ.get("GDBFAULT_RECORDING_CACHE")
+    os.environ["GDBFAULT_RECORDING_CACHE"] = "off"
+    yield
+    if old is None:
+        os.environ.pop("GDBFAULT_RECORDING_CACHE", None)
+    else:
+        os.environ["GDBFAULT_RECORDING_CACHE"] = old
+
+
 @pytest.fixture
 def no_leaks(monkeypatch):
     """Tags every process the test starts; fails if a QEMU or GDB is left behind."""

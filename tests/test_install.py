@@ -62,7 +62,7 @@ def test_the_wheel_carries_the_built_parts(installed):
     import zipfile
     _, wheel = installed
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("gdbfault/_data/gdbscripts/faultprobe.py",
+    for needed in ("gdbfault/_data/gdbscripts/faultprobe.py", "gdbfault/_data/gdbscripts/faultcard.py",
                    "gdbfault/_data/qemu/kernel/build/vanilla/kernel.elf",
                    "gdbfault/_data/qemu/kernel/build/vanilla/System.map",
                    "gdbfault/_data/qemu/kernel/build/patched/kernel.elf",

@@ -235,12 +235,16 @@ def test_machine_config_is_one_pure_function_of_spec_boot_and_backend(tmp_path):
     assert (config.kernel, config.initrd, config.memory_mb) == (tmp_path / "grub.bin", [], 256)
     assert config.halted and config.icount and config.rr_icount == "shift=5"
     assert config == machine_config(spec, tmp_path / "bz", [tmp_path / "init"], boot, "gdb")
-    rec = record_config(config, tmp_path / "g.rr")
-    assert rec.icount_options == f"shift=5,rr=record,rrfile={tmp_path / 'g.rr'}" and not rec.halted
-    assert rec.extra_args == ["-drive", "x", "-net", "none"] and config.extra_args == ["-drive", "x"]
-    rep = replay_config(config, tmp_path / "g.rr", snapshot="s1")
-    assert rep.icount_options.endswith(",rr=replay,rrfile=" + str(tmp_path / "g.rr") + ",rrsnapshot=s1")
-    assert rep.halted and not rep.watch_qmp
+    rec = record_config(config)
+    # in the guest folder: the log, and a snapshot store with the first instruction's snapshot
+    assert rec.icount_options == "shift=5,rr=record,rrfile=guest.rr,rrsnapshot=gdbfault-start" and not rec.halted
+    assert rec.extra_args == ["-drive", "x", "-net", "none", "-global", "apic.vapic=off",
+                              "-drive", "file=state.qcow2,format=qcow2,if=none,id=gdbfault-state"]
+    assert config.extra_args == ["-drive", "x"] and rec.store == "state.qcow2"
+    assert record_config(config, store=False).icount_options == "shift=5,rr=record,rrfile=guest.rr"
+    rep = replay_config(config, snapshot="s1")
+    assert rep.icount_options.endswith(",rr=replay,rrfile=guest.rr,rrsnapshot=s1")
+    assert rep.extra_args == rec.extra_args and rep.halted and not rep.watch_qmp
     # the lab kernel: the spec's own files and command line; backends differ in halting
     lab = RunSpec(iterations=3)
     plain = machine_config(lab, tmp_path / "k.elf", [tmp_path / "init"], None, "plain")

@@ -15,17 +15,23 @@ leaves its counts in the result. A feature (RunHooks) gets the counting
 GDB before the guest runs, and the recording's too when it writes guest memory;
 the TCG plugins it asks for (RunHooks.plugins) go into the recording, which
 runs unobserved (into the live run when there is no recording).
+
+Record once, count many (kept.py): a run of a guest recorded before (kept
+beside --output, or in the recordings cache) replays that recording instead
+of booting. The counting replay saves keyframes along the workload and writes
+the fault index; a complete run's recording is then cached and kept.
 """
 import threading
 import time
 
 from gdbfault.base.errors import GdbfaultError, GuestError
 from gdbfault.base.lifecycle import check_stop, shielded
+from gdbfault.backends.kept import KEYFRAME_INTERVAL, KEYFRAMES_AT_MOST, find_recording, keep_recording
 from gdbfault.backends.recording import (ENTRY_SNAPSHOT, RESULT_LINE, RESULT_POLL_S, EntrySnapshot,
-                                         HookedDebugger, record, timed_out)
-from gdbfault.kernels.banner import check_banner
+                                         HookedDebugger, record, starts_at_entry, timed_out)
+from gdbfault.kernels.banner import check_banner, read_banner
 from gdbfault.machine.config import plugin_config, replay_config
-from gdbfault.machine.gdbmi import Debugger
+from gdbfault.machine.gdbmi import Debugger, mi_quote
 from gdbfault.machine.qemu import ENDED_AFTER_RESULT, EXIT_CLEAN, Machine, describe_exit
 from gdbfault.model.truth import parse_guest_output
 from gdbfault.probing.gdb_session import (REPLAY_ICOUNT, connect, load_probe_engine, measured, prepare_debugger,
@@ -49,6 +55,7 @@ class _Session:
         self.debugger = None
         self.ready = None             # the replay's GDB, made ready while the guest is recorded
         self.snapshot = None          # last counts read from GDB
+        self.index = None             # the fault index the tracer wrote (faultprobe index)
 
     def close(self, keep_dir=False):
         if self.debugger is not None:
@@ -85,7 +92,10 @@ def run_with_gdb(plan, hooks):
         # path would only cost time: it is not measured).
         status = _supervise(plan, hooks, session, end_at_result=replay and (
             from_entry or (recording is not None and recording.ended_after_result)))
-        return _finish(plan, hooks, session, status, recording, t_start)
+        result = _finish(plan, hooks, session, status, recording, t_start)
+        if recording is not None:
+            keep_recording(plan, hooks, recording, session.index)
+        return result
     except (GdbfaultError, KeyboardInterrupt) as exc:
         with shielded():
             _salvage(result, session, t_start)
@@ -106,13 +116,20 @@ def run_with_gdb(plan, hooks):
 def _record(plan, hooks, session):
     """The recording run; (Recording, whether the replay starts from the workload's entry).
 
+    A recording of this very guest made before (kept.py) is replayed instead.
     An old kernel's replay starts at the workload's entry, from a snapshot the
     recording saves there: both GDBs start while QEMU starts, the recording's
     (one stop, at the workload's entry) and the replay's, which gets its
     probes while the guest is recorded."""
+    found = find_recording(plan, hooks)
+    if found is not None:
+        if found[1]:                     # (from the entry snapshot: the replay's GDB, as below)
+            session.debugger = Debugger(plan.spec.gdb)
+            session.ready = _Background(lambda: _ready_replay_debugger(session.debugger, plan))
+        return found
     if hooks.writes_guest:               # its writes must be part of the recording too
         return record(plan, HookedDebugger(plan, hooks), hooks.plugins()), False
-    if plan.arm is None or plan.boot is None or not plan.boot.replay_from_entry:
+    if not starts_at_entry(plan):
         return record(plan, plugins=hooks.plugins()), False
     session.debugger = Debugger(plan.spec.gdb)
     session.ready = _Background(lambda: _ready_replay_debugger(session.debugger, plan))
@@ -135,8 +152,8 @@ def _start_counting(plan, hooks, session, recording, from_entry):
         result.mode.replay_start = "workload entry (snapshot)" if from_entry else "power-on"
         # (a feature's watch, and the check that a snapshot replay starts, read
         # the instruction count on a QMP socket of their own)
-        config = replay_config(plan.config, recording.file, ENTRY_SNAPSHOT if from_entry else None,
-                               watch_qmp=hooks.writes_guest or from_entry)
+        config = replay_config(plan.config, snapshot=ENTRY_SNAPSHOT if from_entry else recording.start_snapshot,
+                               watch_qmp=hooks.writes_guest or from_entry, store=recording.store is not None)
     elif hooks.plugins():                # no recording: the live run carries them
         config = plugin_config(config, hooks.plugins(), halted=config.halted)
     result.run.phase = "replay" if recording is not None else "live"
@@ -154,13 +171,20 @@ def _start_counting(plan, hooks, session, recording, from_entry):
         prepare_debugger(dbg, plan.kernel, plan.arch)
         connect(dbg, str(machine.gdb_socket))
         load_probe_engine(dbg, plan.probes, plan.arm, replay=recording is not None, arch=plan.arch)
-    if spec.trace:
-        start_tracer(dbg, plan.probes, REPLAY_ICOUNT if recording is not None else
-                     machine.probe_qmp_socket if spec.icount else None, spec.cost_sample)
+    traced = spec.trace and start_tracer(dbg, plan.probes, REPLAY_ICOUNT if recording is not None else
+                                         machine.probe_qmp_socket if spec.icount else None, spec.cost_sample)
+    if traced and recording is not None and recording.store is not None and spec.cost_sample == 1 \
+            and not recording.keyframes:
+        # snapshots along the workload, for whoever reopens this recording (inspect): QEMU's
+        # monitor saves them (the tracer reads instruction counts through the gdbstub)
+        dbg.console(f"faultprobe keyframes {KEYFRAME_INTERVAL} {KEYFRAMES_AT_MOST} "
+                    f"{mi_quote(str(machine.probe_qmp_socket))}")
     hooks.on_debugger(dbg, machine, recording=False)
     if plan.boot and not (recording is not None and recording.entry_checked):
-        # stops once at the workload's entry: is the map right?
-        banner = check_banner(dbg, plan.symbols, plan.image, plan.arm, plan.left(), machine)
+        # is the map right? Read at the workload's entry: a replay from the entry snapshot of a
+        # recording made before is there already; anything else stops there once
+        banner = read_banner(dbg, plan.symbols, plan.image) if from_entry else \
+            check_banner(dbg, plan.symbols, plan.image, plan.arm, plan.left(), machine)
         if banner:
             result.kernel.banner, result.kernel.banner_form = banner["text"], banner["form"]
     t_start = time.monotonic()
@@ -246,6 +270,13 @@ def _finish(plan, hooks, session, status, recording, t_start):
         except GdbfaultError:
             if status == EXIT_CLEAN:     # a QEMU that died can take GDB along: report QEMU
                 raise
+        if recording is not None and (session.snapshot or {}).get("trace", {}).get("icount"):
+            index = machine.run_dir / "faults.idx"
+            try:
+                dbg.console(f"faultprobe index {index}", timeout=300)
+                session.index = index
+            except GdbfaultError:        # no index: the recording is kept without one
+                pass
     _fill(result, session, t_start)
     result.run.exit_status = status
     result.run.exit = describe_exit(status)

@@ -27,6 +27,10 @@ The moments, in order:
 - `finish(result, counts, plugin_counts)` — the run's counts are in
   `result`; add the feature's own part. `counts` is the in-GDB snapshot
   (None without GDB), `plugin_counts` the plugin's result (None without it).
+
+`recording_inputs()` says what a feature that writes guest memory did to a
+recording, and which files a later replay of it needs to do it again
+(recordings are kept for `gdbfault inspect`).
 """
 
 __all__ = ["RunHooks"]
@@ -64,6 +68,11 @@ class RunHooks:
 
     def finish(self, result, counts=None, plugin_counts=None):
         """The run's counts are in `result` (a RunResult): add the feature's part."""
+
+    def recording_inputs(self):
+        """(what the feature's debugger writes were, in a phrase the recording's digest covers,
+        [files a replay needs to write them again]); (None, []) for a feature that writes nothing."""
+        return None, []
 
     def close(self):
         """The run is over, however it ended: let go of what the feature holds."""

@@ -30,12 +30,16 @@ from gdbfault.kernels.symbols import load_symbols, symbol_rows
 from gdbfault.kernels.workloads import elf_entry, is_own_workload, workload_file, workload_points
 from gdbfault.machine.config import machine_config
 from gdbfault.machine.gdbmi import gdb_version
-from gdbfault.machine.qemu import private_dir, qemu_version
+from gdbfault.machine.qemu import place, private_dir, qemu_version
 from gdbfault.model.result import Kernel, Mode, RunResult, Tool, Workload
 from gdbfault.model.spec import validate_spec
 from gdbfault.probing.measure import probe_rows
 
-__all__ = ["RunPlan", "resolve_run", "new_result"]
+__all__ = ["RunPlan", "resolve_run", "new_result", "MULTIBOOT_NAMES"]
+
+# A multiboot kernel's and its module's (the workload's) names in the guest folder: QEMU
+# writes them into guest memory, so they are part of the guest's input.
+MULTIBOOT_NAMES = ("kernel.elf", "init.elf")
 
 
 @dataclass
@@ -59,6 +63,7 @@ class RunPlan:
     cleanup: list = field(default_factory=list)   # folders removed by close()
     kept: list = field(default_factory=list)      # folders --keep-run-dir keeps (close() names them in the result)
     identity: dict = None         # how the System.map was checked against the image (kernels/identity.py)
+    guest_dir: Path = None        # the folder QEMU runs in (prepare_machine)
 
     @property
     def lab(self):
@@ -98,14 +103,21 @@ class RunPlan:
 
     def prepare_machine(self, role=None):
         """The boot (a brought kernel), the machine config and the result skeleton.
-        `role` is the machine's (machine.config.MACHINE_ROLES); default: the run's backend."""
+        `role` is the machine's (machine.config.MACHINE_ROLES); default: the run's backend.
+        QEMU runs in the guest folder, where every file it reads has a fixed name (machine/config.py):
+        the boot's own folder for a kernel brought as an image, else one made here."""
         spec = self.spec
-        initrd = [self.workload] if self.workload else []
         if not self.lab and not self.image.multiboot:
             self.boot = prepare_boot(self.kernel, self.symbols, self.workload, spec.command_line(),
                                      spec.memory_mb)
             self.cleanup.append(self.boot.work_dir)
-        self.config = machine_config(spec, self.kernel, initrd, self.boot, role or spec.backend)
+            self.guest_dir = self.boot.work_dir
+            self.config = machine_config(spec, self.boot.kernel, [], self.boot, role or spec.backend)
+        else:
+            self.guest_dir = folder = self.temp_dir("gdbfault-guest-")
+            kernel = folder / place(self.kernel, folder, MULTIBOOT_NAMES[0])
+            initrd = [folder / place(self.workload, folder, MULTIBOOT_NAMES[1])] if self.workload else []
+            self.config = machine_config(spec, kernel, initrd, None, role or spec.backend, folder=folder)
         if self.profile is not None:
             self.result = new_result(self)
         return self

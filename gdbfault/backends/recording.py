@@ -14,6 +14,12 @@ A recording runs with no debugger, except when an *attendant* needs one:
 - `HookedDebugger` (a feature that writes guest memory, e.g. a live patch):
   GDB stays attached with only the feature's breakpoints, because debugger
   writes are not part of a recording and must happen in the replay alike.
+
+The recording is made in the run's guest folder (machine/config.py): the
+replay log `guest.rr` beside the guest's files, and, where qemu-img is at hand,
+a snapshot store with the VM snapshot of its first instruction (and an old
+kernel's at the workload's entry), so that it can be kept and reopened
+(recordings/, `gdbfault inspect`).
 """
 import re
 import time
@@ -23,14 +29,16 @@ from pathlib import Path
 from gdbfault.base.errors import GdbfaultError, GuestError, TimedOut
 from gdbfault.base.lifecycle import shielded
 from gdbfault.kernels.banner import read_banner, stop_at_entry
-from gdbfault.machine.config import plugin_config, record_config
+from gdbfault.machine.config import RECORD_LOG, START_SNAPSHOT, STATE_STORE, plugin_config, record_config
 from gdbfault.machine.gdbmi import Debugger
-from gdbfault.machine.qemu import ENDED_AFTER_RESULT, EXIT_CLEAN, Machine, describe_exit
+from gdbfault.machine.qemu import (ENDED_AFTER_RESULT, EXIT_CLEAN, Machine, describe_exit, snapshot_store,
+                                   snapshot_store_available)
 from gdbfault.model.result import Record
+from gdbfault.recordings.store import now_text
 from gdbfault.probing.gdb_session import connect, load_probe_engine, prepare_debugger, read_counts
 
-__all__ = ["Recording", "record", "EntrySnapshot", "HookedDebugger", "ENTRY_SNAPSHOT", "RESULT_LINE",
-           "RESULT_POLL_S", "timed_out", "serial_tail"]
+__all__ = ["Recording", "record", "starts_at_entry", "EntrySnapshot", "HookedDebugger", "ENTRY_SNAPSHOT",
+           "RESULT_LINE", "RESULT_POLL_S", "timed_out", "serial_tail"]
 
 # The VM snapshot an old kernel's recording saves at the workload's entry,
 # where its replay starts (-icount ...,rr=replay,rrsnapshot=NAME).
@@ -52,6 +60,11 @@ class Recording:
     snapshot: bool = False          # ... and saved a snapshot there
     ended_after_result: bool = False
     counts: dict = None             # the attending GDB's counts (HookedDebugger)
+    store: str = None               # the snapshot store in the guest folder (None: no qemu-img, no snapshots)
+    start_snapshot: str = None      # the snapshot of its first instruction, in the store
+    made: str = None                # when (recordings.store.now_text)
+    reused: str = None              # "cache" / "kept": made by an earlier run, replayed by this one
+    keyframes: bool = False         # its store holds the snapshots a counting replay saves (keyframes)
 
 
 def serial_tail(text, n=120):
@@ -71,12 +84,13 @@ def record(plan, attendant=None, plugins=()):
     result.record (a model.result.Record) says how the recording ended, also when it failed.
     """
     spec, result = plan.spec, plan.result
-    rec_dir = plan.temp_dir("gdbfault-rec-")
-    record_file = rec_dir / "guest.rr"
-    config = record_config(plan.config, record_file, halted=attendant is not None)
+    rec_dir = plan.temp_dir("gdbfault-rec-")      # its sockets and console; the log goes to the guest folder
+    store = _snapshot_store(plan)
+    config = record_config(plan.config, RECORD_LOG, halted=attendant is not None, store=store is not None)
     if plugins:
         config = plugin_config(config, plugins, halted=config.halted)
     rec = Machine(config, run_dir=rec_dir)
+    made = now_text()
     t0 = time.monotonic()
     result.run.phase = "record"
     status, serial, counts = None, "", None
@@ -97,11 +111,30 @@ def record(plan, attendant=None, plugins=()):
                 attendant.close()
             rec.close(keep_dir=True)     # the record file lives there until the replay is done
             _note(result, rec, status, t0)
-    recording = Recording(record_file, status, serial, isinstance(attendant, EntrySnapshot),
-                          getattr(attendant, "saved", False), rec.ended_after_result, counts)
+    recording = Recording(plan.guest_dir / RECORD_LOG, status, serial, isinstance(attendant, EntrySnapshot),
+                          getattr(attendant, "saved", False), rec.ended_after_result, counts, store=store,
+                          start_snapshot=START_SNAPSHOT if store else None, made=made)
+    result.record.made = made
     if attendant is not None:
         attendant.done(recording)
     return recording
+
+
+def starts_at_entry(plan):
+    """Does this run's recording stop once at the workload's entry to save the snapshot its replay
+    starts from (an old kernel: EntrySnapshot)?"""
+    return plan.arm is not None and plan.boot is not None and plan.boot.replay_from_entry
+
+
+def _snapshot_store(plan):
+    """The name of the recording's snapshot store in the guest folder: the boot disk's overlay, else a
+    new empty one; None without qemu-img (then no snapshot: the recording cannot be reopened)."""
+    if plan.config.store is not None:
+        return plan.config.store
+    if not snapshot_store_available():
+        return None
+    snapshot_store(plan.guest_dir / STATE_STORE)
+    return STATE_STORE
 
 
 def _wait(plan, rec, attendant):
@@ -160,6 +193,7 @@ class EntrySnapshot:
         dbg = self.dbg
         try:
             prepare_debugger(dbg, plan.kernel, plan.arch)
+            rec.wait_ready(plan.left(at_most=60.0))      # (its gdbstub's socket exists before QEMU listens)
             connect(dbg, str(rec.gdb_socket))
             try:
                 stop_at_entry(dbg, plan.arm, plan.left(), rec)
@@ -213,6 +247,7 @@ class HookedDebugger:
         self.rec = rec
         self.dbg = dbg = Debugger(self.plan.spec.gdb)
         prepare_debugger(dbg, self.plan.kernel, self.plan.arch)
+        rec.wait_ready(self.plan.left(at_most=60.0))
         connect(dbg, str(rec.gdb_socket))
         load_probe_engine(dbg, [], None, arch=self.plan.arch)
         self.hooks.on_debugger(dbg, rec, recording=True)

@@ -1,4 +1,4 @@
-"""The `gdbfault` command line: one module per command (attach, report, compare, check, profile),
+"""The `gdbfault` command line: one module per command (attach, report, inspect, compare, check, profile),
 each with its options (`add_parser`) and its `cmd_*`; options.py holds what they share. Nothing imports
 this package; it imports the layers below.
 
@@ -14,7 +14,7 @@ from gdbfault import __version__
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.base.lifecycle import (Stopped, install_handlers, pending_signal, reset, restore_handlers,
                                      signal_label, stop_signal)
-from gdbfault.cli import attach, check, compare, profile, report
+from gdbfault.cli import attach, check, compare, inspect, profile, report
 from gdbfault.cli.compare import KERNEL_PROFILE
 from gdbfault.machine import guardian
 
@@ -31,7 +31,7 @@ EXIT_CODES = """exit codes:
 with --output, what was measured is saved in every case."""
 
 # The commands, in the order --help lists them.
-COMMANDS = (attach, report, compare, check, profile)
+COMMANDS = (attach, report, inspect, compare, check, profile)
 
 
 class _Parser(argparse.ArgumentParser):

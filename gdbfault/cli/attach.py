@@ -110,6 +110,9 @@ def _booted_spec(args):
         plugin_library("faultcount")
     if spec.live_patch is not None and args.plot:
         spec = dataclasses.replace(spec, timeline=True)      # --plot of a live patch draws each path's cost
+    if args.output and spec.recording:
+        # the recording beside the run file, for `gdbfault inspect FILE` (and for the next run of this guest)
+        spec = dataclasses.replace(spec, keep_recording=f"{args.output}.rr")
     return spec
 
 

@@ -24,7 +24,7 @@ from gdbfault.base.errors import GdbfaultError
 from gdbfault.kernels.image import GRUB, PVH, QEMU_KERNEL, X86_64, BootPlan, boot_plan, extract_vmlinux, \
     read_image
 from gdbfault.machine.guardian import watch_dir
-from gdbfault.machine.qemu import snapshot_store, snapshot_store_available
+from gdbfault.machine.qemu import place, snapshot_store, snapshot_store_available
 
 __all__ = ["BootSetup", "prepare_boot", "root_kind", "truth_model", "icount_shift", "guest_memory_mb",
            "MIN_MEMORY_MB", "LAB_MEMORY_MB", "OLD_KERNEL_SHIFT", "OLD_KERNEL_RTC"]
@@ -84,6 +84,10 @@ class BootSetup:
     # recording, instead of replaying the boot (backends/recording.py). The snapshot lives
     # in a qcow2 file: the boot disk's overlay, or one attached to no device.
     replay_from_entry: bool = False
+    # The qcow2 file in work_dir that the boot's disk arguments attach and that can hold
+    # VM snapshots (GRUB's overlay); None: a record/replay attaches one of its own.
+    store: str = None
+    vmlinux: Path = None           # the vmlinux a PVH boot runs (decompressed once, cached)
 
     def describe(self):
         out = {"format": self.image.format, "boot_protocol": self.image.protocol_text,
@@ -91,7 +95,7 @@ class BootSetup:
                "boot_reason": self.plan.reason, "root": self.root, "command_line": self.append,
                "icount": self.rr_icount, "memory_mb": self.memory_mb}
         if self.plan.path == PVH:
-            out["vmlinux"] = str(self.kernel)
+            out["vmlinux"] = str(self.vmlinux or self.kernel)
         return out
 
 
@@ -139,7 +143,8 @@ def prepare_boot(kernel, symbols, workload_elf, command_line, memory_mb, root=No
     """A BootSetup for a non-lab kernel; root='initramfs'|'ext2'|None (auto)."""
     image = read_image(kernel)
     plan = boot_plan(image)
-    boot_kernel = Path(kernel)
+    boot_kernel, kernel_name = Path(kernel), "bzImage" if image.format == "bzImage" else "kernel.img"
+    vmlinux = None
     forced = os.environ.get("GDBFAULT_BOOT_PATH")
     if forced == GRUB and plan.path != GRUB:
         # testing aid: send a modern image down the old-kernel (GRUB) path
@@ -152,12 +157,16 @@ def prepare_boot(kernel, symbols, workload_elf, command_line, memory_mb, root=No
             # of the workload's or of the kernel's fault path changes.
             plan = BootPlan(PVH, "x86_64 bzImage: its vmlinux (decompressed once by gdbfault, cached) booted "
                                  "through its PVH entry, without the guest's decompressor", True)
-            boot_kernel = vmlinux
+            boot_kernel, kernel_name = vmlinux, "vmlinux.elf"
+    # The guest folder (machine/config.py): every file QEMU reads, under a fixed name.
     work = Path(tempfile.mkdtemp(prefix="gdbfault-boot-"))
     watch_dir(work)
     try:
+        if plan.path != GRUB:            # (GRUB reads the kernel from its boot disk)
+            boot_kernel = work / place(boot_kernel, work, kernel_name)
         return _fill_setup(BootSetup(kernel=boot_kernel, initrd=[], append="", memory_mb=memory_mb,
-                                     work_dir=work, image=image, plan=plan),
+                                     work_dir=work, image=image, plan=plan,
+                                     vmlinux=vmlinux if plan.path == PVH else None),
                            symbols, workload_elf, command_line, memory_mb, root)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)      # nothing half-built is left behind
@@ -199,16 +208,14 @@ def _fill_setup(setup, symbols, workload_elf, command_line, memory_mb, root):
         from gdbfault.kernels.grub import build_grub_image, disk_args
         grub, disk = build_grub_image(kernel, setup.initrd[0] if setup.initrd else None,
                                       setup.append, work)
-        overlay = snapshot_store(work / "boot.qcow2", disk) if setup.replay_from_entry else None
+        overlay = snapshot_store(work / "boot.qcow2", disk) if snapshot_store_available() else None
         setup.kernel, setup.initrd = grub, []
-        setup.extra_args = disk_args(disk, overlay) + OLD_KERNEL_RTC
+        setup.extra_args = disk_args(disk.name, overlay.name if overlay is not None else None) + OLD_KERNEL_RTC
+        setup.store = overlay.name if overlay is not None else None
         setup.rr_icount = f"shift={OLD_KERNEL_SHIFT}"
     elif kind == "ext2":
         setup.rr_icount = f"shift={OLD_KERNEL_SHIFT},sleep=off"
         setup.extra_args = list(OLD_KERNEL_RTC)
-        if setup.replay_from_entry:
-            state = snapshot_store(work / "state.qcow2")
-            setup.extra_args += ["-drive", f"file={state},format=qcow2,if=none,id=gdbfault-state"]
     return setup
 
 

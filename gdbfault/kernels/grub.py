@@ -53,9 +53,11 @@ def build_grub_image(kernel, initrd, cmdline, work_dir):
     work = Path(work_dir)
     disk = work / "boot.tar"
     with tarfile.open(disk, "w", format=tarfile.USTAR_FORMAT) as tar:
-        tar.add(str(kernel), arcname="vmlinuz")
+        # The disk is guest input: the same files make the same bytes (no time, owner or mode
+        # of the day), so that a run's recording is found again by its digest (recordings/).
+        tar.add(str(kernel), arcname="vmlinuz", filter=_plain_member)
         if initrd:
-            tar.add(str(initrd), arcname="initrd")
+            tar.add(str(initrd), arcname="initrd", filter=_plain_member)
     words = " ".join(_grub_quote(w) for w in cmdline.split())
     config = work / "grub-early.cfg"
     config.write_text("set root=(hd0)\n"
@@ -71,7 +73,14 @@ def build_grub_image(kernel, initrd, cmdline, work_dir):
         raise GdbfaultError(f"grub-mkimage failed: {(done.stderr or done.stdout).strip()}")
     image = work / "grub.bin"
     image.write_bytes((GRUB_DIR / "lnxboot.img").read_bytes() + core.read_bytes())
+    core.unlink()                        # (both are in grub.bin: the guest folder holds what QEMU reads)
+    config.unlink()
     return image, disk
+
+
+def _plain_member(info):
+    info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = 0, 0, 0, "", "", 0o644
+    return info
 
 
 def disk_args(disk, overlay=None):

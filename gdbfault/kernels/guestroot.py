@@ -113,17 +113,26 @@ def write_initrd_ext2(init_path, out_path, size_kb=1024):
                 # genext2fs device table: name type mode uid gid major minor start inc count
                 lines.append(f"/{name} c {stat.S_IMODE(mode):o} 0 0 {rdev[0]} {rdev[1]} - - -")
         devices.write_text("\n".join(lines) + "\n")
+        # Inode times come from the tree: all 0 (deepest first: making an entry dates its folder),
+        # so that one workload always makes the same image
+        # (genext2fs dates the device table's nodes by the table file's own time)
+        for path in sorted(tree.rglob("*"), key=lambda p: -len(p.parts)) + [tree, devices]:
+            os.utime(path, (0, 0))
         if shutil.which("genext2fs"):
-            cmd = ["genext2fs", "-b", str(size_kb), "-N", "64", "-d", str(tree), "-D", str(devices),
+            # -f: the file system's own times 0 too: the image is guest input, and a run's
+            # recording is found again by its digest (recordings/)
+            cmd = ["genext2fs", "-f", "-b", str(size_kb), "-N", "64", "-d", str(tree), "-D", str(devices),
                    "-U", str(out_path)]
         elif shutil.which("mke2fs") and os.geteuid() == 0:
             os.mknod(tree / "dev" / "console", S_IFCHR | 0o600, os.makedev(5, 1))
             cmd = ["mke2fs", "-q", "-F", "-t", "ext2", "-r", "0", "-b", "1024", "-N", "64",
+                   "-U", "clear", "-E", "hash_seed=00000000-0000-0000-0000-000000000000",
                    "-d", str(tree), str(out_path), str(size_kb)]
         else:
             raise GdbfaultError("cannot build an ext2 initrd for this kernel: genext2fs is missing",
                                 "install it with `apt-get install genext2fs`")
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True,
+                              env={**os.environ, "E2FSPROGS_FAKE_TIME": "1"})
         if done.returncode != 0:
             raise GdbfaultError(f"{cmd[0]} failed building the initrd: "
                                 f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")

@@ -22,7 +22,7 @@ from gdbfault.kernels.image import I386, X86_64
 from gdbfault.base.userfiles import input_file, open_input, read_input_text
 
 __all__ = ["SymbolTable", "SymbolRow", "load_symbols", "parse_system_map", "is_elf", "map_rows", "elf_rows",
-           "symbol_rows", "CODE_LETTERS"]
+           "symbol_rows", "map_to_elf", "CODE_LETTERS"]
 
 _MAP_LINE = re.compile(r"^([0-9a-fA-F]{6,16})\s+([A-Za-z])\s+(\S+)")
 # nm's type letters for code (text) symbols
@@ -179,3 +179,50 @@ def _load_symbols(kernel, system_map, *_versions):
     if not table:
         raise GdbfaultError(f"{kernel} has no symbols (stripped?)", "pass its System.map with --system-map")
     return SymbolTable(kernel, "ELF symbol table", table)
+
+
+# The last function of a System.map has no known end: GDB gets this much room for its name.
+_LAST_FUNCTION_ROOM = 0x1000
+
+
+def map_to_elf(system_map, out, arch=I386):
+    """An ELF holding only the code symbols of a System.map, sized to the next one, in a section
+    that occupies no bytes in the file: `file OUT` then gives GDB names for a kernel that has no
+    ELF of its own (x/i, info symbol, break *do_page_fault, backtraces), its code read from the
+    target. Needs binutils (as, ld)."""
+    import shutil
+    import subprocess
+    import tempfile
+    rows = sorted({(r.address, r.name) for r in map_rows(Path(system_map).read_text(errors="replace"), str(system_map))
+                   if r.letter in CODE_LETTERS})
+    if not rows:
+        raise GdbfaultError(f"{system_map} has no code symbols")
+    if not (shutil.which("as") and shutil.which("ld")):
+        raise GdbfaultError("naming a System.map's symbols in GDB needs binutils (as, ld)",
+                            "apt-get install binutils")
+    base = rows[0][0]
+    asm = ['.section .ktext,"ax",@nobits']
+    seen = {}
+    for i, (address, name) in enumerate(rows):
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:               # file-local functions of one name: the later ones as NAME.N
+            name = f"{name}.{seen[name] - 1}"
+        asm += [f".org {address - base:#x}", f'.globl "{name}"', f'.type "{name}",@function', f'"{name}":']
+        end = rows[i + 1][0] if i + 1 < len(rows) and rows[i + 1][0] > address else None
+        if end is None and i + 1 == len(rows):
+            end = address + _LAST_FUNCTION_ROOM
+        if end is not None:
+            asm.append(f'.size "{name}", {end - address:#x}')
+    asm.append(f".org {rows[-1][0] - base + _LAST_FUNCTION_ROOM:#x}")
+    bits = ("--64", "elf_x86_64") if arch == X86_64 else ("--32", "elf_i386")
+    with tempfile.TemporaryDirectory(prefix="gdbfault-map-") as work:
+        source, obj = Path(work) / "map.s", Path(work) / "map.o"
+        source.write_text("\n".join(asm) + "\n")
+        for cmd in (["as", bits[0], "-o", str(obj), str(source)],
+                    ["ld", "-m", bits[1], f"--section-start=.ktext={base:#x}", "-e", "0", "-o", str(out), str(obj)]):
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            if done.returncode != 0:
+                raise GdbfaultError(f"{cmd[0]} could not turn {system_map} into symbols for GDB: "
+                                    f"{(done.stderr or done.stdout).strip()[-200:]}")
+    return Path(out)
+

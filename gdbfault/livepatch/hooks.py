@@ -22,6 +22,7 @@ one stop inside GDB (gdbscripts/faultprobe.py).
   CPU is inside a replaced function, and comes out before detaching unless
   the user keeps it.
 """
+import hashlib
 import time
 from pathlib import Path
 
@@ -37,7 +38,11 @@ from gdbfault.kernels.banner import read_guest_bytes
 from gdbfault.probing.gdb_session import read_counts
 
 __all__ = ["live_patch_hooks", "PatchAtMark", "PatchAtMarkUnderPlugin", "PatchNow", "ReplayWatch", "arm",
-           "apply_now"]
+           "apply_now", "PLAN_FILE"]
+
+# What faultprobe's `livepatch` commands are given: the bytes to write where (build.LivePatch.write_plan);
+# kept with a live-patched run's recording under this name (a replay of it writes them again).
+PLAN_FILE = "livepatch-plan.json"
 
 
 def live_patch_hooks(plan):
@@ -91,7 +96,7 @@ class PatchAtMark(_AtMark):
 
     def _plan_file(self):
         if self.plan_file is None:
-            self.plan_file = self.patch.write_plan(self.plan.temp_dir("gdbfault-run-") / "livepatch-plan.json",
+            self.plan_file = self.patch.write_plan(self.plan.temp_dir("gdbfault-run-") / PLAN_FILE,
                                                    unpatch=self.plan.spec.live_patch.unpatch_at is not None)
         return self.plan_file
 
@@ -118,6 +123,12 @@ class PatchAtMark(_AtMark):
         if self.watcher is not None:
             self.watcher()
 
+    def recording_inputs(self):
+        """The patch written at the workload's mark: its plan (what is written where), by its sha256."""
+        plan_file = self._plan_file()
+        digest = hashlib.sha256(Path(plan_file).read_bytes()).hexdigest()
+        return f"live patch at iteration {self.at} (plan sha256 {digest})", [plan_file]
+
     def finish(self, result, counts=None, plugin_counts=None):
         """Before/after the patch, its checks, and the proof the replay ran what was recorded."""
         fill_live_patch(result, counts, self.patch, self.at, int(result.iterations),
@@ -134,7 +145,7 @@ class PatchAtMarkUnderPlugin(_AtMark):
         return [(self.points.mark, "mark", "gdbfault_mark")]
 
     def on_debugger(self, dbg, machine, recording=False):
-        plan_file = self.patch.write_plan(machine.run_dir / "livepatch-plan.json")
+        plan_file = self.patch.write_plan(machine.run_dir / PLAN_FILE)
         arm(dbg, plan_file, self.points, machine.probe_qmp_socket if self.plan.spec.icount else None,
             timing=False)
 
@@ -261,7 +272,7 @@ def apply_now(dbg, patch, work, tries=50):
     """Attach mode: patch the stopped guest as soon as no CPU is inside a replaced
     function (checked in GDB: pc and the kernel stack's return addresses); while
     one is, let the guest run a moment and look again."""
-    plan = patch.write_plan(Path(work) / "livepatch-plan.json")
+    plan = patch.write_plan(Path(work) / PLAN_FILE)
     for _ in range(tries):
         try:
             dbg.console(f"faultprobe livepatch-now {mi_quote(str(plan))}")

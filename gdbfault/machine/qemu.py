@@ -33,7 +33,7 @@ from gdbfault.base.tools import find_tool, parent_death_prefix, tool_version
 from gdbfault.machine.guardian import watch_dir
 
 __all__ = ["MachineConfig", "Machine", "qemu_version", "emulator_target", "EMULATORS", "CPU_MODELS",
-           "describe_exit", "private_base", "private_dir",
+           "describe_exit", "guest_args", "place", "private_base", "private_dir",
            "qemu_opt_escape", "snapshot_store", "snapshot_store_available", "ENDED_AFTER_RESULT", "EXIT_CLEAN", "EXIT_INIT_EXITED", "EXIT_OOPS", "EXIT_PANIC"]
 
 # QEMU exit statuses the lab kernel produces (qemu/README.md).
@@ -73,6 +73,47 @@ class MachineConfig:
     # A second QMP socket for gdbfault's own reads (the replay watchdog of a
     # live patch) while the in-GDB tracer holds the first one.
     watch_qmp: bool = False
+    # The guest folder QEMU runs in (None: gdbfault's own). The guest's files
+    # are named relative to it: QEMU writes a multiboot kernel's and module's
+    # names as given into guest memory, so a recording replays only under the
+    # very same names (machine/config.py, recordings/).
+    cwd: Path = None
+    # The qcow2 file (in `cwd`) that the boot's own disk arguments attach and that
+    # holds VM snapshots (GRUB's boot disk overlay); None: record/replay attach one
+    # of their own (config.STATE_STORE).
+    store: str = None
+
+
+def guest_args(config):
+    """QEMU's argv for the guest itself: what it runs and how (machine, files, command line,
+    icount, the extra arguments), without what only gdbfault uses to watch it. Two runs with
+    the same guest_args and the same files run the same guest."""
+    c = config
+    argv = [c.qemu, "-m", str(c.memory_mb), "-nodefaults", "-no-reboot", "-kernel", str(c.kernel),
+            "-device", f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04"]
+    if c.initrd:
+        argv += ["-initrd", ",".join(qemu_opt_escape(p) for p in c.initrd)]
+    if c.append:
+        argv += ["-append", c.append]
+    if c.cpu:
+        argv += ["-cpu", c.cpu]
+    if c.icount:
+        argv += ["-icount", c.icount_options]
+    return argv + [str(a) for a in c.extra_args]
+
+
+def place(source, folder, name):
+    """`folder`/`name` made to hold the file `source` (a hard link where the file system allows,
+    else a symbolic link to its real path; nothing when it is that file already); the name."""
+    source, target = Path(source), Path(folder) / name
+    if target.exists() and os.path.samefile(source, target):
+        return name
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source.resolve(), target)
+    except OSError:
+        target.symlink_to(source.resolve())
+    return name
 
 
 def describe_exit(status):
@@ -139,12 +180,16 @@ def snapshot_store_available():
 def snapshot_store(path, backing=None, backing_format="raw"):
     """A qcow2 file at `path` that can hold `savevm` snapshots (QEMU keeps VM
     snapshots only in qcow2): an overlay of `backing` (which is never
-    written), or an empty 1 MiB image attached to no device."""
+    written), or an empty 1 MiB image attached to no device. A backing file
+    in the same folder is named relatively, so that the folder can move."""
+    path = Path(path)
     cmd = [find_tool("qemu-img"), "create", "-q", "-f", "qcow2"]
     if backing is not None:
-        cmd += ["-b", str(Path(backing).resolve()), "-F", backing_format]
-    cmd += [str(path)] + ([] if backing is not None else ["1M"])
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        backing = Path(backing)
+        same = backing.resolve().parent == path.resolve().parent
+        cmd += ["-b", backing.name if same else str(backing.resolve()), "-F", backing_format]
+    cmd += [path.name] + ([] if backing is not None else ["1M"])
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=path.resolve().parent)
     if done.returncode != 0:
         raise GdbfaultError(f"qemu-img could not make {path}: {(done.stderr or done.stdout).strip()}")
     return Path(path)
@@ -219,34 +264,26 @@ class Machine:
         return self.run_dir
 
     def command(self):
-        """The full argv QEMU is started with."""
+        """The full argv QEMU is started with: the guest's (guest_args) and how gdbfault
+        reaches it (console file, gdbstub, QMP, -S)."""
         c = self.config
+        base = Path(c.cwd) if c.cwd is not None else Path()
         kernel = Path(c.kernel)
-        if not kernel.is_file():
-            raise GdbfaultError(f"kernel file not found: {kernel}")
+        if not (base / kernel).is_file():
+            raise GdbfaultError(f"kernel file not found: {base / kernel}")
         for path in c.initrd:
-            if not Path(path).is_file():
-                raise GdbfaultError(f"initrd/module file not found: {path}")
-        argv = [c.qemu, "-m", str(c.memory_mb), "-nodefaults", "-display", "none",
-                "-no-reboot", "-kernel", str(kernel),
-                "-serial", f"file:{self.serial_log}",
-                "-device", f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04",
-                "-gdb", f"unix:{self.gdb_socket},server=on,wait=off",
-                "-qmp", f"unix:{self.probe_qmp_socket},server=on,wait=off",
-                "-monitor", "none"]
+            if not (base / path).is_file():
+                raise GdbfaultError(f"initrd/module file not found: {base / path}")
+        argv = guest_args(c)
+        argv[1:1] = ["-serial", f"file:{self.serial_log}",
+                     "-gdb", f"unix:{self.gdb_socket},server=on,wait=off",
+                     "-qmp", f"unix:{self.probe_qmp_socket},server=on,wait=off",
+                     "-monitor", "none", "-display", "none"]
         if c.watch_qmp:
             argv += ["-qmp", f"unix:{self.watch_qmp_socket},server=on,wait=off"]
-        if c.initrd:
-            argv += ["-initrd", ",".join(qemu_opt_escape(p) for p in c.initrd)]
-        if c.append:
-            argv += ["-append", c.append]
-        if c.cpu:
-            argv += ["-cpu", c.cpu]
-        if c.icount:
-            argv += ["-icount", c.icount_options]
         if c.halted:
             argv.append("-S")
-        return argv + [str(a) for a in c.extra_args]
+        return argv
 
     def start(self, timeout=20.0):
         """Start QEMU and wait until its gdbstub socket exists (a stop signal ends the wait)."""
@@ -257,7 +294,7 @@ class Machine:
             # A session of its own: the user's Ctrl-C reaches us, and we tear
             # QEMU down in order instead of racing its own SIGINT handler.
             self.proc = subprocess.Popen(parent_death_prefix() + [exe] + argv[1:], stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err,
+                                         stdout=subprocess.DEVNULL, stderr=err, cwd=self.config.cwd,
                                          start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -9,14 +9,16 @@ import statistics
 
 from gdbfault.model.roles import RESOLVED, SEARCH, SIGNAL, USER_FAULT
 
-__all__ = ["classify", "summarise_paths", "cost_stats", "hist_stats", "user_fault_searches",
-           "USER_SIGNAL_SHAPES"]
+__all__ = ["classify", "summarise_paths", "cost_stats", "hist_stats", "user_fault_searches", "shape_alias",
+           "USER_SIGNAL_SHAPES", "SHAPE_ALIASES", "KERNEL_FIXUP", "RESOLVED_SHAPE"]
 
 USER_SEARCH_SIGNAL = "user bad area → exception search → signal"
 USER_SIGNAL = "user bad area → signal"
 KERNEL_FIXUP = "kernel fault → exception search → fixup"
 RESOLVED_SHAPE = "resolved (handle_mm_fault)"
 USER_SIGNAL_SHAPES = (USER_SEARCH_SIGNAL, USER_SIGNAL)
+# Short names for shapes (`gdbfault inspect --path`): each the first of its list a run has.
+SHAPE_ALIASES = {"user-signal": USER_SIGNAL_SHAPES, "resolved": (RESOLVED_SHAPE,), "kernel-fixup": (KERNEL_FIXUP,)}
 
 _KNOWN = {
     (SEARCH, SIGNAL): USER_SEARCH_SIGNAL,
@@ -42,6 +44,11 @@ def classify(events, returned=True, open_label=None):
     if not events:
         return "no probe events (other fault)"
     return "other: " + " → ".join(events)
+
+
+def shape_alias(shape):
+    """The short name of a shape (SHAPE_ALIASES), or the shape itself."""
+    return next((alias for alias, shapes in SHAPE_ALIASES.items() if shape in shapes), shape)
 
 
 def cost_stats(costs):

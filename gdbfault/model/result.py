@@ -22,7 +22,14 @@ keys are stable: tests and users read them.
   run       RunStatus  {complete, error, exit_status, exit, wall_s, hits, hits_per_s, phase*,
                         duplicate_filter* (False when counted in a replay, where none is needed),
                         duplicates*, insns_total* (plugin), counts_at_s*, guest* (attached), kept*}
-  record*   Record     {exit_status, exit, wall_s, live_patch*, guest*}: the recording run
+  record*   Record     {exit_status, exit, wall_s, live_patch*, guest*, made*, reused*}: the recording
+                        run (made: when; reused: "cache" or "kept" when this run replayed a recording
+                        made before instead of booting: wall_s is then that recording's)
+  recording*  Recording {dir*, size_bytes*, digest, made, replayed*, cache*, index*, faults*, sample*,
+                        start*, keyframes*, shapes*, outliers*, note*}: the run's recording, kept in dir
+                        (relative to the run file) for `gdbfault inspect`: shapes {shape: {count,
+                        median, min/max: {fault, iteration, icount, cost}}}, outliers [{shape, fault,
+                        iteration, cost, median, extra: [{symbol, instructions}], path, text}]
   paths*    [PathRow   {shape, events, count, costed, min, median, p95, max, cost_hist}]
   user_fault_searches*  traced faults that searched the exception table and raised a signal
   trace*    Trace      {entries, lost, sample, costed, return_sites*, open_at_exit*,
@@ -48,7 +55,7 @@ from pathlib import Path
 from gdbfault.base.errors import GdbfaultError
 
 __all__ = ["json_default", "SCHEMA", "RunResult", "Tool", "Kernel", "Workload", "Mode", "Hits", "Probe", "Check",
-           "PathRow", "CostStats", "Trace", "RunStatus", "Record", "Phase", "LivePatch", "CrossCheck",
+           "PathRow", "CostStats", "Trace", "RunStatus", "Record", "Recording", "Phase", "LivePatch", "CrossCheck",
            "as_result", "REQUIRED_KEYS"]
 
 SCHEMA = "gdbfault.run/1"
@@ -356,6 +363,27 @@ class Record(_Part):
     wall_s: float = None
     live_patch: dict = _optional()          # {patch, icount_marks} of the recording's patch stop
     guest: dict = _optional()               # the recording's GDBFAULT-RESULT
+    made: str = _optional()                 # when ("YYYY-MM-DD HH:MM:SS UTC")
+    reused: str = _optional()               # "cache" / "kept": replayed, not made by this run
+
+
+@dataclass(eq=False)
+class Recording(_Part):
+    """The run's recording: where it is kept, what it holds, what it says about the outliers."""
+    digest: str = None
+    made: str = None                        # when the guest was recorded ("YYYY-MM-DD HH:MM:SS UTC")
+    dir: str = _optional()                  # the kept folder, relative to the run file's folder
+    size_bytes: int = _optional()
+    replayed: str = _optional()             # "cache" / "kept": this run replayed a recording made before
+    cache: str = _optional()                # the cache entry holding it
+    index: str = _optional()                # the fault index file in `dir`
+    faults: int = _optional()               # workload faults in the index
+    sample: int = _optional()
+    start: dict = _optional()               # {snapshot, icount}: where replays start
+    keyframes: int = _optional()            # snapshots along the workload, saved by the counting replay
+    shapes: dict = _optional()
+    outliers: list = _optional()
+    note: str = _optional()                 # why nothing is kept, or what went wrong keeping or explaining
 
 
 @dataclass(eq=False)
@@ -427,6 +455,7 @@ class RunResult(_Part):
     live_patch: LivePatch = _part(LivePatch, optional=True)
     verify: CrossCheck = _part(CrossCheck, optional=True)
     kernel_profile: dict = _optional()
+    recording: Recording = _part(Recording, optional=True)
     schema: str = SCHEMA
 
     def to_dict(self):

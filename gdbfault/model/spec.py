@@ -66,6 +66,9 @@ class RunSpec:
     kernel_profile: bool = False
     call_chains: bool = False
     profile_every_block: bool = False
+    recording: bool = True               # leave the run's recording behind (kept, cached) for inspect and reuse
+    fresh_recording: bool = False        # record anew even when a kept or cached recording of this guest exists
+    keep_recording: str = None           # the folder the recording is kept in (beside --output: FILE.rr)
 
     @classmethod
     def from_mapping(cls, mapping, where=None):
@@ -210,6 +213,14 @@ RUN_OPTIONS = (
                                     "default: half of --iterations)")),
     RunOption("unpatch_at", None, int, "--unpatch-at", dict(
         type=int, metavar="N", help="with --live-patch: put the old function entries back after N iterations")),
+    RunOption("recording", "recording", bool, "--no-recording", dict(
+        action="store_false",
+        help="leave no recording behind: none beside --output (FILE.rr/, for gdbfault inspect) and none in "
+             "the recordings cache")),
+    RunOption("fresh_recording", "fresh_recording", bool, "--fresh-recording", dict(
+        action="store_true",
+        help="record the guest anew even when a kept or cached recording of the very same guest exists "
+             "(by default such a run replays it instead of booting)")),
     RunOption("keep_run_dir", "keep_run_dir", bool, "--keep-run-dir", dict(
         action="store_true", help="keep QEMU's run directory (serial log)")),
 )

@@ -9,7 +9,9 @@ config, the RunResult skeleton) and hands it to the GDB backend or the
 plugin backend. Whatever happens — a guest that oopses or hangs, QEMU or
 GDB killed, Ctrl-C — the counts measured so far are kept in the result
 attached to the raised RunFailed, and no QEMU, GDB or temporary folder is
-left behind.
+left behind. A run whose recording is kept beside its --output gets its
+outliers explained from it (inspect/outliers.py): the report names each
+path's slowest fault and what it ran that a typical one did not.
 """
 import signal
 
@@ -20,6 +22,7 @@ from gdbfault.backends.plugin_backend import run_with_plugin
 from gdbfault.base.errors import GdbfaultError, RunFailed
 from gdbfault.base.lifecycle import Stopped
 from gdbfault.kprofile.hooks import ProfileAlong
+from gdbfault.inspect.outliers import OUTLIERS_NOT_EXPLAINED, explain_outliers
 from gdbfault.livepatch.hooks import live_patch_hooks
 from gdbfault.probing.measure import end_label
 
@@ -41,9 +44,11 @@ def run_qemu(spec, progress=None):
         hooks = _hooks(plan)
         plan.prepare_machine()
         try:
-            return BACKEND_RUNS[spec.backend](plan, hooks)
+            result = BACKEND_RUNS[spec.backend](plan, hooks)
         except (GdbfaultError, KeyboardInterrupt) as exc:
             raise _failed(plan.result, exc) from None
+        _explain(plan, result)
+        return result
     finally:
         hooks.close()
         plan.close()
@@ -56,6 +61,18 @@ def _hooks(plan):
     if plan.spec.kernel_profile:
         return ProfileAlong(plan)
     return RunHooks()
+
+
+def _explain(plan, result):
+    """The outlier lines, from the recording kept beside --output (a problem there is a note, never
+    a failed run: the counts are what the run is for)."""
+    rec = result.recording
+    if rec is None or not rec.dir or not rec.shapes:
+        return
+    try:
+        rec.outliers = explain_outliers(plan.spec.keep_recording, result, plan.deadline)
+    except GdbfaultError as exc:
+        rec.note = f"{OUTLIERS_NOT_EXPLAINED}: {exc}"
 
 
 def _failed(result, exc):

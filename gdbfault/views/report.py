@@ -13,10 +13,12 @@ from tabulate import tabulate
 
 from gdbfault.base.errors import GdbfaultError
 from gdbfault.base.userfiles import check_output_file, read_input_text
+from gdbfault.model.paths import shape_alias
 from gdbfault.model.result import REQUIRED_KEYS, Kernel, RunResult, as_result, json_default
 
 __all__ = ["render", "load_run", "save_run", "save_json", "check_writable", "kernel_label", "machine_line",
-           "emulator_text", "abi_note", "FORMATS", "CSV_FIELDS", "REQUIRED_KEYS"]
+           "emulator_text", "abi_note", "recording_lines", "outlier_lines", "size_text", "FORMATS", "CSV_FIELDS",
+           "REQUIRED_KEYS"]
 
 FORMATS = ("table", "json", "csv", "markdown")
 CSV_FIELDS = ("kernel", "variant", "workload", "iterations", "role", "symbol", "address",
@@ -327,6 +329,7 @@ def _text(result, tablefmt):
         lines.append(tabulate(prow, headers=["path", "count", "min", "median", "p95", "max"],
                               tablefmt=tablefmt, colalign=("left",) + ("right",) * 5))
         lines.append("(cost: guest instructions from fault entry to its return)")
+        lines += outlier_lines(result)
         if result.has("user_fault_searches"):
             lines.append(f"user faults that searched the exception table: {result.user_fault_searches}")
         lines.append("")
@@ -338,4 +341,58 @@ def _text(result, tablefmt):
     wall = f"{run.wall_s:.1f} s wall" if run.wall_s else "no wall time"
     rate = f" · {run.hits_per_s:.0f} hits/s" if run.hits_per_s else ""
     lines.append(f"run: {wall} · {run.hits or 0} hits{rate} · {run.exit or ''} · {status}")
+    lines += recording_lines(result)
     return "\n".join(lines) + "\n"
+
+
+def size_text(size):
+    """Bytes as people read them: 1.3 MB, 820 KB."""
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= div:
+            return f"{size / div:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def outlier_lines(result):
+    """One line per path shape whose slowest instance the kept recording explained (result.recording.outliers)."""
+    rec = result.recording
+    return [f"  {o['text']}" for o in (rec.outliers or [])] if rec is not None else []
+
+
+def recording_lines(result):
+    """The report's last lines: where the run's recording came from and where it is kept."""
+    rec = result.recording
+    if rec is None:
+        return []
+    lines = []
+    if rec.replayed:
+        where = "kept beside the run file" if rec.replayed == "kept" else "from the recordings cache"
+        lines.append(f"replayed the recording of {rec.made} ({where}): no boot this time "
+                     "(--fresh-recording records anew)")
+    if rec.note:
+        lines.append(f"recording: {rec.note}")
+    if rec.dir:
+        run_file = rec.dir[:-3] if rec.dir.endswith(".rr") else "RUN.json"
+        lines.append(f"recording kept: {rec.dir}/ ({size_text(rec.size_bytes or 0)}; remove it, or run with "
+                     "--no-recording, to keep none)")
+        if rec.index and rec.sample == 1:
+            lines.append(f"open any fault: gdbfault inspect {run_file} {_suggestion(rec)}")
+        else:
+            lines.append("no fault index (a run with --no-trace or --cost-sample): gdbfault inspect needs every "
+                         "fault traced")
+    elif rec.cache and not rec.note:
+        lines.append("recording cached (a run of this very guest replays it); keep it beside the run with "
+                     "--output FILE, then open any fault with gdbfault inspect FILE")
+    return lines
+
+
+def _suggestion(rec):
+    """An inspect selection worth opening: the path whose slowest fault stands out most, else fault 1."""
+    best, ratio = None, 1.0
+    for shape, s in (rec.shapes or {}).items():
+        if s.get("median") and s["max"]["cost"] / s["median"] > ratio:
+            best, ratio = shape, s["max"]["cost"] / s["median"]
+    if best is None:
+        return "--fault 1"
+    alias = shape_alias(best)
+    return f"--path {alias if alias != best else repr(best)} --max"

@@ -7,7 +7,7 @@
  *
  * Usage:
  *   qemu-system-i386 ... -plugin build/libkprofile.so,ranges=FILE,out=FILE
- *                               [,chains=on[,runs=off][,check=on]]
+ *                               [,chains=on[,runs=off][,check=on][,node_calls=on]]
  *
  *   (default)   flat profile: per-function instructions and entries from
  *               inline counters only; no callback except at the phase marks
@@ -19,6 +19,12 @@
  *               of straight-line code: same results, slower (for checking)
  *   check=on    (chains) also count the flat way in the same run and report
  *               any per-function difference under "check" (for checking)
+ *   node_calls=on  (chains; for `gdbfault inspect`'s per-fault call tree)
+ *               also count how often each call-tree node was entered (each
+ *               push: a call, or a trap frame), as an extra top-level key
+ *               "node_calls": [[node id, [count per phase]], ...] (nodes
+ *               entered at least once); nothing else in the output or the
+ *               counting changes
  *
  * Ranges file (written by gdbfault/kprofile/ranges.py), one item a line:
  *   base <hex>                      addresses below it are user mode; a base
@@ -155,6 +161,7 @@ static size_t nuaccess, capuaccess;
 static char *out_path;
 static int want_chains;                /* chains=on */
 static int want_check;                 /* check=on: flat counters beside the chains */
+static int want_node_calls;            /* node_calls=on: entries per call-tree node */
 static int debug_left;
 
 /* ------------------------------------------------------------ functions */
@@ -858,6 +865,10 @@ static uint32_t resume_caller, resume_ret_func;
 
 static struct node *nodes;
 static uint32_t nnodes, capnodes;
+/* node_calls=on: entries per call-tree node and phase, indexed by node id,
+ * grown on demand (note_node_call) */
+static uint64_t (*node_calls)[NPHASES];
+static uint32_t node_calls_cap;
 /* open-addressing hash: (parent, func) -> node index + 1 */
 static uint32_t *node_hash;
 static uint32_t hash_cap;
@@ -914,6 +925,26 @@ static uint32_t child(uint32_t parent, uint32_t func)
         node_hash[h] = ix + 1;
     }
     return ix;
+}
+
+/* node_calls=on: one more entry into call-tree node `node` */
+static void note_node_call(uint32_t node)
+{
+    if (node >= node_calls_cap) {
+        uint32_t cap = node_calls_cap ? node_calls_cap : 1024;
+        uint64_t (*grown)[NPHASES];
+        while (cap <= node) {
+            cap *= 2;
+        }
+        grown = realloc(node_calls, cap * sizeof(*node_calls));
+        if (!grown) {
+            return;                     /* (the count of this one entry is lost) */
+        }
+        node_calls = grown;
+        memset(node_calls + node_calls_cap, 0, (cap - node_calls_cap) * sizeof(*node_calls));
+        node_calls_cap = cap;
+    }
+    node_calls[node][phase]++;
 }
 
 static void chains_init(void)
@@ -998,6 +1029,9 @@ static void push_frame(uint32_t func, uint64_t ret, int trap, uint32_t caller, s
             from->call_func = func;
             from->call_node = node;
         }
+    }
+    if (want_node_calls) {
+        note_node_call(node);
     }
     stack[depth].node = node;
     stack[depth].ret = ret;
@@ -1662,6 +1696,29 @@ static void write_check(FILE *f)
     fprintf(f, ",\"equal\":%s}}", !differ && totals_same ? "true" : "false");
 }
 
+/* node_calls=on: the extra "node_calls" key (written after "nodes") */
+static void write_node_calls(FILE *f)
+{
+    int first = 1;
+    fprintf(f, ",\n\"node_calls\":[");
+    for (uint32_t i = 1; i < node_calls_cap && i < nnodes; i++) {
+        uint64_t any_calls = 0;
+        for (int ph = 0; ph < NPHASES; ph++) {
+            any_calls |= node_calls[i][ph];
+        }
+        if (!any_calls) {
+            continue;
+        }
+        fprintf(f, "%s\n[%u,[", first ? "" : ",", i);
+        first = 0;
+        for (int ph = 0; ph < NPHASES; ph++) {
+            fprintf(f, "%s%" PRIu64, ph ? "," : "", node_calls[i][ph]);
+        }
+        fprintf(f, "]]");
+    }
+    fputc(']', f);
+}
+
 static void write_output(qemu_plugin_id_t id, void *udata)
 {
     char *tmp;
@@ -1736,6 +1793,9 @@ static void write_output(qemu_plugin_id_t id, void *udata)
         fputc(']', f);
     }
     fprintf(f, "]");
+    if (want_node_calls) {
+        write_node_calls(f);
+    }
     if (want_check) {
         fprintf(f, ",\n");
         write_check(f);
@@ -1778,14 +1838,15 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             out_path = strdup(argv[i] + 4);
         } else if ((r = on_off(argv[i], "chains", &want_chains)) ||
                    (r = on_off(argv[i], "runs", &use_runs)) ||
-                   (r = on_off(argv[i], "check", &want_check))) {
+                   (r = on_off(argv[i], "check", &want_check)) ||
+                   (r = on_off(argv[i], "node_calls", &want_node_calls))) {
             if (r < 0) {
                 fprintf(stderr, "kprofile: '%s': the value is on or off\n", argv[i]);
                 return -1;
             }
         } else {
             fprintf(stderr, "kprofile: unknown argument '%s' (known: ranges=FILE, out=FILE, "
-                    "chains=on|off, runs=on|off, check=on|off)\n", argv[i]);
+                    "chains=on|off, runs=on|off, check=on|off, node_calls=on|off)\n", argv[i]);
             return -1;
         }
     }
@@ -1793,8 +1854,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
         fprintf(stderr, "kprofile: needs ranges=FILE and out=FILE\n");
         return -1;
     }
-    if (!want_chains && (want_check || !use_runs)) {
-        fprintf(stderr, "kprofile: check= and runs= go with chains=on\n");
+    if (!want_chains && (want_check || !use_runs || want_node_calls)) {
+        fprintf(stderr, "kprofile: check=, runs= and node_calls= go with chains=on\n");
         return -1;
     }
     if (info->system_emulation && info->system.max_vcpus > 1) {
