@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from conftest import REPO, temp_entries
+from gdbfault.machine.config import RECORD_LOG
 
 PART_NAMES = ("qemu-system-i386", "gdb")
 
@@ -278,14 +279,19 @@ def test_keep_run_dir_keeps_a_failed_recording_and_says_where(lab_built, no_leak
     g = Gdbfault(tmp_path, "attach", "--qemu", "--keep-run-dir", "--append", "labtest=oops", "--iterations", 5)
     assert g.finish() == 3
     line = g.one_line_error()
-    kept = [p for p in g.tmp.iterdir()]
-    assert [p.name.split("-")[1] for p in kept] == ["rec"] and (kept[0] / "serial.log").is_file()
-    assert f"run folders kept: {kept[0]}" in line
-    shutil.rmtree(kept[0])
+    # the recording's QEMU folder (its console) and the guest folder (the guest's files, the log so far)
+    kept = {p.name.split("-")[1]: p for p in g.tmp.iterdir()}
+    assert sorted(kept) == ["guest", "rec"] and (kept["rec"] / "serial.log").is_file()
+    assert (kept["guest"] / RECORD_LOG).is_file()
+    assert "run folders kept: " in line and all(str(p) in line for p in kept.values())
+    for folder in kept.values():
+        shutil.rmtree(folder)
     g = Gdbfault(tmp_path, "attach", "--qemu", "--keep-run-dir", "--iterations", 5, "-q", tmpdir=g.tmp)
     assert g.finish() == 0
     kept = sorted(str(p) for p in g.tmp.iterdir())
-    assert len(kept) == 2 and all(k in g.err for k in kept) and "run folders kept (--keep-run-dir)" in g.err
+    # the guest folder, the recording's QEMU folder and the replay's
+    assert [Path(k).name.split("-")[1] for k in kept] == ["guest", "rec", "run"]
+    assert all(k in g.err for k in kept) and "run folders kept (--keep-run-dir)" in g.err
     for folder in kept:
         shutil.rmtree(folder)
     g.assert_nothing_left()

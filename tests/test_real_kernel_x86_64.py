@@ -111,7 +111,7 @@ def test_ia32_and_native_entry_paths_with_check(debian_amd64_kernel, no_leaks, t
 def test_kernel_profile_accounts_for_the_guests_cycles(debian_amd64_kernel, no_leaks, tmp_path):
     out = tmp_path / "profile.json"
     done = gdbfault("profile", "--qemu", *kernel_args(debian_amd64_kernel), "--iterations", str(ITERATIONS),
-                    "--workload-abi", "x86_64", "--top", "10", "-o", str(out))
+                    "--workload-abi", "x86_64", "--chains", "--top", "10", "-o", str(out))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("kernel profile: vmlinuz · x86_64 · qemu-system-x86_64 -cpu qemu64")
     profile = json.loads(out.read_text())
