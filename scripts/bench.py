@@ -57,6 +57,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,11 @@ def run_anchor(variant, workload, iterations, icount=True, script=None):
     if icount:
         cmd += ["--qemu-arg=-icount", "--qemu-arg=shift=0"]
     cpu0 = _cpu_seconds()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    # The anchor (shared, not ours to edit) leaves its mkdtemp folder behind: give it a
+    # TMPDIR of our own and remove that.
+    with tempfile.TemporaryDirectory(prefix="bench-anchor-") as private:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800,
+                             env={**os.environ, "TMPDIR": private})
     cpu = _cpu_seconds() - cpu0
     if out.returncode != 0:
         raise RuntimeError(f"anchor failed: {out.stderr.strip()[-300:]}")
@@ -303,7 +308,6 @@ def bench_old_kernel(image, system_map, workload, iterations, repeat, name=None)
     measure), and the first by CPU time too (gdbfault's processes: QEMU twice, GDB twice, our own
     Python)."""
     import dataclasses
-    import tempfile
     name = name or Path(image).name
     rows, walls, cpus, seconds = [], [], [], []
     spec = RunSpec(kernel=str(image), system_map=str(system_map) if system_map else None,
@@ -769,7 +773,6 @@ def soak(runs=100, iterations=20, kill_iterations=2000, variant="vanilla", attac
     import collections
     import os
     import shutil
-    import tempfile
     import time
     import uuid
     import psutil
